@@ -1,0 +1,254 @@
+"""Reading and writing microscope images with their calibration.
+
+Formats: DM3/DM4 (read), EMD Velox (read) and Berkeley/NCEM (read, write) and
+HSPY (read, write) through RosettaSciIO; TIFF through tifffile (resolution tags
+or ImageJ metadata carry the pixel size); PNG (16-bit, with the value range and
+the calibration in text chunks); NPY (calibration in a ``<name>.npy.json``
+sidecar). Every problem becomes an :class:`ImageReadError` naming the file.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stemreg.acquisition.errors import ImageReadError
+
+READ_SUFFIXES = {".npy": "npy", ".tif": "tiff", ".tiff": "tiff", ".png": "png", ".dm3": "dm3", ".dm4": "dm4",
+                 ".emd": "emd", ".hspy": "hspy", ".hdf5": "hspy"}
+WRITE_SUFFIXES = {".npy": "npy", ".tif": "tiff", ".tiff": "tiff", ".png": "png", ".emd": "emd", ".hspy": "hspy"}
+# Lengths in picometres per unit, for the spellings microscope software uses.
+UNIT_TO_PM = {"pm": 1.0, "nm": 1e3, "Å": 1e2, "A": 1e2, "angstrom": 1e2, "µm": 1e6, "um": 1e6, "μm": 1e6,
+              "micron": 1e6, "mm": 1e9, "cm": 1e10, "m": 1e12}
+PNG_KEY = "stemreg"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Pixel size and its unit (``None`` when the file holds none)."""
+
+    pixel_size: float | None = None
+    unit: str | None = None
+
+    def pixel_size_pm(self) -> float | None:
+        """The pixel size in picometres, or ``None`` if absent or in an unknown unit."""
+        if self.pixel_size is None or self.unit is None or self.unit not in UNIT_TO_PM:
+            return None
+        return float(self.pixel_size * UNIT_TO_PM[self.unit])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pixel_size": self.pixel_size, "unit": self.unit}
+
+
+@dataclass
+class ImageWithCalibration:
+    """A float32 image (H, W) or stack (N, H, W), its calibration and the format it came from."""
+
+    data: np.ndarray
+    calibration: Calibration = field(default_factory=Calibration)
+    format: str = "npy"
+
+
+def _format_of(path: Path, table: dict[str, str], verb: str) -> str:
+    fmt = table.get(path.suffix.lower())
+    if fmt is None:
+        raise ImageReadError(path, f"cannot {verb} {path.suffix or 'files without a suffix'!r}; "
+                                   f"accepted: {', '.join(sorted(table))}")
+    return fmt
+
+
+# -- readers: each returns (array, Calibration) --------------------------------------------------
+def _read_npy(path: Path) -> tuple[np.ndarray, Calibration]:
+    data = np.load(path, allow_pickle=False)
+    sidecar = path.with_name(path.name + ".json")
+    calibration = Calibration()
+    if sidecar.is_file():
+        meta = json.loads(sidecar.read_text())
+        calibration = Calibration(meta.get("pixel_size"), meta.get("unit"))
+    return data, calibration
+
+
+def _read_tiff(path: Path) -> tuple[np.ndarray, Calibration]:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        data = tif.series[0].asarray()
+        page = tif.pages[0]
+        tags = page.tags
+        calibration = Calibration()
+        if "XResolution" in tags:
+            num, den = tags["XResolution"].value
+            pixels_per_unit = num / den if den else 0.0
+            unit = None
+            if tif.imagej_metadata and tif.imagej_metadata.get("unit"):
+                unit = str(tif.imagej_metadata["unit"])
+                unit = {"micron": "µm", "\\u00B5m": "µm"}.get(unit, unit)
+            elif "ResolutionUnit" in tags:
+                unit = {2: "inch_", 3: "cm"}.get(int(tags["ResolutionUnit"].value))
+            if pixels_per_unit > 0 and unit and unit != "inch_" and not (pixels_per_unit == 1 and unit is None):
+                calibration = Calibration(1.0 / pixels_per_unit, unit)
+    return data, calibration
+
+
+def _read_png(path: Path) -> tuple[np.ndarray, Calibration]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()
+        info = dict(im.info)
+        data = np.asarray(im)
+    meta = json.loads(info[PNG_KEY]) if PNG_KEY in info else {}
+    if data.ndim == 3 and data.shape[-1] in (3, 4):
+        data = data[..., :3].astype(np.float64).mean(axis=-1)  # a grey image saved as RGB(A)
+    if "data_min" in meta and "data_max" in meta:
+        full = float(np.iinfo(np.uint16).max if np.asarray(data).dtype == np.uint16 else 255)
+        data = meta["data_min"] + np.asarray(data, dtype=np.float64) / full * (meta["data_max"] - meta["data_min"])
+    return data, Calibration(meta.get("pixel_size"), meta.get("unit"))
+
+
+def _pick_signal(signals: list[dict], path: Path) -> dict:
+    """The image among a file's signals: 2-D ones first, a HAADF one among several."""
+    images = [s for s in signals if np.ndim(s["data"]) >= 2 and len(s.get("axes", [])) >= 2]
+    if not images:
+        raise ImageReadError(path, "holds no image (only spectra or scalars)")
+    haadf = [s for s in images if "haadf" in str(s.get("metadata", {}).get("General", {}).get("title", "")).lower()]
+    return (haadf or images)[0]
+
+
+def _read_rsciio(path: Path, fmt: str) -> tuple[np.ndarray, Calibration]:
+    if fmt in ("dm3", "dm4"):
+        from rsciio.digitalmicrograph import file_reader
+    elif fmt == "emd":
+        from rsciio.emd import file_reader
+    else:
+        from rsciio.hspy import file_reader
+    signal = _pick_signal(file_reader(str(path)), path)
+    data = np.asarray(signal["data"])
+    axes = [a for a in signal["axes"] if not a.get("navigate", False)] or signal["axes"]
+    x_axis = axes[-1]
+    units = x_axis.get("units")
+    scale = x_axis.get("scale")
+    if units and str(units) not in ("<undefined>", "px") and scale:
+        return data, Calibration(float(scale), str(units))
+    return data, Calibration()
+
+
+def _validate(data: Any, path: Path, allow_stack: bool) -> np.ndarray:
+    data = np.asarray(data)
+    if data.dtype.kind not in "uif":
+        raise ImageReadError(path, f"has dtype {data.dtype}, not a real-valued image "
+                                   "(accepted: integer or floating point pixels)")
+    if data.ndim > 2:
+        data = data.reshape([n for n in data.shape if n != 1] or [1])  # drop singleton axes (1, H, W)
+        data = data if data.ndim >= 2 else data.reshape(1, -1)
+    if data.ndim == 3 and not allow_stack:
+        raise ImageReadError(path, f"is a 3-D stack of shape {data.shape} where one 2-D image is expected "
+                                   "(give one image per file, or use a command that takes stacks)")
+    if data.ndim not in (2, 3):
+        raise ImageReadError(path, f"has {data.ndim} dimension(s) {data.shape}; expected a 2-D image (H, W)"
+                                   + (" or a stack (N, H, W)" if allow_stack else ""))
+    if min(data.shape[-2:]) < 2:
+        raise ImageReadError(path, f"is too small ({data.shape}); an image needs at least 2 x 2 pixels")
+    bad = ~np.isfinite(data)
+    if bad.any():
+        raise ImageReadError(path, f"contains {int(bad.sum())} NaN or Inf value(s)")
+    return data.astype(np.float32)
+
+
+def read_image(path: str | Path, *, allow_stack: bool = False) -> ImageWithCalibration:
+    """Read one image (or a stack where ``allow_stack``) as float32 with its calibration.
+
+    Raises
+    ------
+    ImageReadError
+        Missing file, unknown suffix, truncated/corrupt file, not an image, a 3-D stack where one
+        image is expected, a non-numeric dtype, NaN/Inf pixels; the message names the file.
+    """
+    path = Path(path)
+    fmt = _format_of(path, READ_SUFFIXES, "read")
+    if not path.is_file():
+        raise ImageReadError(path, "no such file")
+    if path.stat().st_size == 0:
+        raise ImageReadError(path, "is empty (0 bytes)")
+    readers = {"npy": _read_npy, "tiff": _read_tiff, "png": _read_png}
+    try:
+        if fmt in readers:
+            data, calibration = readers[fmt](path)
+        else:
+            data, calibration = _read_rsciio(path, fmt)
+    except ImageReadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every reader fails its own way on a bad file
+        raise ImageReadError(path, f"is not a readable {fmt.upper()} image (truncated or corrupt?): "
+                                   f"{type(exc).__name__}: {exc}") from exc
+    return ImageWithCalibration(_validate(data, path, allow_stack), calibration, fmt)
+
+
+# -- writers -----------------------------------------------------------------------------------
+def _rsciio_signal(data: np.ndarray, calibration: Calibration) -> dict:
+    names = ["y", "x"] if data.ndim == 2 else ["index", "y", "x"]
+    axes = []
+    for name, size in zip(names, data.shape):
+        spatial = name != "index"
+        axes.append({"name": name, "size": int(size), "offset": 0.0, "navigate": not spatial,
+                     "scale": float(calibration.pixel_size) if spatial and calibration.pixel_size else 1.0,
+                     "units": (calibration.unit or "") if spatial else ""})
+    return {"data": data, "axes": axes, "metadata": {"General": {"title": "stemreg"}, "Signal": {"signal_type": ""}},
+            "original_metadata": {}, "tmp_parameters": {}, "attributes": {"_lazy": False},
+            "learning_results": {}, "models": {}, "package_info": {"name": "stemreg", "version": "0"}}
+
+
+def write_image(path: str | Path, data: np.ndarray, calibration: Calibration | None = None, *,
+                like: ImageWithCalibration | None = None) -> Path:
+    """Write ``data`` in the format of ``path``'s suffix, keeping the calibration.
+
+    ``calibration`` defaults to ``like.calibration`` (e.g. the image that was denoised).
+    PNG is written as 16-bit with the value range in a text chunk, so reading it back
+    restores the float values to 1/65535 of their range.
+    """
+    path = Path(path)
+    fmt = _format_of(path, WRITE_SUFFIXES, "write")
+    if calibration is None:
+        calibration = like.calibration if like is not None else Calibration()
+    data = np.asarray(data, dtype=np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "npy":
+        np.save(path, data)
+        sidecar = path.with_name(path.name + ".json")
+        if calibration.pixel_size is not None:
+            sidecar.write_text(json.dumps(calibration.to_dict()))
+        elif sidecar.exists():
+            sidecar.unlink()
+    elif fmt == "tiff":
+        import tifffile
+
+        kwargs: dict[str, Any] = {}
+        if calibration.pixel_size:
+            kwargs["resolution"] = (1.0 / calibration.pixel_size, 1.0 / calibration.pixel_size)
+            kwargs["metadata"] = {"unit": calibration.unit or ""}
+            if data.ndim == 3:
+                kwargs["metadata"]["axes"] = "ZYX"
+        tifffile.imwrite(path, data, imagej=bool(calibration.pixel_size), **kwargs)
+    elif fmt == "png":
+        from PIL import Image, PngImagePlugin
+
+        if data.ndim != 2:
+            raise ValueError(f"PNG holds one 2-D image; got shape {data.shape} (write a stack as .tif or .npy)")
+        low, high = float(data.min()), float(data.max())
+        scaled = np.round((data - low) / (high - low if high > low else 1.0) * 65535).astype(np.uint16)
+        info = PngImagePlugin.PngInfo()
+        info.add_text(PNG_KEY, json.dumps({"data_min": low, "data_max": high, **calibration.to_dict()}))
+        Image.fromarray(scaled).save(path, pnginfo=info)
+    else:
+        if fmt == "emd":
+            from rsciio.emd import file_writer
+
+            file_writer(str(path), _rsciio_signal(data, calibration))
+        else:
+            from rsciio.hspy import file_writer
+
+            file_writer(str(path), _rsciio_signal(data, calibration), show_progressbar=False)
+    return path

@@ -1,0 +1,33 @@
+"""The `stemreg` command line: one group, commands defined in the cli_* modules.
+
+Heavy imports (torch, mlflow) stay inside the command functions so that
+`stemreg --help` answers at once.
+"""
+from __future__ import annotations
+
+import logging
+
+import click
+
+from stemreg.platform import cli_data, cli_evaluate, cli_models, cli_serve, cli_tune
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.version_option(package_name="stemreg")
+def main(verbose: int) -> None:
+    """stemreg: train, track, evaluate, promote and serve CNN denoisers for
+    low-dose atomic-resolution STEM images, one model per acquisition
+    condition.
+
+    Models and runs live in MLflow (default sqlite:///mlflow.db in the current
+    directory; set MLFLOW_TRACKING_URI to use a tracking server). Browse them
+    with `mlflow ui`.
+    """
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+for _module in (cli_data, cli_models, cli_tune, cli_evaluate, cli_serve):
+    for _command in _module.COMMANDS:
+        main.add_command(_command)

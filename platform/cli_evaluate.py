@@ -1,0 +1,100 @@
+"""stemreg CLI commands (evaluate): the leaderboard of every denoiser on one condition.
+
+Heavy imports (torch, mlflow, skimage) stay inside the command function so
+that `stemreg --help` answers at once.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import click
+
+from stemreg.platform.errors import BadInput
+
+_METHOD_NAMES = "hourglass, autoencoder, sdndti, n2v, gaussian, nlm, tv, wavelet, bm3d"
+
+
+@click.command("evaluate")
+@click.option("--condition", "-c", "condition_name", required=True, metavar="NAME",
+              help="Acquisition condition name (see `stemreg conditions`) or a YAML file.")
+@click.option("--methods", default=None, metavar="M1,M2,...",
+              help=f"Comma-separated methods (default all): {_METHOD_NAMES}. The noisy input is always row 1.")
+@click.option("--budget", type=click.Choice(["tiny", "quick", "full"]), default="quick", show_default=True,
+              help="Training data and steps for the CNNs, the same for all of them: "
+                   "tiny (smoke test), quick (CPU, minutes), full (GPU).")
+@click.option("--images", "images_dir", type=click.Path(file_okay=False, path_type=str), default=None,
+              metavar="DIR", help="Score on your own high-dose images from DIR, degraded by the condition's "
+                                  "physics, instead of the frozen benchmark set (no column metrics).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the training/validation draws (never the benchmark's).")
+@click.option("--device", default="auto", show_default=True, help="Torch device for the CNNs: auto, cpu, cuda.")
+@click.option("--no-registry", is_flag=True,
+              help="Train the hourglass here even when the condition has a registered champion.")
+@click.option("--output-dir", type=click.Path(file_okay=False, path_type=str), default=None,
+              help="Also write the table, bar chart and gallery here.")
+@click.option("--no-log", is_flag=True, help="Do not log an MLflow run.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+def evaluate_command(condition_name: str, methods: str | None, budget: str, images_dir: str | None, seed: int,
+                     device: str, no_registry: bool, output_dir: str | None, no_log: bool, as_json: bool) -> None:
+    """Run every denoiser on a condition's benchmark and print the leaderboard.
+
+    Methods: the reverse hourglass (the registered champion, else trained
+    here), the STEM autoencoder (Gambini et al.), an SDnDTI-style DnCNN trained
+    noise2noise, a blind-spot (Noise2Void) hourglass, and Gaussian, non-local
+    means, total variation, wavelet and BM3D filters fitted on a validation
+    set. Metrics: PSNR, SSIM, atom-column F1 and position error (pm), and
+    inference ms per megapixel, as mean ± std over the images. One MLflow run
+    holds the table (CSV, JSON), a bar chart and a before/after gallery.
+    """
+    from stemreg.acquisition import UnknownConditionError, load_condition
+    from stemreg.platform import evaluation
+
+    try:
+        condition = load_condition(condition_name)
+    except UnknownConditionError as exc:
+        raise BadInput(str(exc).splitlines()[0]) from None
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"--condition {condition_name!r}: {str(exc).splitlines()[0]}") from None
+    try:
+        method_list = evaluation.parse_methods(methods)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--methods") from None
+    if images_dir is not None:
+        try:
+            evaluation.user_test_set(condition, images_dir, seed=seed)  # validate the folder before any training
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--images") from None
+        except Exception as exc:  # noqa: BLE001 - unreadable files are bad input, reported as such
+            raise click.BadParameter(f"{images_dir}: {exc}", param_hint="--images") from None
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise click.BadParameter(f"unknown device {device!r}; accepted: auto, cpu, cuda, cuda:N",
+                                 param_hint="--device")
+
+    try:
+        board = evaluation.evaluate(condition, methods=method_list, budget=budget, images_dir=images_dir,
+                                    seed=seed, device=device, use_registry=not no_registry,
+                                    log_to_mlflow=not no_log, progress=not as_json and sys.stderr.isatty(),
+                                    output_dir=output_dir)
+    except ValueError as exc:  # e.g. CUDA asked for where there is none
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+
+    if as_json:
+        click.echo(json.dumps(board.to_dict(), indent=2))
+        return
+    click.echo(f"{board.condition}: {board.test_set}, {board.n_images} image(s) "
+               f"{board.image_shape[0]}x{board.image_shape[1]} px, budget {board.budget.name} "
+               f"({board.seconds:.0f} s)")
+    click.echo(board.markdown())
+    for row in board.rows():
+        if row["method"] != evaluation.NOISY:
+            click.echo(f"  {row['method']}: {row['source']}")
+    if all(not math.isfinite(r["column_f1"]) for r in board.rows()):
+        click.echo("  (no column metrics: the images have no simulated column positions)")
+    if board.run_id:
+        click.echo(f"MLflow run {board.run_id} (artifacts: {', '.join(board.artifacts)})")
+
+
+COMMANDS: list[click.Command] = [evaluate_command]

@@ -1,0 +1,315 @@
+"""stemreg CLI commands (models): train, models, denoise, promote, rollback, pipeline.
+
+Heavy imports (torch, mlflow) stay inside the command functions so that
+`stemreg --help` answers at once.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from stemreg.platform.errors import BadInput
+
+DENOISE_SUFFIXES = (".tif", ".tiff", ".png", ".npy", ".dm3", ".dm4", ".emd", ".hspy")
+
+
+def _condition(value: str):
+    """Resolve a condition name or YAML path, or exit 2 naming the known ones."""
+    from stemreg.acquisition import UnknownConditionError, load_condition
+
+    try:
+        return load_condition(value)
+    except UnknownConditionError as exc:
+        raise BadInput(str(exc).splitlines()[0]) from None
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"--condition {value!r}: {str(exc).splitlines()[0]}") from None
+
+
+def _emit(data: Any, as_json: bool, text: str) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+    else:
+        click.echo(text)
+
+
+def _fail(message: str) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(1)
+
+
+def _fmt(value: Any, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+condition_option = click.option("--condition", "-c", "condition_name", required=True, metavar="NAME",
+                                 help="Acquisition condition name (see `stemreg conditions`) or a YAML file.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+
+
+# --------------------------------------------------------------------------- train
+
+@click.command("train")
+@condition_option
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs.")
+@click.option("--steps-per-epoch", type=click.IntRange(min=1), default=None, help="Optimiser steps per epoch.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Patches per step.")
+@click.option("--patch-px", type=click.IntRange(min=8), default=None, help="Training patch edge (pixels).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Adam learning rate.")
+@click.option("--mode", type=click.Choice(["supervised", "noise2noise", "blind-spot"]), default=None,
+              help="Training mode (supervised uses simulated clean targets).")
+@click.option("--n-train", type=click.IntRange(min=1), default=None, help="Simulated training images.")
+@click.option("--n-val", type=click.IntRange(min=1), default=None, help="Simulated validation images.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the training data.")
+@click.option("--arch", default=None, metavar="JSON",
+              help='Architecture JSON, e.g. \'{"kind": "reverse-hourglass", "depth": 8, '
+                   '"widths": [16,32,48,64,48,32,16], "kernel_size": 3}\'.')
+@click.option("--from", "init_from", default=None, metavar="MODEL_URI",
+              help="Start from a registered model's weights, e.g. models:/stem-denoiser-low-dose@champion "
+                   "(the architecture must match).")
+@click.option("--alias", "alias_policy", type=click.Choice(["auto", "challenger", "champion", "none"]),
+              default="auto", show_default=True,
+              help="Alias for the new version: auto = champion if none yet, else challenger.")
+@click.option("--no-register", is_flag=True, help="Log the run and model but do not register a version.")
+@json_option
+def train_command(condition_name: str, epochs, steps_per_epoch, batch_size, patch_px, lr, mode, n_train, n_val,
+                  seed: int, arch: str | None, init_from: str | None, alias_policy: str, no_register: bool,
+                  as_json: bool) -> None:
+    """Simulate data for a condition, train a denoiser, log it to MLflow, register and score it.
+
+    Defaults are the pipeline's quick budget. The new version becomes
+    `champion` if the condition has none, else `challenger` (promote it with
+    `stemreg promote`).
+    """
+    from stemreg.platform.pipeline import QUICK_ARCHITECTURE, QUICK_N_TRAIN, QUICK_N_VAL, QUICK_TRAIN
+    from stemreg.platform.training_run import canonical_architecture, train_and_register
+
+    cond = _condition(condition_name)
+    config = dict(QUICK_TRAIN)
+    overrides = {"epochs": epochs, "steps_per_epoch": steps_per_epoch, "batch_size": batch_size,
+                 "patch_px": patch_px, "lr": lr, "mode": mode}
+    config.update({k: v for k, v in overrides.items() if v is not None})
+    architecture = canonical_architecture(arch) if arch else (None if init_from else QUICK_ARCHITECTURE)
+    result = train_and_register(cond, arch=architecture, config=config,
+                                n_train=n_train or QUICK_N_TRAIN, n_val=n_val or QUICK_N_VAL, seed=seed,
+                                init_from=init_from, register=not no_register, alias_policy=alias_policy)
+    bench = result.benchmark
+    text = (f"run {result.run_id}: validation PSNR {result.metrics['val_psnr']:.2f} dB, "
+            f"SSIM {result.metrics['val_ssim']:.3f} in {result.seconds:.0f} s")
+    if result.version:
+        text += f"\nregistered {result.name} version {result.version}" + (f" as {result.alias}" if result.alias else "")
+    if bench:
+        text += (f"\nbenchmark PSNR {_fmt(bench.get('psnr'))} dB (noisy {_fmt(bench.get('noisy_psnr'))} dB), "
+                 f"SSIM {_fmt(bench.get('ssim'), '.3f')}, {_fmt(bench.get('ms_per_mpx'), '.0f')} ms/Mpx")
+    _emit({"run_id": result.run_id, "model_uri": result.model_uri, "name": result.name, "version": result.version,
+           "alias": result.alias, "architecture": result.architecture, "metrics": result.metrics,
+           "benchmark": bench, "seconds": result.seconds}, as_json, text)
+
+
+# --------------------------------------------------------------------------- models
+
+@click.command("models")
+@click.option("--condition", "-c", "condition_name", default=None, metavar="NAME",
+              help="Only this condition's model.")
+@json_option
+def models_command(condition_name: str | None, as_json: bool) -> None:
+    """List registered condition models: versions, aliases, champion and challenger with benchmark figures."""
+    from stemreg.platform.registry import list_condition_models
+    from stemreg.platform.store import configure
+
+    configure()
+    models = list_condition_models()
+    if condition_name:
+        models = [m for m in models if m["condition"] == condition_name]
+    if as_json:
+        click.echo(json.dumps(models, indent=2, default=str))
+        return
+    if not models:
+        click.echo("no condition models registered yet (train one: stemreg train --condition low-dose)")
+        return
+    for model in models:
+        aliases = ", ".join(f"{a}=v{v}" for a, v in model["aliases"].items()) or "none"
+        click.echo(f"{model['name']}  versions: {', '.join(model['versions'])}  aliases: {aliases}")
+        for role in ("champion", "challenger"):
+            entry = model[role]
+            if entry is None:
+                continue
+            bench = entry["benchmark"]
+            click.echo(f"  {role:<10} v{entry['version']}: benchmark PSNR {_fmt(bench.get('psnr'))} dB "
+                       f"(noisy {_fmt(bench.get('noisy_psnr'))}), SSIM {_fmt(bench.get('ssim'), '.3f')}, "
+                       f"{_fmt(bench.get('ms_per_mpx'), '.0f')} ms/Mpx; val PSNR {_fmt(entry.get('val_psnr'))} dB")
+
+
+# --------------------------------------------------------------------------- denoise
+
+def _output_path(path: Path, outdir: Path) -> Path:
+    from stemreg.acquisition.io import WRITE_SUFFIXES
+
+    out = outdir / path.name
+    if path.suffix.lower() not in WRITE_SUFFIXES:
+        # Digital Micrograph files cannot be written (rosettasciio reads them only): HyperSpy's
+        # format keeps the calibration.
+        out = out.with_suffix(".hspy")
+    if out.resolve() == path.resolve():
+        raise BadInput(f"output {out} would overwrite its input; pick another -o OUTDIR")
+    return out
+
+
+@click.command("denoise")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@condition_option
+@click.option("--alias", default="champion", show_default=True,
+              help="Registered alias (or version number) of the condition's model to use.")
+@click.option("-o", "--outdir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for the denoised files (same names and formats as the inputs).")
+@json_option
+def denoise_command(inputs: tuple[Path, ...], condition_name: str, alias: str, outdir: Path, as_json: bool) -> None:
+    """Denoise image files with a condition's registered model (default its champion).
+
+    Reads .tif/.tiff/.png/.npy/.dm3/.dm4/.emd/.hspy and writes the same format,
+    keeping the input's calibration (pixel size); .dm3/.dm4, which cannot be
+    written, come out as .hspy.
+    """
+    import time
+
+    import numpy as np
+    from tqdm import tqdm
+
+    from stemreg.acquisition import ImageReadError, read_image, write_image
+
+    for path in inputs:
+        if not path.exists():
+            raise BadInput(f"no such file: {path}")
+        if path.suffix.lower() not in DENOISE_SUFFIXES:
+            raise BadInput(f"{path}: unsupported format {path.suffix or '(none)'}; accepted: "
+                           f"{', '.join(DENOISE_SUFFIXES)}")
+    cond = _condition(condition_name)
+    outs = [_output_path(path, outdir) for path in inputs]
+
+    import mlflow.pyfunc
+
+    from stemreg.platform import registry
+    from stemreg.platform.store import configure
+
+    configure()
+    version = registry.resolve(cond, alias)
+    uri = registry.model_uri(cond, alias)
+    model = mlflow.pyfunc.load_model(uri)
+    outdir.mkdir(parents=True, exist_ok=True)
+    report = []
+    for path, out in tqdm(list(zip(inputs, outs)), desc="denoise", disable=as_json or len(inputs) < 2):
+        try:
+            image = read_image(path, allow_stack=True)
+        except ImageReadError as exc:
+            raise BadInput(str(exc).splitlines()[0]) from None
+        start = time.perf_counter()
+        data = np.asarray(image.data, dtype=np.float32)
+        # The model's signature takes stacks (N, H, W); a single image goes as a stack of one.
+        denoised = np.asarray(model.predict(data[None] if data.ndim == 2 else data), dtype=np.float32)
+        denoised = denoised.reshape(data.shape)
+        seconds = time.perf_counter() - start
+        write_image(out, denoised, image.calibration)
+        report.append({"input": str(path), "output": str(out), "shape": list(denoised.shape),
+                       "seconds": round(seconds, 3)})
+    text = "\n".join(f"{r['input']} -> {r['output']} ({r['seconds']:.2f} s)" for r in report)
+    _emit({"model": uri, "version": str(version.version), "files": report}, as_json,
+          f"{text}\n(denoised with {registry.model_name(cond)} v{version.version}, {alias})")
+
+
+# --------------------------------------------------------------------------- promote / rollback
+
+def _promotion_text(result) -> str:
+    verb = {"rollback": "rolled back", "force-promote": "force-promoted", "promote": "promoted"}[result.kind]
+    return (f"{result.model}: {verb} champion v{result.from_version} ({_fmt(result.from_psnr)} dB) -> "
+            f"v{result.to_version} ({_fmt(result.to_psnr)} dB)" + (f"; reason: {result.reason}" if result.reason else ""))
+
+
+@click.command("promote")
+@condition_option
+@click.option("--version", "version", default=None, metavar="V",
+              help="Version to promote (default: the challenger).")
+@click.option("--force", is_flag=True, help="Promote even if it does not beat the champion (needs --reason).")
+@click.option("--reason", default=None, metavar="TEXT", help="Why; recorded in the promotion history.")
+@json_option
+def promote_command(condition_name: str, version: str | None, force: bool, reason: str | None,
+                    as_json: bool) -> None:
+    """Move the `champion` alias to the challenger (or --version) if its benchmark PSNR beats the champion's.
+
+    Refuses (exit 1) with both figures otherwise; --force --reason overrides
+    and records who and why.
+    """
+    from dataclasses import asdict
+
+    from stemreg.platform import registry
+    from stemreg.platform.store import configure
+
+    if version is not None and not version.isdigit():
+        raise BadInput(f"--version takes a version number (got {version!r})")
+    cond = _condition(condition_name)
+    configure()
+    try:
+        result = registry.promote(cond, version, force=force, reason=reason)
+    except registry.RegistryError as exc:
+        if as_json:
+            click.echo(json.dumps({"promoted": False, "reason": str(exc)}))
+        _fail(str(exc))
+    _emit({"promoted": True, **asdict(result)}, as_json, _promotion_text(result))
+
+
+@click.command("rollback")
+@condition_option
+@click.option("--reason", default=None, metavar="TEXT", help="Why; recorded in the promotion history.")
+@json_option
+def rollback_command(condition_name: str, reason: str | None, as_json: bool) -> None:
+    """Move `champion` back to the previous champion (from the recorded promotion history)."""
+    from dataclasses import asdict
+
+    from stemreg.platform import registry
+    from stemreg.platform.store import configure
+
+    cond = _condition(condition_name)
+    configure()
+    try:
+        result = registry.rollback(cond, reason=reason)
+    except registry.RegistryError as exc:
+        _fail(str(exc))
+    _emit(asdict(result), as_json, _promotion_text(result))
+
+
+# --------------------------------------------------------------------------- pipeline
+
+@click.command("pipeline")
+@click.option("--conditions", default=None, metavar="A,B,...",
+              help="Comma-separated condition names, or 'all' (the default: every built-in condition).")
+@click.option("--trials", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Optuna architecture-search trials per condition (0: train the quick default architecture).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs (quick default).")
+@click.option("--steps-per-epoch", type=click.IntRange(min=1), default=None, help="Steps per epoch.")
+@click.option("--n-train", type=click.IntRange(min=1), default=None, help="Simulated training images.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the training data.")
+@click.option("--tune-timeout", type=click.FloatRange(min=1), default=None, help="Seconds per study at most.")
+@click.option("--storage", default=None, metavar="URL", help="Optuna storage (default sqlite:///optuna.db).")
+@json_option
+def pipeline_command(conditions: str | None, trials: int, epochs, steps_per_epoch, n_train, seed: int,
+                     tune_timeout: float | None, storage: str | None, as_json: bool) -> None:
+    """The main job: per condition, tune (with --trials), train, register, score and promote if better."""
+    from stemreg.platform.pipeline import QUICK_N_TRAIN, run_pipeline
+
+    names = [c.strip() for c in (conditions or "").split(",") if c.strip() and c.strip() != "all"] or None
+    for name in names or []:
+        _condition(name)
+    train = {k: v for k, v in {"epochs": epochs, "steps_per_epoch": steps_per_epoch}.items() if v is not None}
+    result = run_pipeline(names, trials=trials, train=train, n_train=n_train or QUICK_N_TRAIN, seed=seed,
+                          tune_timeout_s=tune_timeout, storage=storage, progress=not as_json)
+    lines = [f"{o.condition}: v{o.version} ({o.alias or 'no alias'}), benchmark PSNR {_fmt(o.benchmark_psnr)} dB "
+             f"vs noisy {_fmt(o.noisy_psnr)} dB; champion v{o.champion}; {o.note} [{o.seconds:.0f} s]"
+             for o in result.outcomes]
+    lines.append(f"pipeline run {result.run_id} finished in {result.seconds:.0f} s")
+    _emit(result.as_dict(), as_json, "\n".join(lines))
+
+
+COMMANDS: list[click.Command] = [train_command, models_command, denoise_command, promote_command,
+                                 rollback_command, pipeline_command]

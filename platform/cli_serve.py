@@ -1,0 +1,76 @@
+"""stemreg CLI commands (serve)."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+# Mirrors stemreg.platform.serving's defaults; kept here so `stemreg --help` needs no numpy.
+_DEFAULT_MAX_PIXELS = 4096 * 4096
+_DEFAULT_POLL_SECONDS = 30.0
+
+
+@click.command("serve")
+@click.option("--condition", required=True, metavar="NAME",
+              help="Acquisition condition whose model to serve (model stem-denoiser-NAME).")
+@click.option("--alias", default="champion", show_default=True,
+              help="Registry alias to serve and follow (champion, challenger, ...).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind. The server has no authentication: widen with care.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
+              help="TCP port (0 picks a free one).")
+@click.option("--max-pixels", default=_DEFAULT_MAX_PIXELS, show_default=True,
+              type=click.IntRange(min=1), metavar="N",
+              help="Largest request, in pixels (N x H x W); larger ones get 413.")
+@click.option("--poll-seconds", default=_DEFAULT_POLL_SECONDS, show_default=True,
+              type=click.FloatRange(min=0), metavar="S",
+              help="How often to re-read the alias and load a moved version (0: only on POST /reload).")
+def serve_command(condition: str, alias: str, host: str, port: int, max_pixels: int,
+                  poll_seconds: float) -> None:
+    """Serve a condition's registered denoiser over HTTP.
+
+    \b
+    Endpoints:
+      POST /invocations  MLflow scoring JSON ("inputs", "instances",
+                         "dataframe_split"); same answer as `mlflow models serve`
+      POST /denoise      raw .npy, .tif/.tiff or .png bytes -> denoised image,
+                         same format (TIFF calibration kept)
+      GET  /model        name, version, alias, condition, benchmark metrics
+      POST /reload       re-read the alias now; load the version it points to
+      GET  /health, /ping, /version
+
+    The alias is re-read every --poll-seconds, so a promoted or rolled-back
+    champion is served without a restart.
+    """
+    from stemreg.platform import serving
+
+    try:
+        server = serving.make_server(condition, alias=alias, host=host, port=port,
+                                     max_pixels=max_pixels, poll_seconds=poll_seconds)
+    except OSError as exc:  # port taken, address not ours: a failure, not bad input
+        raise click.ClickException(str(exc)) from exc
+
+    failures: list[Exception] = []
+
+    def stop_on_load_failure(exc: Exception) -> None:
+        failures.append(exc)
+        server.shutdown()
+
+    def announce_ready(served) -> None:
+        click.echo(f"stemreg serve: ready, serving {served.name} v{served.version} ({alias})", err=True)
+
+    holder = server.holder
+    click.echo(f"stemreg serve: {holder.name}@{alias} on {server.url} "
+               f"(loading; GET /health answers 200 once ready; Ctrl-C stops)", err=True)
+    sys.stderr.flush()
+    try:
+        server.run(on_load_failure=stop_on_load_failure, on_loaded=announce_ready)
+    except KeyboardInterrupt:
+        click.echo("stemreg serve: stopped", err=True)
+    finally:
+        server.server_close()
+    if failures:
+        raise click.ClickException(f"could not load {holder.name}@{alias}: {failures[0]}")
+
+
+COMMANDS: list[click.Command] = [serve_command]

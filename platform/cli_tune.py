@@ -1,0 +1,183 @@
+"""stemreg CLI commands (tune): search a condition's architecture, retrain the best, register it.
+
+Heavy imports (torch, optuna, mlflow) live inside the command so that
+`stemreg --help` stays fast.
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+import click
+
+from stemreg.platform.errors import BadInput
+
+log = logging.getLogger(__name__)
+
+#: The retrain of the winner gets this many times the trials' epochs, steps and images.
+RETRAIN_EPOCH_FACTOR = 3
+RETRAIN_DATA_FACTOR = 2
+
+
+def _condition(name: str):
+    from stemreg.acquisition import UnknownConditionError, load_condition
+
+    try:
+        return load_condition(name)
+    except UnknownConditionError as exc:
+        raise BadInput(str(exc).splitlines()[0] if str(exc) else f"unknown condition {name!r}") from None
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"--condition {name!r}: {str(exc).splitlines()[0]}") from None
+
+
+def _parent_architecture(model_uri: str) -> dict:
+    """Fail fast (before the search) when --from does not resolve."""
+    from stemreg.platform.training_run import load_parent
+
+    _, arch = load_parent(model_uri, None)
+    return arch
+
+
+@click.command("tune")
+@click.option("--condition", "condition_name", required=True, metavar="NAME",
+              help="Acquisition condition: a built-in name (see `stemreg conditions`) or a YAML file.")
+@click.option("--trials", type=click.IntRange(min=1), default=None,
+              help="Trials this worker runs (default 10 unless --timeout is given).")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop starting new trials after S seconds.")
+@click.option("--storage", default=None, metavar="URL",
+              help="Optuna study database (SQLAlchemy URL). Default sqlite:///optuna.db or "
+                   "$STEMREG_OPTUNA_STORAGE; a postgresql+psycopg2:// URL lets many workers share one study.")
+@click.option("--study", "study_name", default=None, metavar="NAME",
+              help="Study name (default <condition>-<condition hash>). Workers with the same name share it.")
+@click.option("--objective", type=click.Choice(["quality", "quality-latency"]), default="quality",
+              show_default=True, help="Maximise validation PSNR (with pruning), or PSNR vs ms per megapixel.")
+@click.option("--epochs", type=click.IntRange(min=1), default=4, show_default=True, help="Epochs per trial.")
+@click.option("--steps", "steps_per_epoch", type=click.IntRange(min=1), default=40, show_default=True,
+              help="Optimiser steps per epoch.")
+@click.option("--n-train", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Simulated training images per trial.")
+@click.option("--n-val", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Simulated validation images per trial.")
+@click.option("--image-px", type=click.IntRange(min=16), default=128, show_default=True,
+              help="Edge of the simulated images of the search.")
+@click.option("--patch-px", type=click.IntRange(min=8), default=64, show_default=True,
+              help="Edge of the training patches.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--retrain-epochs", type=click.IntRange(min=1), default=None,
+              help=f"Epochs of the best architecture's retrain (default {RETRAIN_EPOCH_FACTOR}x --epochs).")
+@click.option("--no-register", is_flag=True, help="Only search; do not retrain and register the best.")
+@click.option("--from", "init_from", default=None, metavar="MODEL_URI",
+              help="Fine-tune the retrain from this model (e.g. models:/stem-denoiser-low-dose@champion) "
+                   "when its architecture matches the best one; otherwise the retrain starts from scratch.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the trials' training.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+def tune_command(condition_name: str, trials: int | None, timeout_s: float | None, storage: str | None,
+                 study_name: str | None, objective: str, epochs: int, steps_per_epoch: int, n_train: int,
+                 n_val: int, image_px: int, patch_px: int, batch_size: int, retrain_epochs: int | None,
+                 no_register: bool, init_from: str | None, seed: int, as_json: bool, progress: bool) -> None:
+    """Search the reverse-hourglass architecture for one condition with Optuna.
+
+    Every trial is an MLflow run nested under this worker's parent run. Then
+    (unless --no-register) the best architecture is retrained with a larger
+    budget and registered as a new version of stem-denoiser-<condition> with
+    alias `challenger`. Run the same command in several shells (or machines,
+    with a PostgreSQL --storage) to search one study in parallel; run it again
+    after an interruption to resume.
+    """
+    from stemreg.tuning import SearchBudget, StorageError, check_storage_url, default_storage
+
+    if patch_px > image_px:
+        raise BadInput(f"--patch-px ({patch_px}) must not exceed --image-px ({image_px})")
+    if trials is None and timeout_s is None:
+        trials = 10
+    condition = _condition(condition_name)
+    storage_url = storage or default_storage()
+    try:
+        check_storage_url(storage_url)
+    except StorageError as exc:
+        raise BadInput(f"--storage: {exc}") from None
+    budget = SearchBudget(epochs=epochs, steps_per_epoch=steps_per_epoch, n_train=n_train, n_val=n_val,
+                          image_px=image_px, patch_px=patch_px, batch_size=batch_size, seed=seed)
+
+    from stemreg.platform.store import configure
+
+    configure()
+    parent_arch = _parent_architecture(init_from) if (init_from and not no_register) else None
+
+    from stemreg.tuning import NoCompletedTrialError, run_study
+    from stemreg.tuning.storage import open_storage
+
+    try:
+        open_storage(storage_url)  # reachability, before any work: exit 2 with the driver's reason
+    except StorageError as exc:
+        raise BadInput(f"--storage: {exc}") from None
+    try:
+        result = run_study(condition, n_trials=trials, timeout_s=timeout_s, storage=storage_url,
+                           study_name=study_name, objective=objective, budget=budget, progress=progress)
+    except StorageError as exc:
+        raise BadInput(f"--storage: {exc}") from None
+    except NoCompletedTrialError as exc:
+        raise click.ClickException(str(exc)) from None
+    except ValueError as exc:  # e.g. a --study that exists with other objectives
+        raise BadInput(str(exc)) from None
+
+    summary = {"study": result.to_dict(), "registered": None}
+    if not no_register:
+        summary["registered"] = _retrain_best(condition, result, budget, retrain_epochs=retrain_epochs,
+                                              init_from=init_from, parent_arch=parent_arch, progress=progress)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, default=str))
+    else:
+        _print_summary(summary)
+
+
+def _retrain_best(condition, result, budget, *, retrain_epochs: int | None, init_from: str | None,
+                  parent_arch: dict | None, progress: bool) -> dict:
+    """Retrain the study's best architecture on the full budget; register it as `challenger`."""
+    from stemreg.models import TrainConfig
+    from stemreg.platform.training_run import train_and_register
+
+    fine_tune = init_from is not None and parent_arch == result.best_architecture
+    if init_from is not None and not fine_tune:
+        log.warning("--from %s has architecture %s, the search's best is %s: retraining from scratch",
+                    init_from, json.dumps(parent_arch), json.dumps(result.best_architecture))
+    config = TrainConfig(epochs=retrain_epochs or RETRAIN_EPOCH_FACTOR * budget.epochs,
+                         steps_per_epoch=RETRAIN_DATA_FACTOR * budget.steps_per_epoch,
+                         batch_size=budget.batch_size, patch_px=budget.patch_px, lr=result.best_lr,
+                         seed=budget.seed)
+    run = train_and_register(
+        condition, arch=result.best_architecture, config=config,
+        n_train=RETRAIN_DATA_FACTOR * budget.n_train, n_val=budget.n_val, seed=budget.seed,
+        init_from=init_from if fine_tune else None, run_name=f"retrain-{result.study_name}",
+        register=True, alias_policy="challenger", progress=progress,
+        extra_tags={"optuna.study": result.study_name, "optuna.trial_number": str(result.best_trial_number),
+                    "optuna.parent_run_id": result.parent_run_id})
+    return {"model_uri": run.model_uri, "version": run.version, "alias": run.alias, "run_id": run.run_id,
+            "architecture": run.architecture, "metrics": run.metrics, "benchmark": run.benchmark,
+            "fine_tuned_from": init_from if fine_tune else None, "seconds": round(run.seconds, 1)}
+
+
+def _print_summary(summary: dict) -> None:
+    study = summary["study"]
+    arch = study["best_architecture"]
+    click.echo(f"study {study['study_name']} ({study['storage']}): {study['n_trials_done']} trial(s) run here")
+    click.echo(f"best trial #{study['best_trial_number']}: val PSNR {study['best_value']:.2f} dB, "
+               f"depth {arch['depth']}, widths {arch['widths']}, kernel {arch['kernel_size']}, "
+               f"lr {study['best_lr']:.2e}"
+               + (f", {study['best_ms_per_megapixel']:.0f} ms/MP" if study.get("best_ms_per_megapixel") else ""))
+    if study.get("pareto_front"):
+        click.echo("Pareto front (val PSNR dB, ms per megapixel): " + ", ".join(
+            f"#{p['trial']} {p['val_psnr']:.2f}/{p['ms_per_megapixel']:.0f}" for p in study["pareto_front"]))
+    click.echo(f"MLflow parent run: {study['parent_run_id']}")
+    reg = summary.get("registered")
+    if reg:
+        bench = reg.get("benchmark") or {}
+        psnr = bench.get("psnr")
+        click.echo(f"registered {reg['model_uri']} (alias {reg['alias']})"
+                   + (f", benchmark PSNR {psnr:.2f} dB" if isinstance(psnr, (int, float)) else "")
+                   + (f", fine-tuned from {reg['fine_tuned_from']}" if reg.get("fine_tuned_from") else ""))
+
+
+COMMANDS: list[click.Command] = [tune_command]

@@ -1,0 +1,102 @@
+"""Real microscope files in and out, calibration kept; bad files get a clear error naming them."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+from stemreg.acquisition import Calibration, ImageReadError, read_image, write_image
+
+
+@pytest.fixture
+def image():
+    yy, xx = np.mgrid[:24, :40]
+    return (np.sin(xx / 3.0) * np.cos(yy / 5.0) * 100 + 300).astype(np.float32)
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".tif", ".tiff", ".png", ".emd", ".hspy"])
+def test_round_trip_keeps_data_and_calibration(tmp_path, image, suffix):
+    path = write_image(tmp_path / f"img{suffix}", image, Calibration(12.5, "pm"))
+    back = read_image(path)
+    assert back.data.dtype == np.float32 and back.data.shape == image.shape
+    tolerance = np.ptp(image) / 65535 if suffix == ".png" else 0.0  # PNG stores 16 bits over the value range
+    np.testing.assert_allclose(back.data, image, atol=tolerance * 1.01, rtol=1e-6)
+    assert back.calibration.pixel_size == pytest.approx(12.5)
+    assert back.calibration.unit == "pm"
+    assert back.calibration.pixel_size_pm() == pytest.approx(12.5)
+
+
+def test_write_like_keeps_the_input_calibration(tmp_path, image):
+    source = read_image(write_image(tmp_path / "in.tif", image, Calibration(0.02, "nm")))
+    out = read_image(write_image(tmp_path / "out.npy", image * 2, like=source))
+    assert out.calibration.pixel_size_pm() == pytest.approx(20.0)
+
+
+def test_imagej_tiff_written_by_another_program(tmp_path, image):
+    path = tmp_path / "imagej.tif"
+    tifffile.imwrite(path, image.astype(np.uint16), imagej=True, resolution=(1 / 0.015, 1 / 0.015),
+                     metadata={"unit": "nm"})
+    back = read_image(path)
+    assert back.format == "tiff" and back.data.dtype == np.float32
+    assert back.calibration.pixel_size_pm() == pytest.approx(15.0, rel=1e-4)
+
+
+def test_stacks_only_where_allowed(tmp_path, image):
+    stack = np.stack([image, image + 1, image + 2])
+    for suffix in (".npy", ".tif", ".hspy"):
+        path = write_image(tmp_path / f"stack{suffix}", stack, Calibration(10.0, "pm"))
+        with pytest.raises(ImageReadError, match="3-D stack") as info:
+            read_image(path)
+        assert str(path) in str(info.value)
+        back = read_image(path, allow_stack=True)
+        assert back.data.shape == (3, 24, 40)
+    # a singleton leading axis is one image
+    np.save(tmp_path / "one.npy", image[None])
+    assert read_image(tmp_path / "one.npy").data.shape == (24, 40)
+
+
+def test_truncated_files(tmp_path, image):
+    for suffix in (".npy", ".tif", ".emd", ".png"):
+        good = write_image(tmp_path / f"good{suffix}", image, Calibration(1.0, "nm"))
+        bad = tmp_path / f"truncated{suffix}"
+        bad.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
+        with pytest.raises(ImageReadError) as info:
+            read_image(bad)
+        assert str(bad) in str(info.value)
+
+
+def test_not_an_image(tmp_path):
+    text = tmp_path / "notes.tif"
+    text.write_text("this is not a TIFF file\n" * 10)
+    with pytest.raises(ImageReadError, match="notes.tif.*not a readable TIFF"):
+        read_image(text)
+    empty = tmp_path / "empty.npy"
+    empty.write_bytes(b"")
+    with pytest.raises(ImageReadError, match="empty"):
+        read_image(empty)
+
+
+def test_bad_values_and_types(tmp_path, image):
+    nan = image.copy()
+    nan[3, 4] = np.nan
+    np.save(tmp_path / "nan.npy", nan)
+    with pytest.raises(ImageReadError, match="nan.npy.*1 NaN or Inf"):
+        read_image(tmp_path / "nan.npy")
+    np.save(tmp_path / "complex.npy", image.astype(np.complex64))
+    with pytest.raises(ImageReadError, match="dtype complex64"):
+        read_image(tmp_path / "complex.npy")
+    np.save(tmp_path / "line.npy", image[0])
+    with pytest.raises(ImageReadError, match="1 dimension"):
+        read_image(tmp_path / "line.npy")
+    np.save(tmp_path / "four.npy", np.zeros((2, 2, 8, 8)))
+    with pytest.raises(ImageReadError, match="4 dimension"):
+        read_image(tmp_path / "four.npy")
+
+
+def test_unknown_suffix_and_missing_file(tmp_path):
+    with pytest.raises(ImageReadError, match="accepted: .*dm3"):
+        read_image(tmp_path / "image.jpg2")
+    with pytest.raises(ImageReadError, match="no such file"):
+        read_image(tmp_path / "absent.tif")
+    with pytest.raises(ImageReadError, match="cannot write '.dm4'"):
+        write_image(tmp_path / "out.dm4", np.zeros((4, 4)))

@@ -1,0 +1,111 @@
+"""The models CLI: models, denoise, promote, rollback, train and pipeline argument handling."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from scipy.ndimage import gaussian_filter
+
+from stemreg.acquisition import get_condition
+from stemreg.acquisition.io import Calibration, read_image, write_image
+from stemreg.models import psnr
+from stemreg.platform import benchmark, registry
+from stemreg.platform.cli import main
+
+
+@pytest.fixture
+def fixture_env(registered_low_dose, monkeypatch, tmp_path):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registered_low_dose.tracking_uri)
+    monkeypatch.chdir(tmp_path)
+    return registered_low_dose
+
+
+def _invoke(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_models_lists_the_champion_with_benchmark_figures(fixture_env):
+    result = _invoke("models", "--json")
+    assert result.exit_code == 0, result.output
+    models = json.loads(result.output)
+    low_dose = next(m for m in models if m["name"] == "stem-denoiser-low-dose")
+    assert low_dose["aliases"]["champion"] == fixture_env.version
+    bench = low_dose["champion"]["benchmark"]
+    assert bench["psnr"] > bench["noisy_psnr"]
+    text = _invoke("models")
+    assert "stem-denoiser-low-dose" in text.output and "champion" in text.output
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".tif", ".png"])
+def test_denoise_round_trip_keeps_format_shape_and_calibration(fixture_env, tmp_path, suffix):
+    pair = get_condition("low-dose").sample_pairs(1, size_px=80, seed=321)
+    noisy, clean = pair.degraded[0], pair.clean[0]
+    src = tmp_path / "in" / f"frame{suffix}"
+    write_image(src, noisy, Calibration(pixel_size=0.025, unit="nm"))
+    out_dir = tmp_path / "out"
+    result = _invoke("denoise", str(src), "--condition", "low-dose", "-o", str(out_dir), "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["version"] == fixture_env.version
+    out = read_image(out_dir / f"frame{suffix}")
+    assert out.data.shape == noisy.shape
+    assert out.calibration.pixel_size == pytest.approx(0.025)
+    assert out.calibration.unit == "nm"
+    assert psnr(out.data, clean) > psnr(read_image(src).data, clean)
+
+
+def test_denoise_bad_input_exits_2_with_a_reason(fixture_env, tmp_path):
+    missing = _invoke("denoise", str(tmp_path / "nope.npy"), "--condition", "low-dose", "-o", str(tmp_path))
+    assert missing.exit_code == 2 and "no such file" in missing.output
+    np.save(tmp_path / "x.npy", np.zeros((16, 16), np.float32))
+    unknown = _invoke("denoise", str(tmp_path / "x.npy"), "--condition", "no-such-condition", "-o", "o")
+    assert unknown.exit_code == 2 and "no-such-condition" in unknown.output
+    (tmp_path / "notes.txt").write_text("hello")
+    wrong = _invoke("denoise", str(tmp_path / "notes.txt"), "--condition", "low-dose", "-o", "o")
+    assert wrong.exit_code == 2 and ".txt" in wrong.output
+
+
+def test_denoise_without_a_champion_exits_2(mlflow_store, tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((16, 16), np.float32))
+    result = _invoke("denoise", str(tmp_path / "x.npy"), "--condition", "defocus", "-o", str(tmp_path / "o"))
+    assert result.exit_code == 2
+    assert "no model registered for condition 'defocus'" in result.output
+
+
+def _register_scored(tmp_path, sigma_px: float) -> str:
+    source = tmp_path / f"m{sigma_px}"
+    source.mkdir()
+    version, _ = registry.register_version(str(source), "low-dose", alias_policy="none")
+    benchmark.score_version("low-dose", version.version, predict_fn=lambda image: gaussian_filter(image, sigma_px))
+    registry.assign_initial_alias("low-dose", version.version)
+    return str(version.version)
+
+
+def test_promote_and_rollback_commands(mlflow_store, tmp_path):
+    v1 = _register_scored(tmp_path, 0.8)
+    v2 = _register_scored(tmp_path, 1.2)
+    promoted = _invoke("promote", "--condition", "low-dose", "--json")
+    assert promoted.exit_code == 0, promoted.output
+    assert json.loads(promoted.output)["to_version"] == v2
+    v3 = _register_scored(tmp_path, 0.5)
+    refused = _invoke("promote", "--condition", "low-dose", "--version", v3)
+    assert refused.exit_code == 1 and "does not beat" in refused.output
+    bad = _invoke("promote", "--condition", "low-dose", "--version", "latest")
+    assert bad.exit_code == 2
+    rolled = _invoke("rollback", "--condition", "low-dose", "--json")
+    assert rolled.exit_code == 0, rolled.output
+    assert json.loads(rolled.output)["to_version"] == v1
+    assert str(registry.resolve("low-dose").version) == v1
+
+
+def test_train_and_pipeline_refuse_bad_input(mlflow_store):
+    assert _invoke("train", "--condition", "no-such-condition").exit_code == 2
+    bad_arch = _invoke("train", "--condition", "low-dose", "--arch", "{not json")
+    assert bad_arch.exit_code == 2 and "JSON" in bad_arch.output
+    bad_kind = _invoke("train", "--condition", "low-dose", "--arch", '{"kind": "transformer"}')
+    assert bad_kind.exit_code == 2 and "transformer" in bad_kind.output
+    assert _invoke("pipeline", "--conditions", "low-dose,nope").exit_code == 2
+    for command in ("train", "models", "denoise", "promote", "rollback", "pipeline"):
+        assert _invoke(command, "--help").exit_code == 0

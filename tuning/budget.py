@@ -1,0 +1,48 @@
+"""How much work one trial of a search may spend: a small, validated config."""
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SearchBudget(BaseModel):
+    """Training budget of every trial in a search (the retrain of the winner gets more).
+
+    Unknown keys are refused, so a typo never silently falls back to a default.
+
+    Attributes
+    ----------
+    epochs : int
+        Epochs per trial; validation PSNR is reported (and pruning decided) after each.
+    steps_per_epoch : int
+        Optimiser steps per epoch.
+    n_train, n_val : int
+        Simulated training and validation images (drawn once per search, shared
+        by all trials so they compete on the same data).
+    image_px : int or None
+        Edge of the simulated images; None takes the condition's ``image_size_px``.
+    patch_px : int
+        Edge of the random training patches.
+    batch_size : int
+        Patches per step.
+    latency_image_px : int
+        Edge of the image timed for the quality-latency objective.
+    seed : int
+        Seeds the trials' training (data seeds are fixed per search).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = Field(4, ge=1, le=1000)
+    steps_per_epoch: int = Field(40, ge=1)
+    n_train: int = Field(32, ge=1)
+    n_val: int = Field(8, ge=1)
+    image_px: int | None = Field(128, ge=8)
+    patch_px: int = Field(64, ge=8)
+    batch_size: int = Field(8, ge=1)
+    latency_image_px: int = Field(512, ge=16)
+    seed: int = 0
+
+
+#: A budget small enough for tests and smoke runs: seconds per trial on one CPU core.
+TINY_BUDGET = SearchBudget(epochs=2, steps_per_epoch=3, n_train=4, n_val=2, image_px=48,
+                           patch_px=32, batch_size=4, latency_image_px=64)
