@@ -96,8 +96,8 @@ def pyfunc_predict_fn(model_uri: str) -> PredictFn:
 
 
 def version_tags(scores: dict[str, Any]) -> dict[str, str]:
-    """`benchmark.*` tag values for a score dict (numbers as text, 4 decimals where float)."""
-    return {f"benchmark.{k}": (f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in scores.items()}
+    """`benchmark.*` tag values for a score dict (floats at full precision: promotion compares them)."""
+    return {f"benchmark.{k}": (repr(v) if isinstance(v, float) else str(v)) for k, v in scores.items()}
 
 
 def run_metrics(scores: dict[str, Any]) -> dict[str, float]:

@@ -6,6 +6,27 @@ import os
 import pytest
 
 
+_MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID")
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_env_restored():
+    """Each test leaves MLflow's environment variables as it found them.
+
+    mlflow.set_tracking_uri / set_registry_uri / set_experiment export their
+    values to os.environ (for subprocesses) and set_*_uri(None) does not undo
+    it, so a store of one test would otherwise leak into the next test's
+    subprocesses (`mlflow models serve`, a second `stemreg tune`).
+    """
+    saved = {key: os.environ.get(key) for key in _MLFLOW_ENV}
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture
 def mlflow_store(tmp_path, monkeypatch):
     """A fresh, real MLflow tracking + registry store (SQLite) in a temp dir.
@@ -14,10 +35,16 @@ def mlflow_store(tmp_path, monkeypatch):
     and any `mlflow.db` default land inside tmp_path.
     """
     import mlflow
+    import mlflow.tracking.fluent as fluent
 
     monkeypatch.chdir(tmp_path)
+    # mlflow.set_experiment() remembers the experiment id in a module global and
+    # in MLFLOW_EXPERIMENT_ID; an id from an earlier test's store means nothing here.
+    monkeypatch.setattr(fluent, "_active_experiment_id", None)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     yield uri

@@ -57,7 +57,8 @@ def mlflow_scoring_server(registered_low_dose, tmp_path_factory):
     """`mlflow models serve` on the fixture's champion, in its own process group."""
     log_path = tmp_path_factory.mktemp("mlflow-serve") / "server.log"
     port = _free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": registered_low_dose.tracking_uri}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": registered_low_dose.tracking_uri,
+           "MLFLOW_REGISTRY_URI": registered_low_dose.tracking_uri}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             ["mlflow", "models", "serve", "-m", MODEL_URI, "--env-manager", "local",
