@@ -24,6 +24,11 @@ from stemreg.acquisition.microscope import degrade_field, normalise_user_image, 
 from stemreg.acquisition.specimens import SpecimenFamily
 
 CONDITIONS_DIR = Path(__file__).with_name("conditions")
+# Revision of the simulator's physics (specimens, optics, noise constants). It enters every condition's hash,
+# so that a benchmark set drawn by changed physics never carries an old benchmark id.
+# 2: effective source 15 pm (was 10), amorphous background correlation 250 pm (was 150), detector
+#    efficiency recalibrated to 0.10 (was 0.07); a diffuse pedestal inside nanoparticles.
+SIMULATOR_REVISION = 2
 ParamValue = Union[float, tuple[float, float]]
 
 # Parameters that may be a range, drawn per image; the bounds each must respect.
@@ -114,7 +119,10 @@ class Condition(BaseModel):
     dwell_time_us: ParamValue = 1.4
     bias: ParamValue = 0.2
     defocus_nm: ParamValue = 0.0
-    source_size_pm: ParamValue = 10.0
+    # Standard deviation of the Gaussian effective source (partial spatial coherence, instabilities):
+    # 15 pm (35 pm FWHM) widens the 43 pm diffraction-limited 30 mrad probe, with the 8 pm thermal
+    # column width, to the ~60 pm column FWHM of aberration-corrected 200 kV HAADF images.
+    source_size_pm: ParamValue = 15.0
     blur_sigma_px: ParamValue = 0.0
     hysteresis_amplitude_px: ParamValue = 0.0
     hysteresis_decay_px: ParamValue = 8.0
@@ -147,8 +155,9 @@ class Condition(BaseModel):
 
     # -- identity -------------------------------------------------------------------------------
     def hash(self) -> str:
-        """Stable 12-hex hash of the name, version and every parameter (not the description)."""
-        payload = json.dumps(self.model_dump(mode="json", exclude={"description"}), sort_keys=True)
+        """Stable 12-hex hash of the name, version, every parameter (not the description) and the simulator revision."""
+        payload = json.dumps({**self.model_dump(mode="json", exclude={"description"}),
+                              "simulator_revision": SIMULATOR_REVISION}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
     def benchmark_id(self) -> str:

@@ -2,7 +2,7 @@
 
 Formats: DM3/DM4 (read), EMD Velox (read) and Berkeley/NCEM (read, write) and
 HSPY (read, write) through RosettaSciIO; TIFF through tifffile (resolution tags
-or ImageJ metadata carry the pixel size); PNG (16-bit, with the value range and
+or ImageJ metadata carry the pixel size; RGB is read as grey); PNG (16-bit, with the value range and
 the calibration in text chunks); NPY (calibration in a ``<name>.npy.json``
 sidecar). Every problem becomes an :class:`ImageReadError` naming the file.
 """
@@ -76,6 +76,8 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, Calibration]:
 
     with tifffile.TiffFile(path) as tif:
         data = tif.series[0].asarray()
+        if tif.series[0].axes.endswith("S") and data.shape[-1] in (3, 4):
+            data = data[..., :3].astype(np.float64).mean(axis=-1)  # a grey image saved as RGB(A), as for PNG
         page = tif.pages[0]
         tags = page.tags
         calibration = Calibration()

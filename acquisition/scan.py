@@ -7,6 +7,12 @@ in the undistorted frame (pixels):
        + jitter_i                                line-to-line jitter, Normal(0, jitter_px) per line
        + drift_px cos(theta) t_ij                slow drift along a random direction theta,
     dy = drift_px sin(theta) t_ij                t_ij = (i W + j) / (H W) the scan time in [0, 1)
+
+Flyback (the beam's return from the end of one line to the start of the next) is not a separate
+term: when the next line starts before the scan coils have settled, the beam lags behind at the
+line start and catches up over the first pixels, which is the hysteresis term. A short flyback
+delay is a larger ``hysteresis_amplitude_px`` and ``hysteresis_decay_px``.
+Jitter acts along the fast-scan direction (x) only, where line-synchronous interference moves it.
 """
 from __future__ import annotations
 

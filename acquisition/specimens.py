@@ -14,19 +14,25 @@ import numpy as np
 Z_EXPONENT = 1.7
 # Column width before the probe blurs it: the thermal vibration amplitude (u_rms ~ 8 pm at room temperature).
 COLUMN_SIGMA_PM = 8.0
-# Correlation length of the amorphous background: a few columns wide.
-BACKGROUND_CORRELATION_PM = 150.0
+# Correlation length of the amorphous background (contamination, support film, surface damage): the speckle
+# of an amorphous layer seen in HAADF is a few interatomic distances across, 2 to 3 Angstrom.
+BACKGROUND_CORRELATION_PM = 250.0
 BACKGROUND_MEAN, BACKGROUND_STD = 0.5, 0.2
+# Diffuse signal inside a nanoparticle, relative to a column's peak in the projected potential (before the
+# probe spreads the columns, which lowers their peaks about tenfold, so that it shows as ~half their height).
+PARTICLE_PEDESTAL = 0.05
 
 
 class SpecimenFamily(str, enum.Enum):
     """The structure families a condition can draw from."""
 
-    perovskite = "perovskite"          # SrTiO3 along [001]
-    dichalcogenide = "dichalcogenide"  # 2H-MoS2 along [001]
+    perovskite = "perovskite"          # SrTiO3 along [001]: Sr, Ti-O and (faint) O columns
+    dichalcogenide = "dichalcogenide"  # single-layer MoS2 along [001]: Mo and S2 columns alternate
     dumbbell = "dumbbell"              # zinc-blende GaAs along [110]: Ga-As dumbbells 141 pm apart
-    fcc_metal = "fcc-metal"            # Au along [110]
+    fcc_metal = "fcc-metal"            # Au along [110]: a centred rectangle of Au columns
     nanoparticle = "nanoparticle"      # an Au [110] particle edge on amorphous carbon (non-periodic)
+    # An fcc metal along [110] shows single columns; the dumbbells of the [110] projection belong to the
+    # fcc lattices with a two-atom basis (diamond, zinc blende), hence the GaAs family beside Au.
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,7 @@ LATTICES: dict[SpecimenFamily, Lattice] = {
     SpecimenFamily.dichalcogenide: Lattice(
         (_A_MOS2, 0.0), (_A_MOS2 / 2, _A_MOS2 * np.sqrt(3) / 2),
         (Site((0.0, 0.0), (42,), (74,)),          # Mo, W substitution
-         Site((1 / 3, 1 / 3), (16, 16), (16,)))),  # S2, monovacancy
+         Site((1 / 3, 1 / 3), (16, 16), (16,)))),  # S2 (two S atoms above each other), S monovacancy
     SpecimenFamily.dumbbell: Lattice(
         (_A_GAAS / np.sqrt(2), 0.0), (0.0, _A_GAAS),
         (Site((0.0, 0.0), (31,), (49,)), Site((0.0, 0.25), (33,)),
@@ -77,6 +83,10 @@ class Specimen:
     brightness: np.ndarray    # (K,) sum of Z ** 1.7 over the column's atoms
     family: SpecimenFamily
     background: float = 0.0   # amplitude of an amorphous background (0: none)
+    # A particle's outline, (centre row, centre col, radius) in pm: inside it the crystal's thickness adds a
+    # diffuse signal between the columns (thermal diffuse scattering, probe channelling), so the particle
+    # stands out from its support as it does in real HAADF images.
+    particle_pm: tuple[float, float, float] | None = None
 
 
 def column_brightness(atomic_numbers: tuple[int, ...]) -> float:
@@ -145,6 +155,8 @@ def draw_specimen(family: SpecimenFamily | str, field_pm: tuple[float, float], r
         in_particle = np.linalg.norm(positions - centre_particle, axis=1) < radius
         positions, brightness = positions[in_particle], brightness[in_particle]
         background = max(background, float(rng.uniform(0.2, 0.4)))
+        return Specimen(positions, brightness, family, background,
+                        (float(centre_particle[0]), float(centre_particle[1]), float(radius)))
     return Specimen(positions, brightness, family, background)
 
 
@@ -195,4 +207,14 @@ def render_columns(specimen: Specimen, shape_px: tuple[int, int], pixel_size_pm:
         keep = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
         image += np.bincount((rows[keep] * width + cols[keep]), weights=values[keep],
                              minlength=height * width).reshape(shape_px)
+    if specimen.particle_pm is not None and len(specimen.brightness):
+        # the particle's diffuse pedestal: PARTICLE_PEDESTAL of a typical column's peak, edge smoothed over
+        # a column width
+        from scipy.special import erf
+
+        row_c, col_c, radius = np.asarray(specimen.particle_pm) / pixel_size_pm
+        yy, xx = np.indices(shape_px, dtype=np.float64)
+        inside = radius - np.hypot(yy - origin_px[0] - row_c, xx - origin_px[1] - col_c)
+        peak = np.median(specimen.brightness) / (2 * np.pi * sigma_px**2)
+        image += PARTICLE_PEDESTAL * peak * 0.5 * (1 + erf(inside / (np.sqrt(2) * 3 * sigma_px)))
     return image

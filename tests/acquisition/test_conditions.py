@@ -169,3 +169,12 @@ def test_yaml_condition_round_trip_and_clear_errors(tmp_path):
         load_condition(bad_range)
     with pytest.raises(ValueError, match="no such condition file"):
         load_condition(tmp_path / "missing.yaml")
+
+
+def test_hash_changes_when_the_simulator_physics_changes(monkeypatch):
+    import stemreg.acquisition.conditions as conditions
+
+    cond = get_condition("low-dose")
+    before = cond.hash()
+    monkeypatch.setattr(conditions, "SIMULATOR_REVISION", conditions.SIMULATOR_REVISION + 1)
+    assert cond.hash() != before  # a benchmark drawn by other physics never shares a benchmark id

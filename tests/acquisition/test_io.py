@@ -41,6 +41,16 @@ def test_imagej_tiff_written_by_another_program(tmp_path, image):
     assert back.calibration.pixel_size_pm() == pytest.approx(15.0, rel=1e-4)
 
 
+def test_colour_tiff_is_read_as_grey(tmp_path, image):
+    grey = np.round((image - image.min()) / np.ptp(image) * 255).astype(np.uint8)
+    rgb = np.stack([grey, grey, grey], axis=-1)
+    rgb[..., 0] = 0  # a tinted export: the grey value is the mean of the channels
+    tifffile.imwrite(tmp_path / "screenshot.tif", rgb, photometric="rgb")
+    back = read_image(tmp_path / "screenshot.tif")
+    assert back.data.shape == image.shape
+    np.testing.assert_allclose(back.data, grey.astype(np.float64) * 2 / 3, rtol=1e-6)
+
+
 def test_stacks_only_where_allowed(tmp_path, image):
     stack = np.stack([image, image + 1, image + 2])
     for suffix in (".npy", ".tif", ".hspy"):
@@ -100,3 +110,50 @@ def test_unknown_suffix_and_missing_file(tmp_path):
         read_image(tmp_path / "absent.tif")
     with pytest.raises(ImageReadError, match="cannot write '.dm4'"):
         write_image(tmp_path / "out.dm4", np.zeros((4, 4)))
+
+
+# -- files written by microscope software: DM3/DM4 (Gatan) and Velox EMD (Thermo Fisher) ------------------
+# RosettaSciIO reads these but cannot write them; dm_writer.py and velox_writer.py build real files per the
+# formats' layouts (see their docstrings), so the reader is exercised on the bytes a microscope writes.
+from dm_writer import write_dm  # noqa: E402
+from velox_writer import write_velox  # noqa: E402
+
+
+@pytest.mark.parametrize("version, dtype", [(3, np.float32), (3, np.uint16), (4, np.float32), (4, np.int16)])
+def test_digital_micrograph_files(tmp_path, image, version, dtype):
+    data = image.astype(dtype)
+    path = write_dm(tmp_path / f"haadf.dm{version}", data, pixel_size=0.0125, unit="nm", version=version)
+    back = read_image(path)
+    assert back.format == f"dm{version}"
+    assert back.data.dtype == np.float32 and back.data.shape == image.shape  # the thumbnail is not the image
+    np.testing.assert_array_equal(back.data, data.astype(np.float32))
+    assert back.calibration.unit == "nm"
+    assert back.calibration.pixel_size_pm() == pytest.approx(12.5, rel=1e-6)  # DM stores float32 scales
+
+
+def test_digital_micrograph_stack_and_truncated_file(tmp_path, image):
+    stack = np.stack([image, image + 1, image + 2])
+    path = write_dm(tmp_path / "series.dm4", stack, pixel_size=1.5, unit="Å", version=4)
+    with pytest.raises(ImageReadError, match="series.dm4: is a 3-D stack"):
+        read_image(path)
+    back = read_image(path, allow_stack=True)
+    np.testing.assert_array_equal(back.data, stack)
+    assert back.calibration.pixel_size_pm() == pytest.approx(150.0)
+    truncated = tmp_path / "cut.dm3"
+    truncated.write_bytes(write_dm(tmp_path / "whole.dm3", image, pixel_size=1.0, unit="nm").read_bytes()[:300])
+    with pytest.raises(ImageReadError, match="cut.dm3: is not a readable DM3 image"):
+        read_image(truncated)
+
+
+def test_velox_emd_picks_the_haadf_image_and_keeps_its_calibration(tmp_path, image):
+    other = np.full_like(image, 7.0)
+    path = write_velox(tmp_path / "velox.emd", {"DF4": other.astype(np.uint16), "HAADF": image.astype(np.uint16)},
+                       pixel_size_m=12.5e-12)
+    back = read_image(path)
+    assert back.format == "emd"
+    np.testing.assert_array_equal(back.data, image.astype(np.uint16).astype(np.float32))
+    assert back.calibration.pixel_size_pm() == pytest.approx(12.5, rel=1e-6)
+    frames = write_velox(tmp_path / "frames.emd", {"HAADF": np.stack([image, image])}, pixel_size_m=2e-10)
+    with pytest.raises(ImageReadError, match="frames.emd: is a 3-D stack"):
+        read_image(frames)
+    assert read_image(frames, allow_stack=True).data.shape == (2,) + image.shape

@@ -117,3 +117,74 @@ def test_jitter_and_drift_shift_rows():
     dy, dx = scan_displacement_px((64, 64), rng, drift_px=10.0)
     total = np.hypot(dy[-1, -1], dx[-1, -1])
     assert total == pytest.approx(10.0, rel=0.01) and np.hypot(dy[0, 0], dx[0, 0]) == 0.0
+
+
+# -- specimens: the structure families, defects, the non-periodic case ------------------------------------
+from scipy.spatial import cKDTree  # noqa: E402
+
+from stemreg.acquisition.optics import convolve, imaging_transfer  # noqa: E402
+from stemreg.acquisition.specimens import draw_specimen, render_columns  # noqa: E402
+
+# Nearest projected column distance of each family (pm): SrTiO3 [001] a/2 (Sr or Ti-O to O), 1H-MoS2 [001]
+# a/sqrt(3) (Mo to S2), GaAs [110] a/4 (the Ga-As dumbbell), Au [110] a sqrt(3/8).
+NEAREST_PM = {"perovskite": 390.5 / 2, "dichalcogenide": 316.0 / np.sqrt(3), "dumbbell": 565.3 / 4,
+              "fcc-metal": 407.8 * np.sqrt(3 / 8)}
+
+
+@pytest.mark.parametrize("family", sorted(NEAREST_PM))
+def test_each_family_has_its_projected_structure(family):
+    rng = np.random.default_rng(0)
+    specimen = draw_specimen(family, (3000.0, 3000.0), rng)
+    distances, _ = cKDTree(specimen.positions_pm).query(specimen.positions_pm, k=2)
+    nearest = np.median(distances[:, 1])
+    assert nearest == pytest.approx(NEAREST_PM[family], rel=0.03)  # within the +-2 % lattice strain
+    # HAADF Z-contrast: the heaviest column is the brightest
+    heaviest = {"perovskite": (38,), "dichalcogenide": (42,), "dumbbell": (33,), "fcc-metal": (79,)}[family]
+    assert specimen.brightness.max() == pytest.approx(column_brightness(heaviest))
+
+
+def test_vacancies_remove_columns_and_substitutions_change_their_brightness():
+    def draw(**kwargs):
+        return draw_specimen("perovskite", (4000.0, 4000.0), np.random.default_rng(1), **kwargs)
+
+    perfect, vacant = draw(), draw(vacancy_fraction=0.3)
+    assert len(vacant.positions_pm) / len(perfect.positions_pm) == pytest.approx(0.7, abs=0.05)
+    substituted = draw(substitution_fraction=1.0)
+    sr, la = column_brightness((38,)), column_brightness((57,))
+    assert np.sum(np.isclose(perfect.brightness, sr)) > 0 and not np.any(np.isclose(perfect.brightness, la))
+    assert not np.any(np.isclose(substituted.brightness, sr)) and np.sum(np.isclose(substituted.brightness, la)) > 0
+    assert len(substituted.positions_pm) == len(perfect.positions_pm)  # a substitution keeps the column
+
+
+def test_nanoparticle_edge_leaves_part_of_the_field_to_the_amorphous_support():
+    covered = []
+    for seed in range(8):
+        specimen = draw_specimen("nanoparticle", (1500.0, 1500.0), np.random.default_rng(seed))
+        assert specimen.background > 0  # the amorphous support is always there
+        # fraction of a 10 x 10 grid of field cells that hold a column
+        cells = {tuple(c) for c in np.floor(specimen.positions_pm / 150.0).astype(int) if np.all((c >= 0) & (c < 10))}
+        covered.append(len(cells) / 100)
+    covered = np.array(covered)
+    # not periodic over the field: the particle covers some of it, the support the rest
+    assert np.all(covered < 0.95) and np.mean(covered) > 0.1
+    # the particle's thickness raises the signal between its columns; the support gets no pedestal
+    specimen = draw_specimen("nanoparticle", (1500.0, 1500.0), np.random.default_rng(3))
+    potential = render_columns(specimen, (188, 188), 8.0)
+    row_c, col_c, radius = np.asarray(specimen.particle_pm) / 8.0
+    distance = np.hypot(*np.indices(potential.shape) - np.array([row_c, col_c])[:, None, None])
+    inside, outside = potential[distance < radius - 10], potential[distance > radius + 20]  # edge: 3 px erf
+    assert inside.size and outside.size
+    assert np.percentile(inside, 10) > 0.02 * potential.max() and outside.max() < 1e-6 * potential.max()
+
+
+def test_source_size_widens_the_imaged_columns():
+    specimen = draw_specimen("fcc-metal", (1000.0, 1000.0), np.random.default_rng(2))
+    potential = render_columns(specimen, (128, 128), 8.0)
+    widths = []
+    for source_size_pm in (0.0, 15.0, 30.0):
+        image = convolve(potential, imaging_transfer((128, 128), 8.0, energy_keV=200.0, convergence_mrad=30.0,
+                                                     source_size_pm=source_size_pm))
+        peak = np.unravel_index(np.argmax(image[20:-20, 20:-20]), (88, 88))
+        row = image[peak[0] + 20, peak[1] + 20 - 12: peak[1] + 20 + 13]
+        widths.append(np.sum(row > row.max() / 2))  # pixels above half maximum through the brightest column
+    assert widths[0] < widths[1] < widths[2], widths

@@ -90,6 +90,25 @@ def test_simulate_from_images_tiles_and_degrades_them(tmp_path):
     sidecar = json.loads((tmp_path / "o" / "simulation.json").read_text())
     assert all(im["source"].split("[")[0] in {"a.tif", "b.npy"} for im in sidecar["images"])
     assert all(im["columns_rc_px"] == [] for im in sidecar["images"])
+    sources = {"a.tif": lattice, "b.npy": lattice.T}
+    for i, im in enumerate(sidecar["images"]):
+        # each clean image is its source tile, scaled to the clean units (0.5th percentile 0, 99.5th 1)
+        name, corner = im["source"].split("[0]:")
+        r, c = map(int, corner.split(","))
+        tile = sources[name][r:r + 32, c:c + 32]
+        low, high = np.percentile(tile, [0.5, 99.5])
+        np.testing.assert_allclose(clean[i], (tile - low) / (high - low), atol=1e-5)
+        # the degraded image is the blurred tile plus dose noise: unbiased, noisy, and less detailed
+        assert abs(degraded[i].mean() - clean[i].mean()) < 0.05
+        assert 0.005 < np.var(degraded[i] - clean[i]) < 0.2
+    # an image with half the condition's pixel size is resampled first: 200 x 140 px of 4 pm hold 3 x 2 tiles
+    fine = tmp_path / "fine"
+    yy, xx = np.mgrid[:200, :140]
+    fine_lattice = 1000 + 800 * (np.cos(xx / 5.0) * np.cos(yy / 5.0)) ** 8
+    write_image(fine / "c.tif", fine_lattice, Calibration(pixel_pm / 2, "pm"))
+    resampled = run("simulate", "--condition", "blur", "--from-images", str(fine), "--n", "7", "--size", "32",
+                    "--out", str(tmp_path / "q"))
+    assert resampled.exit_code == 2 and "only 6 tile(s)" in resampled.output
     # 100 x 70 and 70 x 100 images hold 3 x 2 tiles of 32 px each: asking for more is bad input
     too_many = run("simulate", "--condition", "blur", "--from-images", str(images), "--n", "13", "--size", "32",
                    "--out", str(tmp_path / "p"))
