@@ -12,7 +12,9 @@ Three modes, by what a lab has:
 
 Validation (the only place a clean image may appear, and only to score) runs
 each epoch on whole validation images through :func:`denoise_array`, so the
-normalisation and tiling used in production are what is scored.
+normalisation and tiling used in production are what is scored. A lab with no
+clean image validates self-supervised instead: the held-out noise2noise or
+blind-spot loss (:func:`self_supervised_val_loss`) picks the best epoch.
 """
 from __future__ import annotations
 
@@ -81,6 +83,9 @@ class TrainResult:
     seconds: float
     noisy_val_psnr: float = float("nan")
     config: TrainConfig | None = field(default=None, repr=False)
+    #: Self-supervised validation: the best epoch's held-out loss and the loss of a perfect denoiser.
+    best_val_loss: float = float("nan")
+    val_noise_floor: float = float("nan")
 
 
 def pick_device(preference: str | torch.device | None = "auto") -> torch.device:
@@ -235,16 +240,63 @@ def blind_spot_mask(patches: np.ndarray, *, fraction: float, radius_px: int,
 
 # ---------------------------------------------------------------------------- loop
 
-def _check_val_data(val_data: Any) -> tuple[np.ndarray, np.ndarray] | None:
+def _check_val_data(val_data: Any, mode: TrainingMode) -> tuple[str, Any] | None:
+    """``(kind, data)``: ``("scored", (degraded, clean))``, ``("noise2noise", repeats)``,
+    ``("blind-spot", noisy)`` or None."""
     if val_data is None:
         return None
-    if not (isinstance(val_data, (tuple, list)) and len(val_data) == 2):
-        raise ValueError("val_data must be (degraded (N,H,W), clean (N,H,W)) or None")
-    degraded = _as_stack(val_data[0], "degraded validation images")
-    clean = _as_stack(val_data[1], "clean validation images")
-    if degraded.shape != clean.shape:
-        raise ValueError(f"validation stacks differ in shape: {degraded.shape} vs {clean.shape}")
-    return degraded, clean
+    if isinstance(val_data, (tuple, list)):
+        if len(val_data) != 2:
+            raise ValueError("val_data must be (degraded (N,H,W), clean (N,H,W)), held-out data of the "
+                             "self-supervised kind, or None")
+        degraded = _as_stack(val_data[0], "degraded validation images")
+        clean = _as_stack(val_data[1], "clean validation images")
+        if degraded.shape != clean.shape:
+            raise ValueError(f"validation stacks differ in shape: {degraded.shape} vs {clean.shape}")
+        return "scored", (degraded, clean)
+    if mode is TrainingMode.NOISE2NOISE:
+        repeats = np.asarray(val_data, dtype=np.float32)
+        if repeats.ndim != 4 or repeats.shape[1] < 2 or repeats.size == 0 or not np.all(np.isfinite(repeats)):
+            raise ValueError("held-out noise2noise validation takes finite repeats (N, k, H, W) with k >= 2; "
+                             f"got shape {repeats.shape}")
+        return "noise2noise", repeats
+    if mode is TrainingMode.BLIND_SPOT:
+        return "blind-spot", _as_stack(val_data, "held-out blind-spot validation images")
+    raise ValueError("supervised validation takes val_data = (degraded (N,H,W), clean (N,H,W)) or None")
+
+
+def self_supervised_val_loss(model: nn.Module, kind: str, data: np.ndarray, *, config: TrainConfig,
+                             device: torch.device) -> tuple[float, float]:
+    """Held-out self-supervised loss (L2, in the input's normalised units) and its noise floor.
+
+    noise2noise: each held-out frame's prediction against the mean of the *other* frames. With
+    independent noise this is the error against the (unknown) clean signal plus the noise
+    variance of that mean, so it ranks models like the true error does; the second value is that
+    noise variance (estimated from the spread of the frames), the loss a perfect denoiser would get.
+
+    blind-spot: the same fixed random pixels of each held-out image are masked (replaced by a
+    neighbour, as in training) and predicted; the loss is taken there against the noisy value
+    (error against the clean signal plus the pixel noise variance). Floor: NaN (unknown without
+    repeats).
+    """
+    if kind == "noise2noise":
+        n, k, h, w = data.shape
+        frames = data.reshape(n * k, h, w)
+        pred = denoise_array(model, frames, tile_px=config.val_tile_px, overlap_px=16, device=device)
+        total = data.sum(axis=1, keepdims=True, dtype=np.float64)
+        others = ((total - data) / (k - 1)).reshape(n * k, h, w)
+        scale = frames.std(axis=(1, 2), dtype=np.float64)[:, None, None]
+        loss = float(np.mean(((pred - others) / scale) ** 2))
+        pixel_var = data.var(axis=1, ddof=1, dtype=np.float64)  # (n, h, w): noise variance per pixel
+        floor = np.repeat(pixel_var.mean(axis=(1, 2)), k) / (k - 1) / scale[:, 0, 0] ** 2
+        return loss, float(floor.mean())
+    rng = np.random.default_rng(config.seed + 1)  # the same mask every epoch
+    masked, mask = blind_spot_mask(data, fraction=config.blind_spot_fraction,
+                                   radius_px=config.blind_spot_radius_px, rng=rng)
+    pred = denoise_array(model, masked, tile_px=config.val_tile_px, overlap_px=16, device=device)
+    scale = data.std(axis=(1, 2), dtype=np.float64)[:, None, None]
+    loss = float(np.sum(((pred - data) / scale) ** 2 * mask) / mask.sum())
+    return loss, float("nan")
 
 
 def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -267,12 +319,18 @@ def train(model: nn.Module, config: TrainConfig, *, train_data: Any,
     train_data
         supervised: ``(degraded, clean)`` stacks ``(N, H, W)``;
         noise2noise: repeats ``(N, k, H, W)``; blind-spot: noisy ``(N, H, W)``.
-    val_data : (degraded, clean) or None
-        Scored each epoch on whole images. ``None`` (a lab with no clean
-        images): the last epoch is kept and the val metrics are NaN.
+    val_data : (degraded, clean), held-out self-supervised data, or None
+        ``(degraded, clean)``: scored each epoch on whole images (PSNR/SSIM).
+        In the self-supervised modes, held-out data of the training kind
+        instead (an array, never a tuple): repeats ``(N, k, H, W)`` for
+        noise2noise, noisy ``(N, H, W)`` for blind-spot; then ``val_loss`` (see
+        :func:`self_supervised_val_loss`) picks the best epoch and no clean
+        image is used anywhere. ``None``: the last epoch is kept and the val
+        metrics are NaN.
     on_epoch : callable, optional
         ``on_epoch(epoch, metrics)`` after every epoch (epochs count from 1),
-        with ``train_loss``, ``val_psnr``, ``val_ssim``, ``lr``, ``seconds``.
+        with ``train_loss``, ``val_psnr``, ``val_ssim``, ``val_loss``, ``lr``, ``seconds``
+        (and ``val_noise_floor`` with held-out self-supervised data).
         Exceptions it raises (e.g. ``optuna.TrialPruned``) propagate.
     checkpoint_dir : path, optional
         Writes ``epoch_NNN.pt`` (state_dict) every epoch and ``best.pt``.
@@ -291,7 +349,9 @@ def train(model: nn.Module, config: TrainConfig, *, train_data: Any,
 
     inputs, targets = prepare_training_arrays(config.mode, train_data)
     sampler = PatchSampler(inputs, targets, config, rng)
-    val = _check_val_data(val_data)
+    checked = _check_val_data(val_data, config.mode)
+    val = checked[1] if checked is not None and checked[0] == "scored" else None
+    held_out = checked if checked is not None and checked[0] != "scored" else None
     noisy_val_psnr = float(np.mean(psnr_batch(val[0], val[1]))) if val is not None else float("nan")
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if ckpt is not None:
@@ -313,6 +373,7 @@ def train(model: nn.Module, config: TrainConfig, *, train_data: Any,
     history: list[dict[str, float]] = []
     best_state, best_epoch = _state_copy(model), 0
     best_psnr, best_ssim = -math.inf, float("nan")
+    best_loss, noise_floor = math.inf, float("nan")
     bar = tqdm(total=total_steps, disable=not progress, desc=f"train {config.mode.value}", unit="step",
                leave=False)
     try:
@@ -338,18 +399,28 @@ def train(model: nn.Module, config: TrainConfig, *, train_data: Any,
                 loss_sum += float(loss.detach())
                 bar.update(1)
             metrics = {"train_loss": loss_sum / config.steps_per_epoch,
-                       "val_psnr": float("nan"), "val_ssim": float("nan"),
+                       "val_psnr": float("nan"), "val_ssim": float("nan"), "val_loss": float("nan"),
                        "lr": float(optimiser.param_groups[0]["lr"])}
             if val is not None:
                 pred = denoise_array(model, val[0], tile_px=config.val_tile_px, overlap_px=16, device=device)
                 metrics["val_psnr"] = float(np.mean(psnr_batch(pred, val[1])))
                 metrics["val_ssim"] = float(np.mean(ssim_batch(pred, val[1])))
+            elif held_out is not None:
+                metrics["val_loss"], noise_floor = self_supervised_val_loss(model, held_out[0], held_out[1],
+                                                                            config=config, device=device)
+                metrics["val_noise_floor"] = noise_floor
             metrics["seconds"] = time.perf_counter() - epoch_started
             history.append({"epoch": epoch, **metrics})
-            improved = (val is None) or metrics["val_psnr"] > best_psnr
+            if val is not None:
+                improved = metrics["val_psnr"] > best_psnr
+            elif held_out is not None:
+                improved = metrics["val_loss"] < best_loss
+            else:
+                improved = True  # nothing to judge by: keep the last epoch
             if improved:
                 best_state, best_epoch = _state_copy(model), epoch
                 best_psnr, best_ssim = metrics["val_psnr"], metrics["val_ssim"]
+                best_loss = metrics["val_loss"]
             if ckpt is not None:
                 torch.save(model.state_dict(), ckpt / f"epoch_{epoch:03d}.pt")
                 if improved:
@@ -365,4 +436,6 @@ def train(model: nn.Module, config: TrainConfig, *, train_data: Any,
     return TrainResult(model=model, history=history, best_epoch=best_epoch,
                        best_val_psnr=float(best_psnr) if val is not None else float("nan"),
                        best_val_ssim=float(best_ssim), seconds=time.perf_counter() - started,
-                       noisy_val_psnr=noisy_val_psnr, config=copy.deepcopy(config))
+                       noisy_val_psnr=noisy_val_psnr, config=copy.deepcopy(config),
+                       best_val_loss=float(best_loss) if held_out is not None else float("nan"),
+                       val_noise_floor=float(noise_floor))

@@ -60,7 +60,16 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Machine-read
 @click.option("--patch-px", type=click.IntRange(min=8), default=None, help="Training patch edge (pixels).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Adam learning rate.")
 @click.option("--mode", type=click.Choice(["supervised", "noise2noise", "blind-spot"]), default=None,
-              help="Training mode (supervised uses simulated clean targets).")
+              help="Training mode: supervised (simulated clean targets, the default), noise2noise "
+                   "(repeated noisy frames; with --frames, the lab's own), blind-spot (single noisy "
+                   "images; with --images, the lab's own).")
+@click.option("--frames", "frames_path", type=click.Path(path_type=Path), default=None, metavar="PATH",
+              help="Train noise2noise on your own repeated low-dose frames of one area: a stack file (N, H, W) "
+                   "or a folder of frames; drift is aligned first (whole pixels). No clean image is used.")
+@click.option("--images", "images_dir", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="Train blind-spot on your own single noisy images from DIR. No clean image is used.")
+@click.option("--no-align", is_flag=True, help="With --frames: the frames are already aligned; skip the drift "
+                                               "correction.")
 @click.option("--n-train", type=click.IntRange(min=1), default=None, help="Simulated training images.")
 @click.option("--n-val", type=click.IntRange(min=1), default=None, help="Simulated validation images.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the training data.")
@@ -75,14 +84,21 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Machine-read
               help="Alias for the new version: auto = champion if none yet, else challenger.")
 @click.option("--no-register", is_flag=True, help="Log the run and model but do not register a version.")
 @json_option
-def train_command(condition_name: str, epochs, steps_per_epoch, batch_size, patch_px, lr, mode, n_train, n_val,
+def train_command(condition_name: str, epochs, steps_per_epoch, batch_size, patch_px, lr, mode,
+                  frames_path: Path | None, images_dir: Path | None, no_align: bool, n_train, n_val,
                   seed: int, arch: str | None, init_from: str | None, alias_policy: str, no_register: bool,
                   as_json: bool) -> None:
-    """Simulate data for a condition, train a denoiser, log it to MLflow, register and score it.
+    """Train a denoiser for a condition, log it to MLflow, register and score it.
 
+    By default on data simulated for the condition (supervised). A lab
+    without clean images trains on its own files instead: `--frames PATH`
+    (noise2noise on repeated frames of one area) or `--images DIR`
+    (blind-spot on single noisy images); the bottom rows of every frame are
+    then held out and the held-out self-supervised loss picks the best epoch.
     Defaults are the pipeline's quick budget. The new version becomes
     `champion` if the condition has none, else `challenger` (promote it with
-    `stemreg promote`).
+    `stemreg promote`). Every version is scored on the condition's simulated
+    benchmark set.
     """
     from stemreg.platform.pipeline import QUICK_ARCHITECTURE, QUICK_N_TRAIN, QUICK_N_VAL, QUICK_TRAIN
     from stemreg.platform.training_run import canonical_architecture, train_and_register
@@ -93,6 +109,13 @@ def train_command(condition_name: str, epochs, steps_per_epoch, batch_size, patc
                  "patch_px": patch_px, "lr": lr, "mode": mode}
     config.update({k: v for k, v in overrides.items() if v is not None})
     architecture = canonical_architecture(arch) if arch else (None if init_from else QUICK_ARCHITECTURE)
+    if frames_path is not None or images_dir is not None:
+        _train_on_lab_files(cond, config, architecture, mode=mode, frames_path=frames_path, images_dir=images_dir,
+                            align=not no_align, n_given=(n_train, n_val), seed=seed, init_from=init_from,
+                            alias_policy=alias_policy, register=not no_register, as_json=as_json)
+        return
+    if no_align:
+        raise BadInput("--no-align goes with --frames (it skips their drift correction)")
     result = train_and_register(cond, arch=architecture, config=config,
                                 n_train=n_train or QUICK_N_TRAIN, n_val=n_val or QUICK_N_VAL, seed=seed,
                                 init_from=init_from, register=not no_register, alias_policy=alias_policy)
@@ -106,6 +129,42 @@ def train_command(condition_name: str, epochs, steps_per_epoch, batch_size, patc
                  f"SSIM {_fmt(bench.get('ssim'), '.3f')}, {_fmt(bench.get('ms_per_mpx'), '.0f')} ms/Mpx")
     _emit({"run_id": result.run_id, "model_uri": result.model_uri, "name": result.name, "version": result.version,
            "alias": result.alias, "architecture": result.architecture, "metrics": result.metrics,
+           "benchmark": bench, "seconds": result.seconds}, as_json, text)
+
+
+def _train_on_lab_files(cond, config: dict[str, Any], architecture, *, mode: str | None, frames_path: Path | None,
+                        images_dir: Path | None, align: bool, n_given: tuple, seed: int, init_from: str | None,
+                        alias_policy: str, register: bool, as_json: bool) -> None:
+    """`stemreg train --frames/--images`: self-supervised on the lab's own noisy files."""
+    from stemreg.platform.training_run import train_from_lab_files
+
+    if frames_path is not None and images_dir is not None:
+        raise BadInput("give --frames (noise2noise on repeated frames) or --images (blind-spot on single "
+                       "images), not both")
+    if any(n is not None for n in n_given):
+        raise BadInput("--n-train / --n-val size simulated data; with --frames / --images the files are the data")
+    mode = mode or ("noise2noise" if frames_path is not None else "blind-spot")
+    if mode == "supervised":
+        raise BadInput("--mode supervised needs clean targets, which lab files do not have; use --mode "
+                       "noise2noise with --frames, or --mode blind-spot with --images")
+    for given in (frames_path, images_dir):
+        if given is not None and not given.exists():
+            raise BadInput(f"no such file or folder: {given}")
+    config = {**config, "mode": mode, "seed": seed}  # no data to draw: the seed drives patches and weights
+    result = train_from_lab_files(cond, mode=mode, frames=frames_path, images=images_dir, arch=architecture,
+                                  config=config, init_from=init_from, align=align, register=register,
+                                  alias_policy=alias_policy, progress=not as_json)
+    m, bench = result.metrics, result.benchmark
+    floor = f" (a perfect denoiser: {m['val_noise_floor']:.4f})" if m["val_noise_floor"] == m["val_noise_floor"] else ""
+    text = (f"run {result.run_id}: held-out {mode} loss {m['val_loss']:.4f}{floor}, best epoch "
+            f"{int(m['best_epoch'])}, in {result.seconds:.0f} s; no clean image used")
+    if result.version:
+        text += f"\nregistered {result.name} version {result.version}" + (f" as {result.alias}" if result.alias else "")
+    if bench:
+        text += (f"\nsimulated benchmark PSNR {_fmt(bench.get('psnr'))} dB (noisy {_fmt(bench.get('noisy_psnr'))} dB), "
+                 f"SSIM {_fmt(bench.get('ssim'), '.3f')}")
+    _emit({"run_id": result.run_id, "model_uri": result.model_uri, "name": result.name, "version": result.version,
+           "alias": result.alias, "architecture": result.architecture, "mode": mode, "metrics": m,
            "benchmark": bench, "seconds": result.seconds}, as_json, text)
 
 

@@ -163,6 +163,7 @@ class Leaderboard:
     run_id: str | None = None
     artifacts: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     def rows(self) -> list[dict[str, Any]]:
         return [r.row() for r in self.results]
@@ -171,7 +172,8 @@ class Leaderboard:
         return {"condition": self.condition, "benchmark_id": self.benchmark_id, "budget": self.budget.name,
                 "test_set": self.test_set, "n_images": self.n_images, "image_shape": list(self.image_shape),
                 "run_id": self.run_id, "seconds": round(self.seconds, 2), "rows": _json_safe(self.rows()),
-                "details": _json_safe({r.method: r.details for r in self.results})}
+                "details": _json_safe({r.method: r.details for r in self.results}),
+                "provenance": _json_safe(self.provenance)}
 
     def markdown(self) -> str:
         """The leaderboard as a markdown table, mean +- std per metric, best value in bold."""
@@ -425,9 +427,42 @@ class _Data:
     def val_degraded(self) -> np.ndarray:
         return np.asarray(self._val_batch().degraded, np.float32)
 
+    def provenance(self, test: "TestSet") -> dict[str, Any]:
+        """Seeds of every draw and a check that no drawn image is a test image.
+
+        Raises
+        ------
+        RuntimeError
+            When a training or validation field equals a test field (the scores would be dishonest).
+        """
+        seeds = {p: derived_seed(self.condition, self.seed, p) for p in ("train", "val", "repeats", "classical")}
+        test_prints = {_fingerprint(image) for image in test.clean} | {_fingerprint(image) for image in test.degraded}
+        drawn = {"train": self._train, "val": self._val}
+        overlaps: dict[str, int] = {}
+        for name, batch in drawn.items():
+            if batch is None:
+                continue
+            images = list(np.asarray(batch.clean, np.float32)) + list(np.asarray(batch.degraded, np.float32))
+            overlaps[name] = sum(_fingerprint(image) in test_prints for image in images)
+        if self._repeats is not None:
+            overlaps["repeats"] = sum(_fingerprint(image) in test_prints
+                                      for image in self._repeats.reshape(-1, *self._repeats.shape[2:]))
+        if any(overlaps.values()):
+            raise RuntimeError(f"training/validation data share images with the test set {overlaps}; "
+                               "the leaderboard would be dishonest")
+        return {"seeds": seeds, "benchmark_seed": int(getattr(self.condition, "benchmark_seed", -1)),
+                "images_drawn": {name: int(len(batch)) for name, batch in drawn.items() if batch is not None},
+                "test_images_in_fitting_data": overlaps}
+
     @property
     def val_clean(self) -> np.ndarray:
         return np.asarray(self._val_batch().clean, np.float32)
+
+
+def _fingerprint(image: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha1(np.ascontiguousarray(image, np.float32).tobytes()).hexdigest()
 
 
 def _cnn_predict(model: Any, device: Any) -> PredictFn:
@@ -578,7 +613,8 @@ def evaluate(condition: Any, *, methods: str | Sequence[str] | None = None, budg
 
     board = Leaderboard(condition=cond.name, benchmark_id=benchmark_id(cond), budget=plan,
                         test_set=test.description, n_images=len(test.degraded),
-                        image_shape=tuple(test.degraded[0].shape), results=results)
+                        image_shape=tuple(test.degraded[0].shape), results=results,
+                        provenance=data.provenance(test))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(output_dir) if output_dir is not None else Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)

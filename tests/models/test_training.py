@@ -161,3 +161,40 @@ def test_pick_device_resolves_auto_and_refuses_nonsense():
     assert pick_device("cpu").type == "cpu"
     with pytest.raises(ValueError, match="accepted"):
         pick_device("gpu-please")
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Two cores shared by many processes: more torch threads only spin."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_held_out_noise2noise_loss_picks_the_epoch_and_its_excess_tracks_the_true_error(one_torch_thread):
+    train_repeats, _ = make_repeats(4, 4, 64, seed=11)
+    held_out, clean_kept_out = make_repeats(2, 4, 64, seed=12)
+    result = train(small_model(), TrainConfig(mode="noise2noise", **QUICK), train_data=train_repeats,
+                   val_data=held_out, progress=False)
+    losses = [h["val_loss"] for h in result.history]
+    assert result.best_val_loss == min(losses) and losses[result.best_epoch - 1] == result.best_val_loss
+    assert np.isnan(result.best_val_psnr)  # nothing claims a PSNR without a clean image
+    # loss = error against the unseen clean field + the noise floor (noise2noise's promise)
+    frames = held_out.reshape(-1, 64, 64)
+    pred = denoise_array(result.model, frames)
+    scale = frames.std(axis=(1, 2))[:, None, None]
+    true_error = float(np.mean(((pred - np.repeat(clean_kept_out, 4, axis=0)) / scale) ** 2))
+    excess = result.best_val_loss - result.val_noise_floor
+    assert excess == pytest.approx(true_error, rel=0.25)
+
+
+def test_held_out_blind_spot_loss_is_logged_per_epoch(one_torch_thread):
+    noisy_only, _ = make_pairs(4, 64, seed=13)
+    held_out, _ = make_pairs(2, 64, seed=14)
+    seen = []
+    result = train(small_model(), TrainConfig(mode="blind-spot", **QUICK), train_data=noisy_only,
+                   val_data=held_out, on_epoch=lambda e, m: seen.append(m["val_loss"]), progress=False)
+    assert len(seen) == 3 and all(np.isfinite(seen))
+    assert result.best_val_loss == min(seen)
+    assert seen[-1] < seen[0]  # training lowers the held-out masked-pixel loss

@@ -109,3 +109,41 @@ def test_train_and_pipeline_refuse_bad_input(mlflow_store):
     assert _invoke("pipeline", "--conditions", "low-dose,nope").exit_code == 2
     for command in ("train", "models", "denoise", "promote", "rollback", "pipeline"):
         assert _invoke(command, "--help").exit_code == 0
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Two cores shared by many processes: more torch threads only spin."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_train_on_a_lab_frame_stack_is_self_supervised_and_registered(mlflow_store, tmp_path, one_torch_thread):
+    pair = get_condition("low-dose").sample_pairs(1, size_px=96, seed=99)
+    np.save(tmp_path / "series.npy", pair.repeats(3, seed=1)[0])  # noisy frames only, no drift
+    arch = '{"kind": "reverse-hourglass", "depth": 4, "widths": [8, 16, 8], "kernel_size": 3}'
+    result = _invoke("train", "--condition", "low-dose", "--frames", str(tmp_path / "series.npy"), "--arch", arch,
+                     "--epochs", "1", "--steps-per-epoch", "3", "--batch-size", "4", "--patch-px", "32", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{"):])
+    assert report["mode"] == "noise2noise" and report["version"] == "1"
+    assert report["metrics"]["val_loss"] > report["metrics"]["val_noise_floor"] > 0
+    assert report["benchmark"]["psnr"] is not None  # scored on the condition's simulated benchmark set
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--frames", "missing.tif"], "no such file"),
+    (["--frames", "one.npy"], "needs a stack"),
+    (["--frames", "one.npy", "--mode", "supervised"], "needs clean targets"),
+    (["--frames", "one.npy", "--images", "."], "not both"),
+    (["--images", ".", "--n-train", "4"], "the files are the data"),
+    (["--no-align"], "goes with --frames"),
+])
+def test_train_on_lab_files_refuses_bad_input(mlflow_store, tmp_path, args, message):
+    np.save(tmp_path / "one.npy", np.ones((64, 64), np.float32))
+    result = _invoke("train", "--condition", "low-dose", *args)
+    assert result.exit_code == 2 and message in result.output, result.output

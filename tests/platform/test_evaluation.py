@@ -60,6 +60,8 @@ def test_evaluate_tiny_budget_gives_every_requested_method_and_an_mlflow_run(tmp
     assert by_method["hourglass"]["source"].startswith("trained here")  # no champion in a fresh store
     assert by_method["gaussian"]["psnr"] > by_method["noisy"]["psnr"]
     assert board["details"]["sdndti"]["clean_images_seen"] is False
+    overlaps = board["provenance"]["test_images_in_fitting_data"]
+    assert set(overlaps) == {"train", "val", "repeats"} and not any(overlaps.values())
 
     client = mlflow.MlflowClient()
     run = client.get_run(board["run_id"])
@@ -151,3 +153,19 @@ def test_the_registered_champion_is_scored_as_the_registry_scored_it(registered_
     scored = registry.benchmark_of(registry.resolve("low-dose", "champion"))
     # the same benchmark set, the same metric, the same model: the same figure as the registry's tag
     assert np.mean(hourglass.psnr) == pytest.approx(scored["psnr"], abs=0.01)
+
+
+def test_an_evaluation_whose_fitting_data_hold_a_test_image_refuses_to_score(tmp_path):
+    from stemreg.acquisition import load_condition
+    from stemreg.platform.evaluation import BUDGETS, TestSet, _Data
+
+    condition = load_condition(_condition_file(tmp_path))
+    data = _Data(condition, BUDGETS["tiny"], seed=0)
+    honest = TestSet(degraded=list(condition.benchmark_set().degraded), clean=list(condition.benchmark_set().clean),
+                     columns=[], pixel_size_pm=1.0, description="benchmark")
+    data.train_degraded  # draw the training set
+    assert data.provenance(honest)["test_images_in_fitting_data"] == {"train": 0}
+    leaked = TestSet(degraded=[data.train_degraded[1]], clean=[data.train_clean[1]], columns=[], pixel_size_pm=1.0,
+                     description="a training image")
+    with pytest.raises(RuntimeError, match="share images with the test set"):
+        data.provenance(leaked)

@@ -76,3 +76,131 @@ def test_fine_tuning_records_its_parent_and_refuses_another_architecture(mlflow_
     first = {r: [m.value for m in client.get_metric_history(r, "val_psnr") if m.step == 1][0]
              for r in (parent.run_id, child.run_id)}
     assert first[child.run_id] > first[parent.run_id]
+
+
+# ---------------------------------------------------------------- a lab's own noisy files, no clean image
+
+LAB_TRAIN = {"epochs": 2, "steps_per_epoch": 20, "batch_size": 8, "patch_px": 32, "lr": 3e-3}
+#: Known drift of frames 1.. relative to frame 0, (row, col) pixels.
+DRIFT_PX = [(0, 0), (3, -2), (-4, 5), (6, 1)]
+MARGIN_PX = 8
+
+
+@pytest.fixture(scope="module")
+def drifting_field():
+    """Four noisy low-dose frames of one area with known drift, and (kept apart) the clean field."""
+    pair = get_condition("low-dose").sample_pairs(1, size_px=128 + 2 * MARGIN_PX, seed=4242)
+    repeats = pair.repeats(len(DRIFT_PX), seed=17)[0]
+    size = 128
+
+    def view(image, dy, dx):
+        return image[MARGIN_PX + dy:MARGIN_PX + dy + size, MARGIN_PX + dx:MARGIN_PX + dx + size]
+
+    frames = np.stack([view(r, dy, dx) for r, (dy, dx) in zip(repeats, DRIFT_PX)])
+    return frames, view(pair.clean[0], 0, 0)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Two cores shared by many processes: more torch threads only spin."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _spy_on_train(monkeypatch):
+    """Record what the real `stemreg.models.train` is given (it still runs)."""
+    import stemreg.models
+
+    calls = []
+    real = stemreg.models.train
+
+    def recording_train(model, config, *, train_data, val_data, **kwargs):
+        calls.append({"train_data": train_data, "val_data": val_data})
+        return real(model, config, train_data=train_data, val_data=val_data, **kwargs)
+
+    monkeypatch.setattr(stemreg.models, "train", recording_train)
+    return calls
+
+
+def test_noise2noise_on_drifting_frame_files_beats_the_noisy_frame_without_a_clean_image(
+        drifting_field, mlflow_store, tmp_path, monkeypatch, one_torch_thread):
+    from stemreg.acquisition import write_image
+    from stemreg.platform.training_run import train_from_lab_files
+
+    frames, clean = drifting_field
+    folder = tmp_path / "series"
+    for i, frame in enumerate(frames):
+        write_image(folder / f"frame_{i:02d}.tif", frame)
+    calls = _spy_on_train(monkeypatch)
+    result = train_from_lab_files("low-dose", mode="noise2noise", frames=folder, arch=TINY_ARCH, config=LAB_TRAIN,
+                                  score=False, progress=False)
+
+    # what the trainer got: noisy pixel values from the files only, arrays (no (noisy, clean) tuple)
+    (call,) = calls
+    assert isinstance(call["val_data"], np.ndarray) and call["val_data"].ndim == 4
+    file_values = np.unique(frames)
+    for given in (call["train_data"], call["val_data"]):
+        assert np.isin(given, file_values).all()
+    # the drift was found exactly (frame i shows the area moved by its drift; rolling it back aligns it)
+    run = MlflowClient().get_run(result.run_id)
+    assert json.loads(run.data.params["lab.drift_shifts_px"]) == [[dy, dx] for dy, dx in DRIFT_PX]
+    assert run.data.params["training_data"] == "lab-files"
+    assert "val_psnr" not in run.data.metrics  # no PSNR is claimed from lab data
+    m = result.metrics
+    assert np.isfinite(m["val_loss"]) and m["val_loss"] > m["val_noise_floor"] > 0
+    tags = MlflowClient().get_model_version(result.name, result.version).tags
+    assert tags["training_data"] == "lab-files" and tags["val_metric"] == "held-out noise2noise loss"
+
+    # judged against the clean field it never saw, through the registered model
+    model = mlflow.pyfunc.load_model(result.model_uri)
+    denoised = np.asarray(model.predict(frames[:1]))[0]
+    assert psnr(denoised, clean) > psnr(frames[0], clean) + 3.0
+
+
+def test_blind_spot_on_single_noisy_image_files_beats_the_noisy_input(mlflow_store, tmp_path, monkeypatch,
+                                                                      one_torch_thread):
+    from stemreg.acquisition import write_image
+    from stemreg.platform.training_run import train_from_lab_files
+
+    pairs = get_condition("low-dose").sample_pairs(4, size_px=96, seed=4343)
+    for i, noisy in enumerate(pairs.degraded):
+        write_image(tmp_path / "singles" / f"image_{i}.npy", noisy)
+    calls = _spy_on_train(monkeypatch)
+    result = train_from_lab_files("low-dose", mode="blind-spot", images=tmp_path / "singles", arch=TINY_ARCH,
+                                  config=LAB_TRAIN, register=False, score=False, progress=False)
+    (call,) = calls
+    assert isinstance(call["val_data"], np.ndarray) and call["val_data"].ndim == 3
+    assert np.isin(call["train_data"], np.unique(pairs.degraded)).all()
+    assert np.isfinite(result.metrics["val_loss"])
+    network = mlflow.pyfunc.load_model(result.logged_model_uri)
+    test = get_condition("low-dose").sample_pairs(2, size_px=96, seed=4444)
+    denoised = np.asarray(network.predict(test.degraded))
+    gain = np.mean([psnr(d, c) - psnr(n, c) for d, n, c in zip(denoised, test.degraded, test.clean)])
+    assert gain > 2.0
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"mode": "noise2noise", "images": "x"}, "give --frames"),
+    ({"mode": "blind-spot", "frames": "x"}, "give --images"),
+    ({"mode": "supervised", "frames": "x"}, "not 'supervised'"),
+])
+def test_lab_files_need_the_source_that_fits_the_mode(kwargs, message):
+    from stemreg.platform.training_run import load_lab_data
+
+    with pytest.raises(BadInput, match=message):
+        load_lab_data(**kwargs)
+
+
+def test_one_image_is_not_a_frame_series_and_small_frames_are_refused(tmp_path):
+    from stemreg.platform.training_run import load_lab_data
+
+    np.save(tmp_path / "one.npy", np.ones((64, 64), np.float32))
+    with pytest.raises(BadInput, match="needs a stack"):
+        load_lab_data("noise2noise", frames=tmp_path / "one.npy")
+    np.save(tmp_path / "small.npy", np.random.default_rng(0).poisson(5, (3, 40, 40)).astype(np.float32))
+    with pytest.raises(BadInput, match="smaller --patch-px"):
+        load_lab_data("noise2noise", frames=tmp_path / "small.npy", patch_px=32, align=False)
