@@ -8,7 +8,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from conftest import make_pairs, make_repeats
+from model_test_data import make_pairs, make_repeats
 from stemreg.models import ReverseHourglass, TrainConfig, denoise_array, pick_device, psnr_batch, train
 from stemreg.models.training import blind_spot_mask, prepare_training_arrays
 
