@@ -26,6 +26,11 @@ class SearchBudget(BaseModel):
         Patches per step.
     latency_image_px : int
         Edge of the image timed for the quality-latency objective.
+    max_flops_per_px : float or None
+        Largest network a trial may train (forward FLOP per pixel, see
+        :func:`stemreg.models.flops_per_pixel`); a larger draw is pruned before
+        training. Bounds the time of a trial and of the winner's retrain, and
+        the served model's latency. None: no cap.
     seed : int
         Seeds the trials' training (data seeds are fixed per search).
     """
@@ -40,6 +45,7 @@ class SearchBudget(BaseModel):
     patch_px: int = Field(64, ge=8)
     batch_size: int = Field(8, ge=1)
     latency_image_px: int = Field(512, ge=16)
+    max_flops_per_px: float | None = Field(None, gt=0)
     seed: int = 0
 
 

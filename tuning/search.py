@@ -159,7 +159,7 @@ def run_study(condition: "Condition | str", *, n_trials: int | None, timeout_s: 
               pruner: "optuna.pruners.BasePruner | None" = None,
               sampler: "optuna.samplers.BaseSampler | None" = None,
               heartbeat_interval_s: int | None = None, experiment_id: str | None = None,
-              progress: bool = True) -> StudyResult:
+              enqueue: list[dict[str, Any]] | None = None, progress: bool = True) -> StudyResult:
     """Search the reverse-hourglass architecture for one acquisition condition.
 
     Parameters
@@ -185,6 +185,12 @@ def run_study(condition: "Condition | str", *, n_trials: int | None, timeout_s: 
         Heartbeat of running trials (a killed worker's trial is retried after 2x).
     experiment_id : str, optional
         MLflow experiment; default the current one.
+    enqueue : list of dict, optional
+        Parameter sets (``depth``, ``base_width``, ``growth``, ``kernel_size``,
+        ``lr``) to try first, e.g. :data:`stemreg.tuning.space.SEED_DEFAULT_PARAMS`
+        or a base model's parameters. A set the study already holds is not
+        queued again, so a resumed study does not repeat it. Queued trials
+        count towards ``n_trials``.
     progress : bool
         Show a tqdm bar over trials.
 
@@ -217,6 +223,8 @@ def run_study(condition: "Condition | str", *, n_trials: int | None, timeout_s: 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress bar and MLflow tell the story
     study = make_study(storage_url=storage_url, study_name=study_name, objective=objective,
                        pruner=pruner, sampler=sampler, heartbeat_interval_s=heartbeat_interval_s)
+    for params in enqueue or []:
+        study.enqueue_trial(_space_params(params), skip_if_exists=True)
 
     from stemreg.tuning.tracking import StudyTracker
 
@@ -248,6 +256,20 @@ def run_study(condition: "Condition | str", *, n_trials: int | None, timeout_s: 
                                    "trials_done_here": counter.n_done},
                    multi_objective=objective is Objective.QUALITY_LATENCY, target_names=TARGET_NAMES)
     return result
+
+
+def _space_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Parameters to enqueue, typed as the search space suggests them (else Optuna re-queues duplicates)."""
+    from stemreg.tuning.space import SEED_DEFAULT_PARAMS
+
+    missing = set(SEED_DEFAULT_PARAMS) - set(params)
+    extra = set(params) - set(SEED_DEFAULT_PARAMS)
+    if missing or extra:
+        raise ValueError(f"enqueued parameters must be exactly {sorted(SEED_DEFAULT_PARAMS)} "
+                         f"(missing {sorted(missing)}, unknown {sorted(extra)})")
+    return {"depth": int(params["depth"]), "base_width": int(params["base_width"]),
+            "growth": float(params["growth"]), "kernel_size": int(params["kernel_size"]),
+            "lr": float(params["lr"])}
 
 
 class _TrialCounter:
@@ -287,6 +309,10 @@ class _TrialObjective:
         from stemreg.models import TrainConfig, architecture_of, build_model, train
         from stemreg.tuning.space import flops_per_pixel, suggest_architecture, suggest_lr
 
+        import torch
+
+        # The initial weights follow the trial number: a rerun of the study gives the same trials.
+        torch.manual_seed(self.budget.seed + trial.number)
         model = build_model(suggest_architecture(trial))
         arch = architecture_of(model)  # canonical form, as the registry records it
         lr = suggest_lr(trial)
@@ -300,6 +326,11 @@ class _TrialObjective:
             "n_parameters": sum(p.numel() for p in model.parameters())})
         trial.set_user_attr("mlflow_run_id", run_id)
         b = self.budget
+        if b.max_flops_per_px is not None and flops > b.max_flops_per_px:
+            # Too big to train (and retrain, and serve) within this budget: judged before any step.
+            self.tracker.end_trial(run_id, "pruned")
+            raise optuna.TrialPruned(f"{flops / 1e3:.0f} kFLOP/px exceeds the budget's "
+                                     f"{b.max_flops_per_px / 1e3:.0f} kFLOP/px")
         config = TrainConfig(epochs=b.epochs, steps_per_epoch=b.steps_per_epoch, batch_size=b.batch_size,
                              patch_px=b.patch_px, lr=lr, seed=b.seed + trial.number)
         can_prune = self.objective is Objective.QUALITY

@@ -21,6 +21,9 @@ KERNEL_SIZES = (3, 5)
 LR_RANGE = (1e-4, 3e-3)
 #: No hidden layer wider than this: a 10-layer net of 128s is already ~1 MFLOP/px.
 MAX_SEARCH_WIDTH = 96
+#: The seed's 8-layer reverse hourglass (widths 8 -> 64 -> 8, 3x3) as a point of this space:
+#: enqueued as a search's first trial, so a few-trial search always weighs the known default.
+SEED_DEFAULT_PARAMS: dict[str, Any] = {"depth": 8, "base_width": 8, "growth": 2.0, "kernel_size": 3, "lr": 2e-3}
 
 
 def suggest_architecture(trial: "optuna.Trial") -> dict[str, Any]:

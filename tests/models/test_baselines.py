@@ -58,10 +58,14 @@ def test_bad_configs_say_what_is_accepted(arch, problem):
         build_model(arch)
 
 
-def test_autoencoder_trained_supervised_beats_the_noisy_input(train_pairs, val_pairs):
+@pytest.mark.parametrize("init_seed", [0, 1])
+def test_autoencoder_trained_supervised_beats_the_noisy_input(train_pairs, val_pairs, init_seed):
+    # The initial weights are the caller's (seeded here); the strided autoencoder needs a few more
+    # steps than TINY to leave its start reliably: +4.3 to +5.4 dB over five init seeds.
+    torch.manual_seed(init_seed)
     model = build_model({"kind": "autoencoder", "base_width": 16, "levels": 2})
-    result = train(model, TrainConfig(mode="supervised", **TINY), train_data=train_pairs, val_data=val_pairs,
-                   progress=False)
+    config = TrainConfig(mode="supervised", **{**TINY, "epochs": 3, "steps_per_epoch": 40})
+    result = train(model, config, train_data=train_pairs, val_data=val_pairs, progress=False)
     noisy, clean = val_pairs
     denoised = denoise_array(result.model, noisy)
     assert np.mean(psnr_batch(denoised, clean)) > np.mean(psnr_batch(noisy, clean)) + 1.0
@@ -73,6 +77,7 @@ def test_dncnn_trained_noise2noise_beats_the_noisy_input_without_clean_images(tr
     dose = 20.0
     _, clean_fields = train_pairs
     repeats = np.stack([[rng.poisson(c * dose) / dose for _ in range(3)] for c in clean_fields]).astype(np.float32)
+    torch.manual_seed(0)
     model = build_model({"kind": "dncnn", "depth": 8, "width": 24})
     result = train(model, TrainConfig(mode="noise2noise", **TINY), train_data=repeats, val_data=None,
                    progress=False)

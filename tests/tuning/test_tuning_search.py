@@ -101,3 +101,31 @@ def test_changed_condition_gets_a_new_default_study():
     assert default_study_name(condition).startswith(CONDITION)
     assert default_study_name(condition) == default_study_name(get_condition(CONDITION))
     assert default_study_name(changed) != default_study_name(condition)
+
+
+def test_queued_trials_run_first_once_and_oversized_nets_are_pruned_untrained(mlflow_store, tmp_path):
+    from stemreg.tuning.space import SEED_DEFAULT_PARAMS
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    small = {"depth": 4, "base_width": 4, "growth": 1.0, "kernel_size": 3, "lr": 2e-3}  # ~1 kFLOP/px
+    budget = TINY_BUDGET.model_copy(update={"max_flops_per_px": 50_000})  # the seed's default is ~97k
+    result = run_study(CONDITION, n_trials=2, storage=storage, budget=budget,
+                       enqueue=[SEED_DEFAULT_PARAMS, small], progress=False)
+
+    trials = optuna.load_study(study_name=result.study_name, storage=storage).trials
+    assert [t.params for t in trials] == [SEED_DEFAULT_PARAMS, small]
+    assert trials[0].state == TrialState.PRUNED and not trials[0].intermediate_values  # never trained
+    assert trials[1].state == TrialState.COMPLETE and result.best_params == small
+    client = MlflowClient(mlflow_store)
+    states = {c.data.tags["optuna.trial_number"]: c.data.tags["optuna.state"]
+              for c in _children(client, result.parent_run_id)}
+    assert states == {"0": "pruned", "1": "complete"}
+
+    # Resumed with the same queue: both sets exist already, so the next trial is a fresh draw.
+    run_study(CONDITION, n_trials=1, storage=storage, budget=budget, enqueue=[SEED_DEFAULT_PARAMS, small],
+              progress=False)
+    trials = optuna.load_study(study_name=result.study_name, storage=storage).trials
+    assert len(trials) == 3 and trials[2].params not in (SEED_DEFAULT_PARAMS, small)
+
+    with pytest.raises(ValueError, match="enqueued parameters"):
+        run_study(CONDITION, n_trials=1, storage=storage, budget=budget, enqueue=[{"depth": 4}], progress=False)
