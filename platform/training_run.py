@@ -240,6 +240,19 @@ def log_and_register(network, condition: Any, *, val: Any = None, register: bool
     return out
 
 
+def _network_params(config, network) -> dict[str, Any]:
+    """The training config (`train.*`), parameter count and FLOPs per pixel, as run params."""
+    from stemreg.models import flops_per_pixel
+
+    params: dict[str, Any] = {f"train.{k}": getattr(v, "value", v) for k, v in config.model_dump().items()}
+    params["n_parameters"] = sum(p.numel() for p in network.parameters())
+    try:
+        params["flops_per_pixel"] = round(flops_per_pixel(network))
+    except Exception as exc:  # noqa: BLE001 - a figure for the UI, never worth failing a run
+        log.warning("could not count FLOPs per pixel: %s", exc)
+    return params
+
+
 def train_and_register(condition: Any, *, arch: dict[str, Any] | str | None = None, config: Any = None,
                        n_train: int = 32, n_val: int = 8, seed: int = 0, init_from: str | None = None,
                        run_name: str | None = None, register: bool = True, alias_policy: str = "auto",
@@ -287,7 +300,7 @@ def train_and_register(condition: Any, *, arch: dict[str, Any] | str | None = No
     """
     import mlflow
 
-    from stemreg.models import TrainConfig, build_model, flops_per_pixel, train
+    from stemreg.models import TrainConfig, build_model, train
     from stemreg.platform import benchmark
     from stemreg.platform.store import configure
 
@@ -317,12 +330,7 @@ def train_and_register(condition: Any, *, arch: dict[str, Any] | str | None = No
         params.update({"architecture": json.dumps(architecture), "n_train": n_train, "n_val": n_val,
                        "seed": seed, **seeds, "init_from": init_from or "",
                        "size_px": size_px or getattr(cond, "image_size_px", "")})
-        params.update({f"train.{k}": getattr(v, "value", v) for k, v in config.model_dump().items()})
-        params["n_parameters"] = sum(p.numel() for p in network.parameters())
-        try:
-            params["flops_per_pixel"] = round(flops_per_pixel(network))
-        except Exception as exc:  # noqa: BLE001 - a figure for the UI, never worth failing a run
-            log.warning("could not count FLOPs per pixel: %s", exc)
+        params.update(_network_params(config, network))
         mlflow.log_params(params)
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
@@ -516,7 +524,7 @@ def train_from_lab_files(condition: Any, *, mode: str, frames: str | Path | None
     """
     import mlflow
 
-    from stemreg.models import TrainConfig, build_model, flops_per_pixel, train
+    from stemreg.models import TrainConfig, build_model, train
     from stemreg.platform import benchmark
     from stemreg.platform.store import configure
 
@@ -546,12 +554,7 @@ def train_from_lab_files(condition: Any, *, mode: str, frames: str | Path | None
                        "lab.source": source[:500], "lab.files": len(data.sources), "init_from": init_from or "",
                        "val.metric": f"held-out {mode} loss", "val.held_out_fraction": HELD_OUT_FRACTION,
                        **data.params})
-        params.update({f"train.{k}": getattr(v, "value", v) for k, v in config.model_dump().items()})
-        params["n_parameters"] = sum(p.numel() for p in network.parameters())
-        try:
-            params["flops_per_pixel"] = round(flops_per_pixel(network))
-        except Exception as exc:  # noqa: BLE001 - a figure for the UI, never worth failing a run
-            log.warning("could not count FLOPs per pixel: %s", exc)
+        params.update(_network_params(config, network))
         mlflow.log_params(params)
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:

@@ -74,3 +74,14 @@ def postgres_url():
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name})
         conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}"'))
     engine.dispose()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Train with one torch thread for the test (test modules that train opt in with `pytestmark`)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

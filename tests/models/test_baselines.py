@@ -8,18 +8,10 @@ import torch
 from stemreg.models import TrainConfig, architecture_of, build_model, denoise_array, psnr_batch, train
 from stemreg.models.baselines import DnCNN, StemAutoencoder
 
+# Two cores shared by many processes: more torch threads only spin (6-15x slower training).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TINY = dict(epochs=2, steps_per_epoch=25, batch_size=8, patch_px=32, lr=2e-3, seed=0, device="cpu")
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Two cores shared by many processes: more torch threads only spin (6-15x slower training here)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("arch", [

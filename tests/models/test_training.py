@@ -12,6 +12,9 @@ from model_test_data import make_pairs, make_repeats
 from stemreg.models import ReverseHourglass, TrainConfig, denoise_array, pick_device, psnr_batch, train
 from stemreg.models.training import blind_spot_mask, prepare_training_arrays
 
+# Two cores shared by many processes: more torch threads only spin (6-15x slower training).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 QUICK = dict(epochs=3, steps_per_epoch=25, batch_size=8, patch_px=32, lr=3e-3, device="cpu")
 
 
@@ -161,15 +164,6 @@ def test_pick_device_resolves_auto_and_refuses_nonsense():
     assert pick_device("cpu").type == "cpu"
     with pytest.raises(ValueError, match="accepted"):
         pick_device("gpu-please")
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Two cores shared by many processes: more torch threads only spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_held_out_noise2noise_loss_picks_the_epoch_and_its_excess_tracks_the_true_error(one_torch_thread):

@@ -14,6 +14,9 @@ from stemreg.models import psnr
 from stemreg.platform import benchmark, registry
 from stemreg.platform.cli import main
 
+# Two cores shared by many processes: more torch threads only spin (6-15x slower training).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 @pytest.fixture
 def fixture_env(registered_low_dose, monkeypatch, tmp_path):
@@ -109,17 +112,6 @@ def test_train_and_pipeline_refuse_bad_input(mlflow_store):
     assert _invoke("pipeline", "--conditions", "low-dose,nope").exit_code == 2
     for command in ("train", "models", "denoise", "promote", "rollback", "pipeline"):
         assert _invoke(command, "--help").exit_code == 0
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Two cores shared by many processes: more torch threads only spin."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_train_on_a_lab_frame_stack_is_self_supervised_and_registered(mlflow_store, tmp_path, one_torch_thread):

@@ -10,6 +10,9 @@ from click.testing import CliRunner
 
 from stemreg.platform.cli import main
 
+# Two cores shared by many processes: more torch threads only spin (6-15x slower training).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TINY_CONDITION = """\
 name: {name}
 description: a tiny condition for tests
@@ -19,17 +22,6 @@ beam_current_pA: {current}
 dwell_time_us: 1.4
 bias: 0.2
 """
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Two cores shared by many processes: more torch threads only spin (6-15x slower training here)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _condition_file(tmp_path, name="tiny-low-dose", current=50.0):

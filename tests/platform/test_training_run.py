@@ -14,6 +14,9 @@ from stemreg.platform.errors import BadInput
 from stemreg.platform.training_run import train_and_register
 from tests.platform.conftest import TINY_ARCH, TINY_DATA, TINY_TRAIN
 
+# Two cores shared by many processes: more torch threads only spin (6-15x slower training).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 @pytest.fixture
 def fixture_store(registered_low_dose, monkeypatch):
@@ -98,17 +101,6 @@ def drifting_field():
 
     frames = np.stack([view(r, dy, dx) for r, (dy, dx) in zip(repeats, DRIFT_PX)])
     return frames, view(pair.clean[0], 0, 0)
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Two cores shared by many processes: more torch threads only spin."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _spy_on_train(monkeypatch):
