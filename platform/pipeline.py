@@ -135,13 +135,13 @@ def shared_base(condition: str = BASE_CONDITION) -> SharedBase | None:
 
 def _tune(cond, trials: int, *, timeout_s: float | None, storage: str | None,
           budget: dict[str, Any] | None, base: SharedBase | None, progress: bool):
+    import optuna
+
     from stemreg.tuning import SearchBudget, default_study_name, run_study
     from stemreg.tuning.space import SEED_DEFAULT_PARAMS
 
     # Tried first: the base's architecture (a win lets this condition fine-tune from it), else
     # the seed's default, so a few-trial search never ends below the known default.
-    import optuna
-
     first = base.params if base is not None and base.params else SEED_DEFAULT_PARAMS
     search_budget = SearchBudget(**{**QUICK_TUNE_BUDGET, **(budget or {})})
     # One worker here, so a seeded sampler makes the main job repeatable (`stemreg tune` leaves
