@@ -351,9 +351,12 @@ def rollback_command(condition_name: str, reason: str | None, as_json: bool) -> 
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the training data.")
 @click.option("--tune-timeout", type=click.FloatRange(min=1), default=None, help="Seconds per study at most.")
 @click.option("--storage", default=None, metavar="URL", help="Optuna storage (default sqlite:///optuna.db).")
+@click.option("--share-base/--no-share-base", default=True, show_default=True,
+              help="Fine-tune the other conditions from the low-dose champion when its architecture wins "
+                   "their search (--no-share-base: every condition from scratch).")
 @json_option
 def pipeline_command(conditions: str | None, trials: int, epochs, steps_per_epoch, n_train, seed: int,
-                     tune_timeout: float | None, storage: str | None, as_json: bool) -> None:
+                     tune_timeout: float | None, storage: str | None, share_base: bool, as_json: bool) -> None:
     """The main job: per condition, tune (with --trials), train, register, score and promote if better."""
     from stemreg.platform.pipeline import QUICK_N_TRAIN, run_pipeline
 
@@ -362,7 +365,8 @@ def pipeline_command(conditions: str | None, trials: int, epochs, steps_per_epoc
         _condition(name)
     train = {k: v for k, v in {"epochs": epochs, "steps_per_epoch": steps_per_epoch}.items() if v is not None}
     result = run_pipeline(names, trials=trials, train=train, n_train=n_train or QUICK_N_TRAIN, seed=seed,
-                          tune_timeout_s=tune_timeout, storage=storage, progress=not as_json)
+                          tune_timeout_s=tune_timeout, storage=storage, share_base=share_base,
+                          progress=not as_json)
     lines = [f"{o.condition}: v{o.version} ({o.alias or 'no alias'}), benchmark PSNR {_fmt(o.benchmark_psnr)} dB "
              f"vs noisy {_fmt(o.noisy_psnr)} dB; champion v{o.champion}; {o.note} [{o.seconds:.0f} s]"
              for o in result.outcomes]

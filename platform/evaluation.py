@@ -728,7 +728,12 @@ def log_leaderboard(board: Leaderboard, condition: Any, paths: list[Path], metho
     configure()
     with mlflow.start_run(run_name=f"evaluate-{board.condition}") as run:
         mlflow.set_tags({"stemreg.kind": "evaluation", "condition": board.condition,
-                         "benchmark.id": board.benchmark_id, "test_set": board.test_set})
+                         "benchmark.id": board.benchmark_id, "test_set": board.test_set,
+                         "mlflow.note.content": (
+                             f"Leaderboard of {len(methods)} method(s) on {board.test_set} ({board.n_images} "
+                             f"images), {board.budget.name} training budget for the CNNs. Artifacts: the "
+                             f"table (CSV, Markdown), a bar chart and a before/after gallery, one row per "
+                             f"method.")})
         params = dict(condition.flat_params())
         params.update({"evaluate.budget": board.budget.name, "evaluate.methods": ",".join(methods),
                        "evaluate.n_images": str(board.n_images)})

@@ -222,6 +222,19 @@ def run_condition(condition: Any, *, trials: int = 0, train: dict[str, Any] | No
     return outcome
 
 
+def _description(conditions: list[Any], trials: int, share_base: bool) -> str:
+    """The pipeline run's description in the MLflow UI: what it does, in one paragraph."""
+    names = ", ".join(c.name for c in conditions)
+    search = (f"an Optuna search of {trials} trial(s) (nested study runs), the winner retrained"
+              if trials else "the quick default architecture trained (no search)")
+    shared = (f" Conditions other than {BASE_CONDITION} fine-tune from its champion when its architecture "
+              f"wins their search (`parent` version tag)." if share_base else "")
+    return (f"stemreg main job over {names}. Per condition: {search}, registered as "
+            f"stem-denoiser-<condition>, scored on the frozen benchmark set and promoted to champion "
+            f"only if it beats the current one.{shared} Metrics `<condition>.benchmark_psnr` etc. below; "
+            f"the nested runs hold each condition's training and search.")
+
+
 def run_pipeline(conditions: list[str] | None = None, *, trials: int = 0, train: dict[str, Any] | None = None,
                  arch: dict[str, Any] | None = None, n_train: int = QUICK_N_TRAIN, n_val: int = QUICK_N_VAL,
                  seed: int = 0, tune_timeout_s: float | None = None, storage: str | None = None,
@@ -259,6 +272,7 @@ def run_pipeline(conditions: list[str] | None = None, *, trials: int = 0, train:
     PipelineResult
     """
     import mlflow
+    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
     from stemreg.platform.benchmark import as_condition
     from stemreg.platform.store import configure
@@ -290,6 +304,7 @@ def run_pipeline(conditions: list[str] | None = None, *, trials: int = 0, train:
                   "tune_budget": json.dumps({**QUICK_TUNE_BUDGET, **(tune_budget or {})}),
                   "tune_timeout_s": tune_timeout_s, "share_base": share_base}
         mlflow.log_params({f"pipeline.{key}": value for key, value in params.items()})
+        mlflow.set_tag(MLFLOW_RUN_NOTE, _description(resolved, trials, share_base))
         out = PipelineResult(run_id=run.info.run_id)
         for cond in resolved:
             base = shared_base() if share_base and cond.name != BASE_CONDITION else None

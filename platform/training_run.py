@@ -189,6 +189,7 @@ def log_and_register(network, condition: Any, *, val: Any = None, register: bool
         Without training metrics (`metrics` is empty).
     """
     import mlflow
+    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
     from stemreg.models import architecture_of, denoise_array
     from stemreg.platform import benchmark, registry
@@ -204,6 +205,9 @@ def log_and_register(network, condition: Any, *, val: Any = None, register: bool
             configure()
             run = stack.enter_context(mlflow.start_run(run_name=f"log-{cond.name}",
                                                        tags={"condition": cond.name}))
+        if description:
+            # The run's description box in the MLflow UI; the same words as the version's.
+            mlflow.set_tag(MLFLOW_RUN_NOTE, description)
         network.eval()
         with tempfile.TemporaryDirectory() as tmp:
             if val is not None:

@@ -26,6 +26,7 @@ STORAGE_TAG = "optuna.storage"
 STATE_TAG = "optuna.state"
 TRIAL_TAG = "optuna.trial_number"
 ROLE_TAG = "stemreg.role"
+NOTE_TAG = "mlflow.note.content"  # the run's description box in the MLflow UI
 
 
 def _experiment_id(client: "MlflowClient", outer_run_id: str | None) -> str:
@@ -71,6 +72,10 @@ class StudyTracker:
                        "optuna.objective": objective, **tags}
         if outer_run_id:
             parent_tags[PARENT_TAG] = outer_run_id
+        parent_tags.setdefault(NOTE_TAG, f"Optuna study '{study_name}' (objective: {objective}). Each nested run "
+                                         f"is one trial, with its architecture and per-epoch validation "
+                                         f"metrics; this run logs the best trial and the optimisation-history "
+                                         f"and parameter-importance plots.")
         run = self.client.create_run(self.experiment_id, run_name=f"study-{study_name}", tags=parent_tags)
         self.parent_run_id = run.info.run_id
         self.study_name = study_name

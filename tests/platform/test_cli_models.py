@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from mlflow import MlflowClient
 from scipy.ndimage import gaussian_filter
 
 from stemreg.acquisition import get_condition
@@ -112,6 +113,22 @@ def test_train_and_pipeline_refuse_bad_input(mlflow_store):
     assert _invoke("pipeline", "--conditions", "low-dose,nope").exit_code == 2
     for command in ("train", "models", "denoise", "promote", "rollback", "pipeline"):
         assert _invoke(command, "--help").exit_code == 0
+
+
+def test_pipeline_without_a_shared_base_trains_every_condition_from_scratch(mlflow_store, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default Optuna storage is not touched: no trials
+    result = _invoke("pipeline", "--conditions", "blur,low-dose", "--epochs", "1", "--steps-per-epoch", "1",
+                     "--n-train", "1", "--no-share-base", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{"):])
+    low, blur = report["outcomes"]
+    assert (low["condition"], blur["condition"]) == ("low-dose", "blur")
+    # Same architecture as the low-dose champion, yet no fine-tune: no parent, no init weights.
+    assert blur["parent"] is None
+    version = MlflowClient().get_model_version("stem-denoiser-blur", blur["version"])
+    assert "parent" not in version.tags
+    assert version.tags["architecture"] == MlflowClient().get_model_version(
+        "stem-denoiser-low-dose", low["version"]).tags["architecture"]
 
 
 def test_train_on_a_lab_frame_stack_is_self_supervised_and_registered(mlflow_store, tmp_path, one_torch_thread):

@@ -59,6 +59,7 @@ def test_evaluate_tiny_budget_gives_every_requested_method_and_an_mlflow_run(tmp
     run = client.get_run(board["run_id"])
     assert run.data.tags["stemreg.kind"] == "evaluation"
     assert run.data.params["evaluate.methods"] == ",".join(methods)
+    assert f"Leaderboard of {len(methods)} method(s)" in run.data.tags["mlflow.note.content"]
     assert run.data.metrics["gaussian.psnr"] == pytest.approx(by_method["gaussian"]["psnr"])
     artifacts = {a.path for a in client.list_artifacts(board["run_id"])}
     assert {"leaderboard.csv", "leaderboard.json", "leaderboard_bars.png", "gallery.png"} <= artifacts

@@ -26,6 +26,11 @@ def test_pipeline_registers_a_scored_champion_in_one_parent_run(mlflow_store):
     assert train_run.data.tags["mlflow.parentRunId"] == result.run_id
     parent = client.get_run(result.run_id)
     assert parent.data.metrics["low-dose.benchmark_psnr"] == outcome.benchmark_psnr
+    # The MLflow UI's description boxes say what each run is.
+    assert "stemreg main job over low-dose" in parent.data.tags["mlflow.note.content"]
+    version = client.get_model_version("stem-denoiser-low-dose", outcome.version)
+    assert train_run.data.tags["mlflow.note.content"] == version.description
+    assert "'low-dose'" in version.description
     summary = json.loads(open(mlflow.artifacts.download_artifacts(
         run_id=result.run_id, artifact_path="pipeline_summary.json")).read())
     assert summary["outcomes"][0]["version"] == outcome.version

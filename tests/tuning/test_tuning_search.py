@@ -35,6 +35,7 @@ def test_sqlite_study_logs_nested_trials_then_resumes_and_prunes(mlflow_store, t
     assert parent.data.tags["optuna.study"] == first.study_name
     assert parent.data.tags["optuna.storage"] == storage
     assert parent.info.status == "FINISHED"
+    assert f"Optuna study '{first.study_name}'" in parent.data.tags["mlflow.note.content"]
     assert {"plots/optimization_history.png", "plots/param_importances.png"} <= _artifacts(client, parent.info.run_id)
     children = _children(client, first.parent_run_id)
     assert len(children) == 2
