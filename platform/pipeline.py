@@ -227,10 +227,11 @@ def _description(conditions: list[Any], trials: int, share_base: bool) -> str:
     names = ", ".join(c.name for c in conditions)
     search = (f"an Optuna search of {trials} trial(s) (nested study runs), the winner retrained"
               if trials else "the quick default architecture trained (no search)")
-    shared = (f" Conditions other than {BASE_CONDITION} fine-tune from its champion when its architecture "
-              f"wins their search (`parent` version tag)." if share_base else "")
+    shared = (f" Conditions other than {BASE_CONDITION} fine-tune from its champion when they end up with its "
+              f"architecture (`parent` version tag)." if share_base else "")
+    # Markdown in the UI: names with <...> go in backticks or they vanish as HTML.
     return (f"stemreg main job over {names}. Per condition: {search}, registered as "
-            f"stem-denoiser-<condition>, scored on the frozen benchmark set and promoted to champion "
+            f"`stem-denoiser-<condition>`, scored on the frozen benchmark set and promoted to champion "
             f"only if it beats the current one.{shared} Metrics `<condition>.benchmark_psnr` etc. below; "
             f"the nested runs hold each condition's training and search.")
 

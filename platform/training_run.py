@@ -356,7 +356,8 @@ def train_and_register(condition: Any, *, arch: dict[str, Any] | str | None = No
         if init_from:
             version_tags["parent"] = init_from
         description = (f"{architecture.get('kind')} (depth {architecture.get('depth', '?')}) trained "
-                       f"{mode} on {n_train} simulated '{cond.name}' images for {config.epochs} epochs"
+                       f"{mode} on {n_train} simulated '{cond.name}' image{'s' if n_train != 1 else ''} "
+                       f"for {config.epochs} epoch{'s' if config.epochs != 1 else ''}"
                        + (f", fine-tuned from {init_from}" if init_from else "")
                        + f"; validation PSNR {metrics['val_psnr']:.2f} dB, SSIM {metrics['val_ssim']:.3f}.")
         out = log_and_register(network, cond, val=val, register=register, alias_policy=alias_policy, score=score,
