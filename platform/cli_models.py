@@ -352,8 +352,8 @@ def rollback_command(condition_name: str, reason: str | None, as_json: bool) -> 
 @click.option("--tune-timeout", type=click.FloatRange(min=1), default=None, help="Seconds per study at most.")
 @click.option("--storage", default=None, metavar="URL", help="Optuna storage (default sqlite:///optuna.db).")
 @click.option("--share-base/--no-share-base", default=True, show_default=True,
-              help="Fine-tune the other conditions from the low-dose champion when its architecture wins "
-                   "their search (--no-share-base: every condition from scratch).")
+              help="Fine-tune the other conditions from the low-dose champion when they end up with its "
+                   "architecture (--no-share-base: every condition from scratch).")
 @json_option
 def pipeline_command(conditions: str | None, trials: int, epochs, steps_per_epoch, n_train, seed: int,
                      tune_timeout: float | None, storage: str | None, share_base: bool, as_json: bool) -> None:

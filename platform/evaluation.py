@@ -722,6 +722,7 @@ def gallery(board: Leaderboard, test: TestSet, path: Path, *, crop_px: int = 96)
 def log_leaderboard(board: Leaderboard, condition: Any, paths: list[Path], methods: list[str]) -> str:
     """Log the leaderboard as one MLflow run; returns its run id."""
     import mlflow
+    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
     from stemreg.platform.store import configure
 
@@ -729,7 +730,7 @@ def log_leaderboard(board: Leaderboard, condition: Any, paths: list[Path], metho
     with mlflow.start_run(run_name=f"evaluate-{board.condition}") as run:
         mlflow.set_tags({"stemreg.kind": "evaluation", "condition": board.condition,
                          "benchmark.id": board.benchmark_id, "test_set": board.test_set,
-                         "mlflow.note.content": (
+                         MLFLOW_RUN_NOTE: (
                              f"Leaderboard of {len(methods)} method(s) on {board.test_set} ({board.n_images} "
                              f"images), {board.budget.name} training budget for the CNNs. Artifacts: the "
                              f"table (CSV, Markdown), a bar chart and a before/after gallery, one row per "
