@@ -125,10 +125,11 @@ def test_pipeline_without_a_shared_base_trains_every_condition_from_scratch(mlfl
     assert (low["condition"], blur["condition"]) == ("low-dose", "blur")
     # Same architecture as the low-dose champion, yet no fine-tune: no parent, no init weights.
     assert blur["parent"] is None
-    version = MlflowClient().get_model_version("stem-denoiser-blur", blur["version"])
+    client = MlflowClient()
+    version = client.get_model_version("stem-denoiser-blur", blur["version"])
     assert "parent" not in version.tags
-    assert version.tags["architecture"] == MlflowClient().get_model_version(
-        "stem-denoiser-low-dose", low["version"]).tags["architecture"]
+    base = client.get_model_version("stem-denoiser-low-dose", low["version"])
+    assert version.tags["architecture"] == base.tags["architecture"]
 
 
 def test_train_on_a_lab_frame_stack_is_self_supervised_and_registered(mlflow_store, tmp_path, one_torch_thread):
