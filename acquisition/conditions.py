@@ -21,18 +21,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from stemreg.acquisition.dose import DETECTOR_EFFICIENCY, READ_NOISE_E, apply_dose_noise
 from stemreg.acquisition.errors import UnknownConditionError
 from stemreg.acquisition.microscope import degrade_field, normalise_user_image, simulate_field
-from stemreg.acquisition.specimens import SpecimenFamily
+from stemreg.acquisition.specimens import SpecimenFamily, family_spacing_pm
 
 CONDITIONS_DIR = Path(__file__).with_name("conditions")
 # Revision of the simulator's physics (specimens, optics, noise constants). It enters every condition's hash,
 # so that a benchmark set drawn by changed physics never carries an old benchmark id.
 # 2: effective source 15 pm (was 10), amorphous background correlation 250 pm (was 150), detector
 #    efficiency recalibrated to 0.10 (was 0.07); a diffuse pedestal inside nanoparticles.
-SIMULATOR_REVISION = 2
+# 3: pixel size, dose and source size drawn per image (log-uniform); the random-lattice family; sublattice
+#    brightness spread; benchmark stratified by sampling x dose.
+SIMULATOR_REVISION = 3
 ParamValue = Union[float, tuple[float, float]]
 
 # Parameters that may be a range, drawn per image; the bounds each must respect.
 RANGED_PARAMS: dict[str, tuple[float, float]] = {
+    "pixel_size_pm": (0.5, 1000.0),
+    "dose_scale": (1e-3, 1e3),
     "beam_current_pA": (1e-6, np.inf),
     "dwell_time_us": (1e-6, np.inf),
     "bias": (0.0, np.inf),
@@ -46,7 +50,25 @@ RANGED_PARAMS: dict[str, tuple[float, float]] = {
     "vacancy_fraction": (0.0, 1.0),
     "substitution_fraction": (0.0, 1.0),
     "background_fraction": (0.0, 10.0),
+    "lattice_strain": (0.0, 0.3),
+    "brightness_spread": (0.0, 2.0),
 }
+# Scale parameters, drawn log-uniformly: a range of 5 to 40 pm/px is as much about 5-10 as about 20-40.
+LOG_UNIFORM = frozenset({"pixel_size_pm", "dose_scale", "source_size_pm"})
+#: The families of the seed's point (the calibration): the built-in crystals and the particle.
+SEED_SPECIMENS = tuple(f for f in SpecimenFamily if f is not SpecimenFamily.random_lattice)
+
+
+@dataclass(frozen=True)
+class BenchmarkBin:
+    """One stratum of a benchmark: a sampling (column spacing in px, or a pixel size) and a dose."""
+
+    name: str
+    dose_scale: float
+    spacing_px: float | None = None      # column spacing: the pixel size follows from each specimen
+    pixel_size_pm: float | None = None   # or a fixed pixel size (the seed's bin)
+
+
 NOISE_KEYS = ("beam_current_pA", "dwell_time_us", "bias", "detector_efficiency", "read_noise_e")
 
 
@@ -59,6 +81,9 @@ class PairBatch:
     about [0, 1]); ``degraded`` is the condition's acquisition of it in the same units (detected
     counts divided by the detected electrons per unit signal). ``columns[i]`` holds the (K, 2)
     (row, col) pixel positions of image i's atomic columns ((0, 2) for user images).
+    Each image has its own sampling, ``params[i]["pixel_size_pm"]`` (:attr:`pixel_sizes_pm`);
+    ``pixel_size_pm`` is their geometric mean, for a single figure. ``bins[i]`` names the
+    benchmark stratum of image i (empty outside a benchmark).
     """
 
     degraded: np.ndarray
@@ -67,6 +92,12 @@ class PairBatch:
     columns: list[np.ndarray]
     pixel_size_pm: float
     signal: np.ndarray | None = field(default=None, repr=False)  # noise-free degraded signal, for repeats
+    bins: list[str] = field(default_factory=list)
+
+    @property
+    def pixel_sizes_pm(self) -> np.ndarray:
+        """Pixel size of each image, pm, (N,)."""
+        return np.array([p.get("pixel_size_pm", self.pixel_size_pm) for p in self.params], dtype=np.float64)
 
     def __len__(self) -> int:
         return len(self.degraded)
@@ -76,7 +107,8 @@ class PairBatch:
         idx = np.atleast_1d(np.arange(len(self))[index])
         return PairBatch(self.degraded[idx], self.clean[idx], [self.params[i] for i in idx],
                          [self.columns[i] for i in idx], self.pixel_size_pm,
-                         None if self.signal is None else self.signal[idx])
+                         None if self.signal is None else self.signal[idx],
+                         [self.bins[i] for i in idx] if self.bins else [])
 
     def repeats(self, k: int, *, seed: int | np.random.Generator) -> np.ndarray:
         """``k`` independent noisy acquisitions of each field, (N, k, H, W) float32.
@@ -108,8 +140,13 @@ class Condition(BaseModel):
     version: int = Field(1, ge=1)
     description: str = ""
     specimens: tuple[SpecimenFamily, ...] = tuple(SpecimenFamily)
-    image_size_px: int = Field(128, ge=16, le=4096)
-    pixel_size_pm: float = Field(8.0, gt=0, le=1000)
+    image_size_px: int = Field(256, ge=16, le=4096)
+    # Sampling: 4 to 64 pm/px, log-uniform, puts every family's columns 5 to 100 px apart, the range
+    # from overview scans to close-ups; seed_pixel_size_pm is the seed's point (SrTiO3 cells 49 px).
+    pixel_size_pm: ParamValue = (4.0, 64.0)
+    seed_pixel_size_pm: float = Field(8.0, gt=0, le=1000)
+    # Dose: beam_current_pA x dwell_time_us is the condition's point; each image gets dose_scale times it.
+    dose_scale: ParamValue = (0.25, 4.0)
     energy_keV: float = Field(200.0, gt=0, le=3000)
     convergence_mrad: float = Field(30.0, gt=0, le=200)
     cs_um: float = 0.0
@@ -121,8 +158,10 @@ class Condition(BaseModel):
     defocus_nm: ParamValue = 0.0
     # Standard deviation of the Gaussian effective source (partial spatial coherence, instabilities):
     # 15 pm (35 pm FWHM) widens the 43 pm diffraction-limited 30 mrad probe, with the 8 pm thermal
-    # column width, to the ~60 pm column FWHM of aberration-corrected 200 kV HAADF images.
-    source_size_pm: ParamValue = 15.0
+    # column width, to the ~60 pm column FWHM of aberration-corrected 200 kV HAADF images (the seed's
+    # point); the range up to 85 pm reaches the 150-200 pm column FWHM of uncorrected microscopes.
+    source_size_pm: ParamValue = (10.0, 85.0)
+    seed_source_size_pm: float = Field(15.0, ge=0, le=1000)
     blur_sigma_px: ParamValue = 0.0
     hysteresis_amplitude_px: ParamValue = 0.0
     hysteresis_decay_px: ParamValue = 8.0
@@ -131,8 +170,13 @@ class Condition(BaseModel):
     vacancy_fraction: ParamValue = 0.02
     substitution_fraction: ParamValue = 0.02
     background_fraction: ParamValue = (1.0, 3.0)
+    lattice_strain: ParamValue = 0.05
+    brightness_spread: ParamValue = 0.2
     benchmark_seed: int = 20260917
-    benchmark_size: int = Field(32, ge=1, le=10000)
+    # The benchmark's strata: column spacings (px) x dose scales, plus the seed's point.
+    benchmark_spacings_px: tuple[float, ...] = (8.0, 16.0, 32.0, 64.0)
+    benchmark_doses: tuple[float, ...] = (0.25, 1.0, 4.0)
+    benchmark_per_bin: int = Field(8, ge=1, le=1000)
 
     @field_validator(*RANGED_PARAMS, mode="after")
     @classmethod
@@ -144,6 +188,13 @@ class Condition(BaseModel):
         for v in values:
             if not (low_ok <= v <= high_ok) or not np.isfinite(v):
                 raise ValueError(f"{v} is outside the accepted {low_ok} .. {high_ok}")
+        return value
+
+    @field_validator("benchmark_spacings_px", "benchmark_doses", mode="after")
+    @classmethod
+    def _positive_bins(cls, value: tuple) -> tuple:
+        if not value or any(not (0 < v < 1e4) or not np.isfinite(v) for v in value):
+            raise ValueError(f"give one or more positive numbers below 10000 (got {list(value)})")
         return value
 
     @field_validator("specimens", mode="after")
@@ -178,16 +229,61 @@ class Condition(BaseModel):
 
     # -- drawing --------------------------------------------------------------------------------
     def draw_params(self, rng: np.random.Generator) -> dict[str, Any]:
-        """One image's physical parameters: ranges drawn uniformly, the specimen family at random."""
+        """One image's physical parameters: ranges drawn per image, the specimen family at random.
+
+        Scale parameters (:data:`LOG_UNIFORM`) are drawn log-uniformly, the others uniformly.
+        ``beam_current_pA`` in the result is the effective current, ``dose_scale`` times the condition's.
+        """
         params: dict[str, Any] = {"specimen": self.specimens[rng.integers(len(self.specimens))].value}
         for key in RANGED_PARAMS:
             value = getattr(self, key)
-            params[key] = float(rng.uniform(*value)) if isinstance(value, tuple) else float(value)
+            if not isinstance(value, tuple):
+                params[key] = float(value)
+            elif key in LOG_UNIFORM and value[0] > 0:
+                params[key] = float(np.exp(rng.uniform(np.log(value[0]), np.log(value[1]))))
+            else:
+                params[key] = float(rng.uniform(*value))
+        params["beam_current_pA"] *= params["dose_scale"]
         for key in ("energy_keV", "convergence_mrad", "cs_um", "detector_efficiency", "read_noise_e"):
             params[key] = float(getattr(self, key))
         return params
 
-    def _draw(self, n: int, size_px: int, seed: int, progress: bool) -> PairBatch:
+    def pixel_size_range_pm(self) -> tuple[float, float]:
+        """The samplings this condition's images span (low, high), pm per pixel."""
+        value = self.pixel_size_pm
+        return (float(value[0]), float(value[1])) if isinstance(value, tuple) else (float(value), float(value))
+
+    def seed_point(self) -> "Condition":
+        """This condition at the seed's point: its own sampling, dose, probe and crystals, nothing ranged
+        that the seed held fixed (the calibration and the seed's benchmark bin)."""
+        return self.model_copy(update={
+            "pixel_size_pm": self.seed_pixel_size_pm, "dose_scale": 1.0, "source_size_pm": self.seed_source_size_pm,
+            "lattice_strain": 0.02, "brightness_spread": 0.0,
+            "specimens": tuple(f for f in self.specimens if f in SEED_SPECIMENS) or self.specimens})
+
+    def benchmark_bins(self) -> list[BenchmarkBin]:
+        """The benchmark's strata: every column spacing x dose scale, then the seed's point."""
+        bins = [BenchmarkBin(f"{_fmt(s)}px@{_fmt(d)}x", float(d), spacing_px=float(s))
+                for s in self.benchmark_spacings_px for d in self.benchmark_doses]
+        bins.append(BenchmarkBin(f"seed:{_fmt(self.seed_pixel_size_pm)}pm@1x", 1.0,
+                                 pixel_size_pm=self.seed_pixel_size_pm))
+        return bins
+
+    def _draw_one(self, rng: np.random.Generator, size_px: int, pin: BenchmarkBin | None = None
+                  ) -> tuple[dict, Any]:
+        if pin is not None and pin.pixel_size_pm is not None:
+            p = self.seed_point().draw_params(rng)
+        else:
+            p = self.draw_params(rng)
+        if pin is not None:
+            p["beam_current_pA"] *= pin.dose_scale / p["dose_scale"]
+            p["dose_scale"] = pin.dose_scale
+            if pin.spacing_px is not None:
+                p["pixel_size_pm"] = family_spacing_pm(p["specimen"]) / pin.spacing_px
+        return p, simulate_field(p, size_px, p["pixel_size_pm"], rng)
+
+    def _draw(self, n: int, size_px: int, seed: int, progress: bool,
+              pins: list[BenchmarkBin] | None = None) -> PairBatch:
         from tqdm.auto import tqdm
 
         # One child stream per image: image i does not depend on n.
@@ -198,13 +294,15 @@ class Condition(BaseModel):
         params, columns = [], []
         for i, child in enumerate(tqdm(children, desc=f"simulate {self.name}", disable=not progress, unit="img")):
             rng = np.random.default_rng(child)
-            p = self.draw_params(rng)
-            result = simulate_field(p, size_px, self.pixel_size_pm, rng)
+            p, result = self._draw_one(rng, size_px, None if pins is None else pins[i])
             clean[i], signal[i] = result.clean, result.signal
             degraded[i] = apply_dose_noise(result.signal, rng, **{k: p[k] for k in NOISE_KEYS})
             params.append(p)
             columns.append(result.columns)
-        return PairBatch(degraded, clean, params, columns, float(self.pixel_size_pm), signal)
+        sizes = [p["pixel_size_pm"] for p in params]
+        nominal = float(np.exp(np.mean(np.log(sizes)))) if sizes else self.pixel_size_range_pm()[0]
+        return PairBatch(degraded, clean, params, columns, nominal, signal,
+                         [b.name for b in pins] if pins is not None else [])
 
     def sample_pairs(self, n: int, *, size_px: int | None = None, seed: int, progress: bool = False) -> PairBatch:
         """``n`` reproducible (degraded, clean) pairs of ``size_px`` (default ``image_size_px``) squares.
@@ -219,16 +317,30 @@ class Condition(BaseModel):
                              "and another seed for training or validation")
         return self._draw(n, size_px or self.image_size_px, seed, progress)
 
+    @property
+    def benchmark_size(self) -> int:
+        """Images in the frozen benchmark set: ``benchmark_per_bin`` per bin."""
+        return self.benchmark_per_bin * len(self.benchmark_bins())
+
     def benchmark_set(self) -> PairBatch:
-        """The frozen benchmark set: ``benchmark_size`` images from ``benchmark_seed`` (cached, copied)."""
+        """The frozen, stratified benchmark set from ``benchmark_seed`` (cached, copied).
+
+        ``benchmark_per_bin`` images of ``image_size_px`` for each of :meth:`benchmark_bins`, in bin
+        order; ``PairBatch.bins`` names each image's bin.
+        """
         key = self.hash()
         if key not in _BENCHMARK_CACHE:
-            _BENCHMARK_CACHE[key] = self._draw(self.benchmark_size, self.image_size_px, self.benchmark_seed, False)
+            pins = [b for b in self.benchmark_bins() for _ in range(self.benchmark_per_bin)]
+            _BENCHMARK_CACHE[key] = self._draw(len(pins), self.image_size_px, self.benchmark_seed, False, pins)
         cached = _BENCHMARK_CACHE[key]
         return cached[np.arange(len(cached))]
 
-    def degrade(self, clean: np.ndarray, *, seed: int | np.random.Generator) -> PairBatch:
+    def degrade(self, clean: np.ndarray, *, seed: int | np.random.Generator,
+                pixel_size_pm: float | None = None) -> PairBatch:
         """Apply this condition's physics to user-supplied clean (high-dose) images (N, H, W) or (H, W).
+
+        ``pixel_size_pm``: the images' sampling where known (else one is drawn from the range; it
+        matters only for defocus, whose probe is sized in pm).
 
         Each image is first normalised to the clean units (0.5th percentile -> 0, 99.5th -> 1); the
         returned ``clean`` is that normalised image, ``degraded`` its acquisition under this condition.
@@ -248,14 +360,21 @@ class Condition(BaseModel):
         for i, image in enumerate(normalised):
             p = self.draw_params(rng)
             p["specimen"] = "user"
-            signal[i] = degrade_field(image, p, self.pixel_size_pm, rng)
+            if pixel_size_pm is not None:
+                p["pixel_size_pm"] = float(pixel_size_pm)
+            signal[i] = degrade_field(image, p, p["pixel_size_pm"], rng)
             degraded[i] = apply_dose_noise(signal[i], rng, **{k: p[k] for k in NOISE_KEYS})
             params.append(p)
         columns = [np.zeros((0, 2), dtype=np.float32) for _ in range(len(normalised))]
-        return PairBatch(degraded, normalised, params, columns, float(self.pixel_size_pm), signal)
+        nominal = float(pixel_size_pm) if pixel_size_pm is not None else float(np.sqrt(np.prod(self.pixel_size_range_pm())))
+        return PairBatch(degraded, normalised, params, columns, nominal, signal)
 
 
 _BENCHMARK_CACHE: dict[str, PairBatch] = {}
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
 
 
 def _read_yaml(path: Path) -> Condition:

@@ -46,12 +46,22 @@ def margin_px(params: dict, pixel_size_pm: float) -> int:
     return int(np.ceil(BASE_MARGIN_PX + probe_radius_px + displacement + 3 * params.get("blur_sigma_px", 0.0)))
 
 
-def simulate_field(params: dict, size_px: int, pixel_size_pm: float, rng: np.random.Generator) -> Field:
-    """Simulate one field from drawn physical ``params`` (one value per parameter).
+@dataclass
+class Rendered:
+    """A field before the scan: what every acquisition of it shares, so scans and noise can be redrawn.
 
-    ``params`` holds ``specimen``, ``energy_keV``, ``convergence_mrad``, ``cs_um``, ``defocus_nm``,
-    ``source_size_pm``, ``blur_sigma_px``, the scan-distortion and defect parameters.
+    ``degraded_padded`` is the noise-free degraded image on a grid ``margin`` px larger each side than
+    the field (in the clean units); :func:`scan_rendered` samples it along a (distorted) scan.
     """
+
+    clean: np.ndarray            # (H, W) float32
+    degraded_padded: np.ndarray  # (H + 2 margin, W + 2 margin) float32
+    margin: int
+    columns: np.ndarray          # (K, 2)
+
+
+def render_field(params: dict, size_px: int, pixel_size_pm: float, rng: np.random.Generator) -> Rendered:
+    """Specimen -> probe -> noise-free images of one field, before the scan (see :func:`simulate_field`)."""
     # Defocus on a 0.5 nm grid (far below the ~4 nm depth of field) so probes are reused from the cache;
     # params records the value used.
     params["defocus_nm"] = round(params["defocus_nm"] * 2) / 2
@@ -60,7 +70,9 @@ def simulate_field(params: dict, size_px: int, pixel_size_pm: float, rng: np.ran
     field_pm = (size_px * pixel_size_pm, size_px * pixel_size_pm)
     specimen = draw_specimen(params["specimen"], field_pm, rng, vacancy_fraction=params["vacancy_fraction"],
                              substitution_fraction=params["substitution_fraction"],
-                             background_fraction=params["background_fraction"])
+                             background_fraction=params["background_fraction"],
+                             lattice_strain=params.get("lattice_strain", 0.02),
+                             brightness_spread=params.get("brightness_spread", 0.0))
     potential_ft = scipy.fft.rfft2(render_columns(specimen, padded, pixel_size_pm, origin_px=(margin, margin)))
     optics = dict(energy_keV=params["energy_keV"], convergence_mrad=params["convergence_mrad"], cs_um=params["cs_um"])
     source_px = params["source_size_pm"] / pixel_size_pm
@@ -85,22 +97,43 @@ def simulate_field(params: dict, size_px: int, pixel_size_pm: float, rng: np.ran
         degraded_padded = degraded_padded + background
     scale = float(np.percentile(clean_padded[crop], NORMALISATION_PERCENTILE))
     scale = scale if scale > 0 else 1.0
-
-    dy, dx = scan_displacement_px((size_px, size_px), rng,
-                                  hysteresis_amplitude_px=params["hysteresis_amplitude_px"],
-                                  hysteresis_decay_px=params["hysteresis_decay_px"],
-                                  jitter_px=params["jitter_px"], drift_px=params["drift_px"])
-    if np.any(dx) or np.any(dy):
-        signal = apply_scan_distortion(degraded_padded, dy, dx, origin_px=(margin, margin))
-    else:
-        signal = degraded_padded[crop]
-
     columns = specimen.positions_pm / pixel_size_pm
     in_field = ((columns[:, 0] >= 0) & (columns[:, 0] <= size_px - 1)
                 & (columns[:, 1] >= 0) & (columns[:, 1] <= size_px - 1))
-    return Field(clean=(clean_padded[crop] / scale).astype(np.float32),
-                 signal=(signal / scale).astype(np.float32),
-                 columns=columns[in_field].astype(np.float32).reshape(-1, 2))
+    return Rendered(clean=(clean_padded[crop] / scale).astype(np.float32),
+                    degraded_padded=(degraded_padded / scale).astype(np.float32), margin=margin,
+                    columns=columns[in_field].astype(np.float32).reshape(-1, 2))
+
+
+def scan_rendered(rendered: Rendered, params: dict, rng: np.random.Generator, *,
+                  window: tuple[int, int, int] | None = None) -> np.ndarray:
+    """The noise-free signal of one scan of a rendered field, with the condition's scan distortions.
+
+    ``window=(row, col, size)`` returns only that square of the scan (the distortion is still drawn
+    for the whole frame, so line starts stay at the frame's left edge).
+    """
+    size = rendered.clean.shape
+    dy, dx = scan_displacement_px(size, rng, hysteresis_amplitude_px=params["hysteresis_amplitude_px"],
+                                  hysteresis_decay_px=params["hysteresis_decay_px"],
+                                  jitter_px=params["jitter_px"], drift_px=params["drift_px"])
+    row, col = (0, 0) if window is None else window[:2]
+    h, w = size if window is None else (window[2], window[2])
+    m = rendered.margin
+    if np.any(dx) or np.any(dy):
+        return apply_scan_distortion(rendered.degraded_padded, dy[row:row + h, col:col + w],
+                                     dx[row:row + h, col:col + w],
+                                     origin_px=(m + row, m + col)).astype(np.float32)
+    return rendered.degraded_padded[m + row:m + row + h, m + col:m + col + w].copy()
+
+
+def simulate_field(params: dict, size_px: int, pixel_size_pm: float, rng: np.random.Generator) -> Field:
+    """Simulate one field from drawn physical ``params`` (one value per parameter).
+
+    ``params`` holds ``specimen``, ``energy_keV``, ``convergence_mrad``, ``cs_um``, ``defocus_nm``,
+    ``source_size_pm``, ``blur_sigma_px``, the scan-distortion and defect parameters.
+    """
+    rendered = render_field(params, size_px, pixel_size_pm, rng)
+    return Field(clean=rendered.clean, signal=scan_rendered(rendered, params, rng), columns=rendered.columns)
 
 
 def normalise_user_image(image: np.ndarray) -> np.ndarray:
@@ -138,4 +171,4 @@ def degrade_field(clean: np.ndarray, params: dict, pixel_size_pm: float, rng: np
     return padded[margin:margin + size[0], margin:margin + size[1]].astype(np.float32)
 
 
-__all__ = ["Field", "SpecimenFamily", "simulate_field", "degrade_field", "normalise_user_image"]
+__all__ = ["Field", "Rendered", "SpecimenFamily", "simulate_field", "render_field", "scan_rendered", "degrade_field", "normalise_user_image"]

@@ -31,6 +31,7 @@ class SpecimenFamily(str, enum.Enum):
     dumbbell = "dumbbell"              # zinc-blende GaAs along [110]: Ga-As dumbbells 141 pm apart
     fcc_metal = "fcc-metal"            # Au along [110]: a centred rectangle of Au columns
     nanoparticle = "nanoparticle"      # an Au [110] particle edge on amorphous carbon (non-periodic)
+    random_lattice = "random-lattice"  # a random 2-D lattice (square to oblique, 1 to 3 columns per cell)
     # An fcc metal along [110] shows single columns; the dumbbells of the [110] projection belong to the
     # fcc lattices with a two-atom basis (diamond, zinc blende), hence the GaAs family beside Au.
 
@@ -51,6 +52,11 @@ class Lattice:
     a1_pm: tuple[float, float]
     a2_pm: tuple[float, float]
     sites: tuple[Site, ...]
+
+    @property
+    def spacing_pm(self) -> float:
+        """The shortest lattice vector: the column spacing that a sampling is quoted against."""
+        return float(min(np.hypot(*self.a1_pm), np.hypot(*self.a2_pm)))
 
 
 _A_STO, _A_MOS2, _A_GAAS, _A_AU = 390.5, 316.0, 565.3, 407.8
@@ -73,6 +79,43 @@ LATTICES: dict[SpecimenFamily, Lattice] = {
         (Site((0.0, 0.0), (79,), (78,)), Site((0.5, 0.5), (79,), (78,)))),
 }
 LATTICES[SpecimenFamily.nanoparticle] = LATTICES[SpecimenFamily.fcc_metal]
+# Lattice constants the random lattice draws from (pm): most crystals seen in HAADF lie in this span.
+RANDOM_LATTICE_A_PM = (250.0, 600.0)
+#: A nominal spacing for the random family, for choosing a sampling before the lattice is drawn.
+RANDOM_LATTICE_SPACING_PM = 400.0
+# Columns a random cell may add to its corner column, in fractional coordinates, by lattice shape; each set
+# keeps every pair of columns at least a third of a lattice constant apart.
+_RECT_SITES = ((0.5, 0.5), (0.5, 0.0), (0.0, 0.5))
+_HEX_SITES = ((1 / 3, 1 / 3), (2 / 3, 2 / 3))
+# Atomic numbers a random column may hold (O to Bi): light, medium and heavy columns side by side.
+_RANDOM_Z = (8, 14, 22, 26, 31, 38, 42, 50, 57, 74, 79, 83)
+
+
+def family_spacing_pm(family: "SpecimenFamily | str") -> float:
+    """The column spacing of a family's lattice (nominal for the random lattice), pm."""
+    family = SpecimenFamily(family)
+    return RANDOM_LATTICE_SPACING_PM if family is SpecimenFamily.random_lattice else LATTICES[family].spacing_pm
+
+
+def random_lattice(rng: np.random.Generator) -> Lattice:
+    """A random projected lattice: square, rectangular, hexagonal or oblique, 1 to 3 columns per cell.
+
+    Stands in for the crystals no built-in family covers, so that a network learns lattices in general
+    rather than five of them.
+    """
+    a = float(rng.uniform(*RANDOM_LATTICE_A_PM))
+    shape = int(rng.integers(4))  # 0 square, 1 rectangular, 2 hexagonal, 3 oblique
+    ratio = 1.0 if shape in (0, 2) else float(rng.uniform(1.1, 1.6))
+    gamma = np.pi / 2 if shape in (0, 1) else np.pi / 3 if shape == 2 else float(rng.uniform(np.pi / 3, np.pi / 2))
+    candidates = _RECT_SITES if shape in (0, 1) else _HEX_SITES
+    n_extra = int(rng.integers(0, len(candidates) + 1))
+    fracs = [(0.0, 0.0)] + [candidates[i] for i in rng.permutation(len(candidates))[:n_extra]]
+
+    def atoms() -> tuple[int, ...]:
+        return tuple(int(z) for z in rng.choice(_RANDOM_Z, size=int(rng.integers(1, 4))))
+
+    sites = tuple(Site(f, atoms(), atoms()) for f in fracs)
+    return Lattice((a, 0.0), (ratio * a * np.cos(gamma), ratio * a * np.sin(gamma)), sites)
 
 
 @dataclass
@@ -96,7 +139,8 @@ def column_brightness(atomic_numbers: tuple[int, ...]) -> float:
 
 def draw_specimen(family: SpecimenFamily | str, field_pm: tuple[float, float], rng: np.random.Generator, *,
                   vacancy_fraction: float = 0.0, substitution_fraction: float = 0.0,
-                  background_fraction: float = 0.0, lattice_strain: float = 0.02) -> Specimen:
+                  background_fraction: float = 0.0, lattice_strain: float = 0.02,
+                  brightness_spread: float = 0.0) -> Specimen:
     """Draw a field: random orientation, origin and lattice constant (+- ``lattice_strain``), and defects.
 
     Parameters
@@ -110,9 +154,12 @@ def draw_specimen(family: SpecimenFamily | str, field_pm: tuple[float, float], r
     background_fraction
         Height of the smooth amorphous background (surface contamination, support, thickness changes)
         relative to the imaged columns' peaks.
+    brightness_spread
+        Each sublattice's brightness is multiplied by ``exp(N(0, brightness_spread))`` (thickness,
+        channelling and composition change the Z-contrast ratios between sublattices).
     """
     family = SpecimenFamily(family)
-    lattice = LATTICES[family]
+    lattice = random_lattice(rng) if family is SpecimenFamily.random_lattice else LATTICES[family]
     scale = 1 + rng.uniform(-lattice_strain, lattice_strain)
     angle = rng.uniform(0, 2 * np.pi)
     rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
@@ -128,10 +175,11 @@ def draw_specimen(family: SpecimenFamily | str, field_pm: tuple[float, float], r
     for site in lattice.sites:
         frac = cells + np.asarray(site.frac)
         pos = frac @ basis.T + centre
-        bright = np.full(len(pos), column_brightness(site.atomic_numbers))
+        factor = float(np.exp(rng.normal(0.0, brightness_spread))) if brightness_spread > 0 else 1.0
+        bright = np.full(len(pos), factor * column_brightness(site.atomic_numbers))
         if site.substitute is not None and substitution_fraction > 0:
             swapped = rng.random(len(pos)) < substitution_fraction
-            bright[swapped] = column_brightness(site.substitute)
+            bright[swapped] = factor * column_brightness(site.substitute)
         positions.append(pos)
         brightness.append(bright)
     positions = np.concatenate(positions)

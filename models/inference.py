@@ -106,7 +106,27 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def denoise_array(model: nn.Module, image: np.ndarray, *, tile_px: int = 256, overlap_px: int = 16,
+#: Largest tile edge run in one piece by default: an image up to this size (plus its margin) is not tiled.
+WHOLE_IMAGE_PX = 1024
+#: Most context kept each side of a tile by default; beyond it the far field adds little.
+MAX_OVERLAP_PX = 64
+#: Reflect margin around an image that is run whole (no seams to hide, only its borders to support).
+WHOLE_IMAGE_MARGIN_PX = 16
+
+
+def default_tiling(model: nn.Module, height: int, width: int) -> tuple[int, int]:
+    """``(tile_px, overlap_px)`` for an image: whole (with a small margin) when it fits
+    :data:`WHOLE_IMAGE_PX`, else tiles of that size overlapping by the model's receptive radius
+    (at most :data:`MAX_OVERLAP_PX`)."""
+    radius = int(getattr(model, "receptive_radius_px", MAX_OVERLAP_PX))
+    if max(height, width) <= WHOLE_IMAGE_PX:
+        margin = min(radius, WHOLE_IMAGE_MARGIN_PX)
+        return max(height, width) + 2 * margin, margin
+    overlap = min(radius, MAX_OVERLAP_PX)
+    return WHOLE_IMAGE_PX + 2 * overlap, overlap
+
+
+def denoise_array(model: nn.Module, image: np.ndarray, *, tile_px: int | None = None, overlap_px: int | None = None,
                   device: str | torch.device | None = None, batch_size: int = 8) -> np.ndarray:
     """Denoise an image or stack with a trained network, any size, in its own units.
 
@@ -118,9 +138,10 @@ def denoise_array(model: nn.Module, image: np.ndarray, *, tile_px: int = 256, ov
         tiles are then reflect-padded to a multiple of it.
     image : ndarray
         ``(H, W)`` or ``(N, H, W)``, finite values.
-    tile_px : int
-        Tile edge in pixels, overlap included.
-    overlap_px : int
+    tile_px : int, optional
+        Tile edge in pixels, overlap included. Default (with ``overlap_px``):
+        :func:`default_tiling`, the whole image when it fits 1024 px.
+    overlap_px : int, optional
         Context each side of a tile that is computed but discarded; at least
         the network's receptive radius for seamless results.
     device : str or torch.device, optional
@@ -134,6 +155,10 @@ def denoise_array(model: nn.Module, image: np.ndarray, *, tile_px: int = 256, ov
         Same shape as ``image``.
     """
     arr = check_image(image)
+    if tile_px is None or overlap_px is None:
+        auto_tile, auto_overlap = default_tiling(model, arr.shape[-2], arr.shape[-1])
+        tile_px = auto_tile if tile_px is None else tile_px
+        overlap_px = auto_overlap if overlap_px is None else overlap_px
     if overlap_px < 0:
         raise ValueError(f"overlap_px must be >= 0 (got {overlap_px})")
     core_px = tile_px - 2 * overlap_px

@@ -60,15 +60,20 @@ class TrainConfig(BaseModel):
     steps_per_epoch: int = Field(40, ge=1)
     batch_size: int = Field(8, ge=1, description="patches per optimiser step")
     patch_px: int = Field(48, ge=8, description="edge of the square training patches, pixels")
-    lr: float = Field(2e-3, gt=0, description="Adam learning rate (start of the schedule)")
+    lr: float = Field(2e-3, gt=0, description="peak learning rate (after the warm-up)")
     lr_schedule: Literal["constant", "cosine"] = "cosine"
+    optimizer: Literal["adam", "adamw"] = Field("adamw", description="Adam, or AdamW with decoupled weight decay")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW's decoupled weight decay")
+    warmup_fraction: float = Field(0.05, ge=0, lt=1, description="share of the steps the lr ramps up linearly")
+    grad_clip: float = Field(1.0, ge=0, description="clip the gradients' global norm to this (0: no clipping)")
     loss: Literal["l2", "l1"] = "l2"
     augment: bool = Field(True, description="random flips and 90-degree rotations of each patch")
     seed: int = 0
     device: str = Field("auto", description="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N'")
     blind_spot_fraction: float = Field(0.02, gt=0, le=0.25, description="share of pixels masked per patch")
     blind_spot_radius_px: int = Field(2, ge=1, le=8, description="neighbourhood a masked pixel borrows from")
-    val_tile_px: int = Field(256, ge=48, description="tile edge of the whole-image validation inference")
+    val_tile_px: int | None = Field(None, ge=48, description="tile edge of the validation inference "
+                                    "(None: the inference default, whole images up to 1024 px)")
 
 
 @dataclass
@@ -193,6 +198,48 @@ class PatchSampler:
         return np.ascontiguousarray(x), np.ascontiguousarray(y), None
 
 
+class StreamSampler:
+    """Fresh supervised patches from a stream (e.g. ``stemreg.acquisition.stream.FieldPool``).
+
+    The stream's ``batch(batch_size, patch_px)`` returns ``(degraded, clean)`` stacks in the
+    images' own units; every patch is normalised by its own input's stats, as whole images are at
+    inference, and augmented like :class:`PatchSampler`'s.
+    """
+
+    def __init__(self, stream: Any, config: TrainConfig, rng: np.random.Generator) -> None:
+        if config.mode is not TrainingMode.SUPERVISED:
+            raise ValueError(f"a data stream trains supervised; {config.mode.value} training takes arrays")
+        self.stream, self.config, self.rng = stream, config, rng
+
+    def batch(self) -> tuple[np.ndarray, np.ndarray, None]:
+        cfg, rng = self.config, self.rng
+        degraded, clean = self.stream.batch(cfg.batch_size, cfg.patch_px)
+        x, stats = normalise(degraded)
+        y = apply_stats(clean, stats)
+        if cfg.augment:
+            rot, flip = rng.integers(0, 4, len(x)), rng.integers(0, 2, len(x)).astype(bool)
+            x = np.stack([_dihedral(a, r, f) for a, r, f in zip(x, rot, flip)])
+            y = np.stack([_dihedral(a, r, f) for a, r, f in zip(y, rot, flip)])
+        return np.ascontiguousarray(x), np.ascontiguousarray(y), None
+
+
+def is_stream(train_data: Any) -> bool:
+    """Whether ``train_data`` is a patch stream (has ``batch(batch_size, patch_px)``) rather than arrays."""
+    return callable(getattr(train_data, "batch", None))
+
+
+def lr_factor(step: int, total_steps: int, config: TrainConfig) -> float:
+    """The learning-rate multiplier at ``step`` (0-based): linear warm-up, then cosine decay to 5 %
+    (or constant)."""
+    warmup = int(round(config.warmup_fraction * total_steps))
+    if step < warmup:
+        return (step + 1) / warmup
+    if config.lr_schedule == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
 def _dihedral(a: np.ndarray, rot: int, flip: bool) -> np.ndarray:
     a = np.rot90(a, int(rot))
     return a[:, ::-1] if flip else a
@@ -282,7 +329,7 @@ def self_supervised_val_loss(model: nn.Module, kind: str, data: np.ndarray, *, c
     if kind == "noise2noise":
         n, k, h, w = data.shape
         frames = data.reshape(n * k, h, w)
-        pred = denoise_array(model, frames, tile_px=config.val_tile_px, overlap_px=16, device=device)
+        pred = denoise_array(model, frames, tile_px=config.val_tile_px, device=device)
         total = data.sum(axis=1, keepdims=True, dtype=np.float64)
         others = ((total - data) / (k - 1)).reshape(n * k, h, w)
         scale = frames.std(axis=(1, 2), dtype=np.float64)[:, None, None]
@@ -293,7 +340,7 @@ def self_supervised_val_loss(model: nn.Module, kind: str, data: np.ndarray, *, c
     rng = np.random.default_rng(config.seed + 1)  # the same mask every epoch
     masked, mask = blind_spot_mask(data, fraction=config.blind_spot_fraction,
                                    radius_px=config.blind_spot_radius_px, rng=rng)
-    pred = denoise_array(model, masked, tile_px=config.val_tile_px, overlap_px=16, device=device)
+    pred = denoise_array(model, masked, tile_px=config.val_tile_px, device=device)
     scale = data.std(axis=(1, 2), dtype=np.float64)[:, None, None]
     loss = float(np.sum(((pred - data) / scale) ** 2 * mask) / mask.sum())
     return loss, float("nan")
@@ -347,8 +394,11 @@ def train(model: nn.Module, config: TrainConfig, *, train_data: Any,
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
 
-    inputs, targets = prepare_training_arrays(config.mode, train_data)
-    sampler = PatchSampler(inputs, targets, config, rng)
+    if is_stream(train_data):
+        sampler: PatchSampler | StreamSampler = StreamSampler(train_data, config, rng)
+    else:
+        inputs, targets = prepare_training_arrays(config.mode, train_data)
+        sampler = PatchSampler(inputs, targets, config, rng)
     checked = _check_val_data(val_data, config.mode)
     val = checked[1] if checked is not None and checked[0] == "scored" else None
     held_out = checked if checked is not None and checked[0] != "scored" else None
@@ -364,10 +414,12 @@ def train(model: nn.Module, config: TrainConfig, *, train_data: Any,
                  type(model).__name__)
         model.residual = False
     model.to(device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
+    if config.optimizer == "adamw":
+        optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    else:
+        optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
     total_steps = config.epochs * config.steps_per_epoch
-    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=total_steps, eta_min=config.lr * 0.05)
-                 if config.lr_schedule == "cosine" else None)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: lr_factor(step, total_steps, config))
     pointwise = nn.MSELoss(reduction="none") if config.loss == "l2" else nn.L1Loss(reduction="none")
 
     history: list[dict[str, float]] = []
@@ -393,16 +445,17 @@ def train(model: nn.Module, config: TrainConfig, *, train_data: Any,
                     loss = per_pixel.mean()
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
+                if config.grad_clip > 0:
+                    nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 optimiser.step()
-                if scheduler is not None:
-                    scheduler.step()
+                scheduler.step()
                 loss_sum += float(loss.detach())
                 bar.update(1)
             metrics = {"train_loss": loss_sum / config.steps_per_epoch,
                        "val_psnr": float("nan"), "val_ssim": float("nan"), "val_loss": float("nan"),
                        "lr": float(optimiser.param_groups[0]["lr"])}
             if val is not None:
-                pred = denoise_array(model, val[0], tile_px=config.val_tile_px, overlap_px=16, device=device)
+                pred = denoise_array(model, val[0], tile_px=config.val_tile_px, device=device)
                 metrics["val_psnr"] = float(np.mean(psnr_batch(pred, val[1])))
                 metrics["val_ssim"] = float(np.mean(ssim_batch(pred, val[1])))
             elif held_out is not None:

@@ -1,0 +1,148 @@
+"""Train the pretrained base that ships with the package (``stemreg pretrain``).
+
+Low-dose, over the condition's whole range (samplings, doses, probes, specimens), fresh noise and
+scans every step from a :class:`~stemreg.acquisition.stream.FieldPool`, seeded: the same command
+and seed give the same weights on the same machine and library versions. It writes the weights
+and a card (architecture, condition hash, steps, recipe, data, commit, benchmark per bin) into
+``models/pretrained/`` (:mod:`stemreg.models.pretrained`).
+"""
+from __future__ import annotations
+
+import logging
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from stemreg.acquisition.conditions import Condition, load_condition
+from stemreg.acquisition.stream import FieldPool
+from stemreg.models.architectures import build_model
+from stemreg.models.binned import mean_over_bins, per_bin
+from stemreg.models.flops import flops_per_pixel
+from stemreg.models.inference import denoise_array
+from stemreg.models.metrics import psnr_batch, ssim_batch
+from stemreg.models.pretrained import BASE_NAME, save_pretrained
+from stemreg.models.training import TrainConfig, train
+
+log = logging.getLogger(__name__)
+
+#: The base's architecture: pixel-unshuffle by 2, four levels whose widths grow as the resolution
+#: halves, additive skips; ~37 kFLOP per pixel, a receptive radius of ~120 px (two SrTiO3 cells at
+#: 4 pm/px), 0.9 M parameters (3.5 MB).
+BASE_ARCHITECTURE: dict[str, Any] = {"kind": "reverse-hourglass", "levels": 4, "widths": [24, 48, 96, 128],
+                                     "convs_per_level": 2, "unshuffle": 2, "dilation": 1, "kernel_size": 3,
+                                     "residual": True}
+#: Seeds of the base's training stream and validation set (never the benchmark seed).
+PRETRAIN_SEED, PRETRAIN_VAL_SEED = 101, 102
+
+
+def git_commit(cwd: Path | None = None) -> str:
+    """The source tree's commit (``unknown`` outside a git checkout)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).parent, capture_output=True,
+                             text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def benchmark_by_bin(model: torch.nn.Module, condition: Condition) -> dict[str, Any]:
+    """PSNR and SSIM of ``model`` and of the noisy input on the condition's stratified benchmark,
+    per bin and as the mean over bins."""
+    bench = condition.benchmark_set()
+    pred = denoise_array(model, bench.degraded)
+    figures: dict[str, Any] = {"benchmark_id": condition.benchmark_id(), "n_images": len(bench)}
+    for who, images in (("model", pred), ("noisy", bench.degraded)):
+        for metric, fn in (("psnr", psnr_batch), ("ssim", ssim_batch)):
+            by_bin = per_bin(fn(images, bench.clean), bench.bins)
+            figures[f"{who}_{metric}_by_bin"] = {k: round(v, 4) for k, v in by_bin.items()}
+            figures[f"{who}_{metric}_mean"] = round(mean_over_bins(by_bin), 4)
+    return figures
+
+
+def pretrain_base(condition: Condition | str = "low-dose", *, steps: int = 4000, steps_per_epoch: int = 200,
+                  batch_size: int = 16, patch_px: int = 128, lr: float = 2e-3, seed: int = PRETRAIN_SEED,
+                  n_fields: int = 256, n_val: int = 24, architecture: dict[str, Any] | None = None,
+                  name: str = BASE_NAME, directory: Path | None = None, threads: int | None = None,
+                  on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+                  progress: bool = True) -> dict[str, Any]:
+    """Train the base and write it with its card; returns the card.
+
+    Parameters
+    ----------
+    condition
+        The condition (name or YAML path) whose range the base covers.
+    steps, steps_per_epoch, batch_size, patch_px, lr
+        The budget and recipe (AdamW, 5 % warm-up, cosine decay, gradient clipping at 1).
+    seed
+        Seeds the stream, the initial weights and the patch order.
+    n_fields
+        Rendered fields in the pool (one re-rendered per step).
+    n_val
+        Validation images (256 px, from the range, another seed) scored each epoch.
+    """
+    cond = load_condition(condition) if isinstance(condition, str) else condition
+    if threads:
+        torch.set_num_threads(threads)
+    arch = dict(architecture or BASE_ARCHITECTURE)
+    epochs = max(1, -(-steps // steps_per_epoch))
+    config = TrainConfig(epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, patch_px=patch_px,
+                         lr=lr, seed=seed, device="auto")
+    torch.manual_seed(seed)
+    model = build_model(arch)
+    started = time.perf_counter()
+    stream = FieldPool(cond, n_fields=n_fields, size_px=256, seed=seed)
+    val = cond.sample_pairs(n_val, size_px=256, seed=PRETRAIN_VAL_SEED)
+    result = train(model, config, train_data=stream, val_data=(val.degraded, val.clean), on_epoch=on_epoch,
+                   progress=progress)
+    seconds = time.perf_counter() - started
+    figures = benchmark_by_bin(result.model.cpu(), cond)
+    card = {
+        "name": name,
+        "purpose": "pretrained base: restores low-dose HAADF STEM images over the range of samplings, doses and "
+                   "probes below; every condition is fine-tuned from it",
+        "architecture": result.model.config(),
+        "kflop_per_pixel": round(flops_per_pixel(result.model) / 1e3, 1),
+        "receptive_radius_px": int(getattr(result.model, "receptive_radius_px", 0)),
+        "parameters": int(sum(p.numel() for p in result.model.parameters())),
+        "condition": {"name": cond.name, "version": cond.version, "hash": cond.hash(),
+                      "benchmark_id": cond.benchmark_id(),
+                      "pixel_size_pm": list(cond.pixel_size_range_pm()),
+                      "dose_scale": list(cond.dose_scale) if isinstance(cond.dose_scale, tuple) else cond.dose_scale,
+                      "source_size_pm": (list(cond.source_size_pm) if isinstance(cond.source_size_pm, tuple)
+                                         else cond.source_size_pm),
+                      "specimens": [s.value for s in cond.specimens]},
+        "training": {"steps": epochs * steps_per_epoch, "batch_size": batch_size, "patch_px": patch_px,
+                     "recipe": config.model_dump(mode="json"), "seed": seed, "pool_fields": n_fields,
+                     "data": "synthetic fields from the condition's ranges, fresh scan, dose and noise every "
+                             "patch (FieldPool); validation: "
+                             f"{n_val} images of 256 px, seed {PRETRAIN_VAL_SEED}",
+                     "best_epoch": result.best_epoch, "best_val_psnr": round(result.best_val_psnr, 4),
+                     "noisy_val_psnr": round(result.noisy_val_psnr, 4),
+                     "history": [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in h.items()}
+                                 for h in result.history],
+                     "seconds": round(seconds, 1), "threads": torch.get_num_threads(),
+                     "device": str(next(result.model.parameters()).device)},
+        "benchmark": figures,
+        "commit": git_commit(),
+        "command": f"stemreg pretrain --condition {cond.name} --steps {steps} --seed {seed}",
+        "torch": torch.__version__,
+    }
+    save_pretrained(result.model, card, name, directory)
+    return card
+
+
+if __name__ == "__main__":  # python -m stemreg.platform.pretrain STEPS [THREADS]
+    import json
+    import sys
+
+    logging.basicConfig(level=logging.INFO)
+
+    def show(epoch: int, metrics: dict[str, float]) -> None:
+        print(f"epoch {epoch}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()), flush=True)
+
+    card = pretrain_base(steps=int(sys.argv[1]), threads=int(sys.argv[2]) if len(sys.argv) > 2 else None,
+                         on_epoch=show, progress=False)
+    print(json.dumps(card["benchmark"], indent=1))
