@@ -86,13 +86,19 @@ def render_field(params: dict, size_px: int, pixel_size_pm: float, rng: np.rando
             s=padded)
     else:
         degraded_padded = clean_padded
+    # An undersampled probe (coarser pixels than the probe's width) rings slightly below zero through
+    # the FFT; intensities are never negative.
+    clean_padded = np.maximum(clean_padded, 0.0)
+    degraded_padded = np.maximum(degraded_padded, 0.0)
     crop = (slice(margin, margin + size_px),) * 2
     if specimen.background > 0:
         # Amorphous support / contamination / thickness changes, with a height relative to the imaged
         # columns' peaks; smooth over ~150 pm, so the probe and blur leave it unchanged.
         column_level = float(np.percentile(clean_padded, NORMALISATION_PERCENTILE))
-        background = specimen.background * column_level * scipy.fft.irfft2(
-            background_spectrum(padded, BACKGROUND_CORRELATION_PM / pixel_size_pm, rng), s=padded)
+        # A thickness is never negative: at coarse sampling a field holds hundreds of speckles, and the
+        # Gaussian field's rare dips below zero would make negative HAADF signal.
+        background = specimen.background * column_level * np.maximum(scipy.fft.irfft2(
+            background_spectrum(padded, BACKGROUND_CORRELATION_PM / pixel_size_pm, rng), s=padded), 0.0)
         clean_padded = clean_padded + background
         degraded_padded = degraded_padded + background
     scale = float(np.percentile(clean_padded[crop], NORMALISATION_PERCENTILE))

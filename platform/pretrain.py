@@ -84,6 +84,7 @@ def pretrain_base(condition: Condition | str = "low-dose", *, steps: int = 4000,
         Validation images (256 px, from the range, another seed) scored each epoch.
     """
     cond = load_condition(condition) if isinstance(condition, str) else condition
+    commit = git_commit()  # the code that trains, before anything can move HEAD
     if threads:
         torch.set_num_threads(threads)
     arch = dict(architecture or BASE_ARCHITECTURE)
@@ -126,7 +127,7 @@ def pretrain_base(condition: Condition | str = "low-dose", *, steps: int = 4000,
                      "seconds": round(seconds, 1), "threads": torch.get_num_threads(),
                      "device": str(next(result.model.parameters()).device)},
         "benchmark": figures,
-        "commit": git_commit(),
+        "commit": commit,
         "command": f"stemreg pretrain --condition {cond.name} --steps {steps} --seed {seed}",
         "torch": torch.__version__,
     }

@@ -93,14 +93,16 @@ def test_benchmark_set_is_frozen_and_its_seed_is_refused_elsewhere():
     np.testing.assert_array_equal(first.degraded, second.degraded)
     first.degraded[0] += 1.0  # callers get a copy: the frozen set is not changed by them
     np.testing.assert_array_equal(cond.benchmark_set().degraded, second.degraded)
-    assert all(p["beam_current_pA"] == 50.0 and p["dwell_time_us"] == 1.4 and p["bias"] == 0.2
-               for p in first.params)
+    # the condition's point, scaled by each bin's dose
+    assert all(p["beam_current_pA"] == pytest.approx(50.0 * p["dose_scale"]) and p["dwell_time_us"] == 1.4
+               and p["bias"] == 0.2 for p in first.params)
+    assert sorted({p["dose_scale"] for p in first.params}) == [0.25, 1.0, 4.0]
     with pytest.raises(ValueError, match="benchmark seed"):
         cond.sample_pairs(2, seed=cond.benchmark_seed)
 
 
 def test_columns_come_with_every_simulated_image_and_lie_on_bright_spots():
-    batch = get_condition("low-dose").sample_pairs(6, size_px=64, seed=8)
+    batch = get_condition("low-dose").seed_point().sample_pairs(6, size_px=64, seed=8)
     found = []
     for clean, columns, params in zip(batch.clean, batch.columns, batch.params):
         assert columns.ndim == 2 and columns.shape[1] == 2
@@ -115,7 +117,7 @@ def test_columns_come_with_every_simulated_image_and_lie_on_bright_spots():
         found.extend(near_peak[rows, cols])
     assert np.mean(found) > 0.8  # the columns are the bright spots
     # a SrTiO3 [001] field of W pm holds about (W / 390.5)^2 cells x 4 columns
-    perovskite = Condition(name="sto", specimens=["perovskite"], vacancy_fraction=0.0)
+    perovskite = Condition(name="sto", specimens=["perovskite"], vacancy_fraction=0.0, pixel_size_pm=8.0)
     width_pm = 64 * perovskite.pixel_size_pm
     n_columns = len(perovskite.sample_pairs(1, size_px=64, seed=1).columns[0])
     assert 0.6 * 4 * (width_pm / 390.5) ** 2 < n_columns < 1.6 * 4 * (width_pm / 390.5) ** 2
