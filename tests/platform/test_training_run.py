@@ -10,7 +10,7 @@ from mlflow import MlflowClient
 
 from stemreg.acquisition import get_condition
 from stemreg.models import psnr
-from stemreg.platform.errors import BadInput
+from stemreg.platform.errors import BadInputError
 from stemreg.platform.training_run import train_and_register
 from tests.platform.conftest import TINY_ARCH, TINY_DATA, TINY_TRAIN
 
@@ -65,7 +65,7 @@ def test_registered_version_carries_tags_description_and_works(registered_low_do
 def test_fine_tuning_records_its_parent_and_refuses_another_architecture(mlflow_store):
     parent = train_and_register("low-dose", arch=TINY_ARCH, config=TINY_TRAIN, progress=False, **TINY_DATA)
     other = {**TINY_ARCH, "widths": [8, 8, 8]}
-    with pytest.raises(BadInput, match="differs"):
+    with pytest.raises(BadInputError, match="differs"):
         train_and_register("low-dose", arch=other, config=TINY_TRAIN, init_from=parent.model_uri,
                            progress=False, **TINY_DATA)
     child = train_and_register("low-dose", config={**TINY_TRAIN, "epochs": 1, "lr": 1e-3}, seed=1,
@@ -183,7 +183,7 @@ def test_blind_spot_on_single_noisy_image_files_beats_the_noisy_input(mlflow_sto
 def test_lab_files_need_the_source_that_fits_the_mode(kwargs, message):
     from stemreg.platform.training_run import load_lab_data
 
-    with pytest.raises(BadInput, match=message):
+    with pytest.raises(BadInputError, match=message):
         load_lab_data(**kwargs)
 
 
@@ -191,8 +191,8 @@ def test_one_image_is_not_a_frame_series_and_small_frames_are_refused(tmp_path):
     from stemreg.platform.training_run import load_lab_data
 
     np.save(tmp_path / "one.npy", np.ones((64, 64), np.float32))
-    with pytest.raises(BadInput, match="needs a stack"):
+    with pytest.raises(BadInputError, match="needs a stack"):
         load_lab_data("noise2noise", frames=tmp_path / "one.npy")
     np.save(tmp_path / "small.npy", np.random.default_rng(0).poisson(5, (3, 40, 40)).astype(np.float32))
-    with pytest.raises(BadInput, match="smaller --patch-px"):
+    with pytest.raises(BadInputError, match="smaller --patch-px"):
         load_lab_data("noise2noise", frames=tmp_path / "small.npy", patch_px=32, align=False)
