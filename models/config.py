@@ -2,7 +2,9 @@
 
 Every caller (the CLI, the main job, the leaderboard, the search) takes its
 defaults from here. Adding an architecture preset or a budget is one entry in
-:data:`ARCHITECTURE_PRESETS` or :data:`TRAIN_BUDGETS`.
+:data:`ARCHITECTURE_PRESETS` (and :class:`ArchitectureName`), :data:`TRAIN_BUDGETS`
+or :data:`LEADERBOARD_BUDGETS`. Search budgets live beside the search, in
+:mod:`stemreg.tuning.budget`.
 """
 from __future__ import annotations
 
@@ -100,26 +102,31 @@ class TrainBudget(BaseModel):
         return self.model_dump()
 
 
-#: Training budgets. ``quick``: `stemreg train` and the main job (the whole default job fits
-#: 10-15 min on 2 CPU cores and the low-dose champion gains >= 6 dB over the noisy input).
-#: ``tiny`` / ``leaderboard`` / ``full``: the leaderboard's (smoke test, CPU minutes, GPU).
-TRAIN_BUDGETS: dict[str, TrainBudget] = {b.name: b for b in (
-    TrainBudget(name="quick", n_train=24, n_val=4, epochs=6, steps_per_epoch=40, batch_size=8, patch_px=64,
-                lr=2e-3),
+#: The training budget of `stemreg train` and the main job: the whole default job fits 10-15 min on
+#: 2 CPU cores and the low-dose champion gains >= 6 dB PSNR over the noisy input.
+QUICK_BUDGET = TrainBudget(name="quick", n_train=24, n_val=4, epochs=6, steps_per_epoch=40, batch_size=8,
+                           patch_px=64, lr=2e-3)
+TRAIN_BUDGETS: dict[str, TrainBudget] = {"quick": QUICK_BUDGET}
+
+#: The leaderboard's budgets, the same for every learned method: ``tiny`` (smoke tests),
+#: ``quick`` (CPU, minutes), ``full`` (GPU).
+LEADERBOARD_BUDGETS: dict[str, TrainBudget] = {b.name: b for b in (
     TrainBudget(name="tiny", n_train=4, n_val=2, repeats=2, epochs=2, steps_per_epoch=15, batch_size=8,
                 patch_px=32, lr=2e-3, n_classical_val=2),
-    TrainBudget(name="leaderboard", n_train=24, n_val=4, repeats=3, epochs=6, steps_per_epoch=60,
-                batch_size=16, patch_px=64, lr=2e-3, n_classical_val=4),
+    TrainBudget(name="quick", n_train=24, n_val=4, repeats=3, epochs=6, steps_per_epoch=60, batch_size=16,
+                patch_px=64, lr=2e-3, n_classical_val=4),
     TrainBudget(name="full", n_train=256, n_val=16, repeats=4, epochs=40, steps_per_epoch=250, batch_size=32,
                 patch_px=96, lr=1e-3, n_classical_val=8),
 )}
 
 
-def train_budget(name: str) -> TrainBudget:
-    """The named training budget; unknown names raise ``ValueError`` listing the accepted ones."""
-    if name not in TRAIN_BUDGETS:
-        raise ValueError(f"unknown budget {name!r}; accepted: {', '.join(TRAIN_BUDGETS)}")
-    return TRAIN_BUDGETS[name]
+def leaderboard_budget(budget: str | TrainBudget) -> TrainBudget:
+    """A leaderboard budget by name (or as given); unknown names raise ``ValueError`` listing the accepted ones."""
+    if isinstance(budget, TrainBudget):
+        return budget
+    if budget not in LEADERBOARD_BUDGETS:
+        raise ValueError(f"unknown budget {budget!r}; accepted: {', '.join(LEADERBOARD_BUDGETS)}")
+    return LEADERBOARD_BUDGETS[budget]
 
 
 #: A fine-tune from a parent gets this share of the epochs of a training from scratch, at this

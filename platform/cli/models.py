@@ -64,11 +64,11 @@ def train_command(condition_name: str, epochs, steps_per_epoch, batch_size, patc
     `stemreg promote`). Every version is scored on the condition's simulated
     benchmark set.
     """
-    from stemreg.models.config import TRAIN_BUDGETS, ArchitectureName, architecture
+    from stemreg.models.config import QUICK_BUDGET, ArchitectureName, architecture
     from stemreg.platform.training import canonical_architecture, train_and_register
 
     cond = load_condition(condition_name)
-    quick = TRAIN_BUDGETS["quick"]
+    quick = QUICK_BUDGET
     config = quick.train_options()
     overrides = {"epochs": epochs, "steps_per_epoch": steps_per_epoch, "batch_size": batch_size,
                  "patch_px": patch_px, "lr": lr, "mode": mode}
@@ -310,14 +310,14 @@ def rollback_command(condition_name: str, reason: str | None, as_json: bool) -> 
 def pipeline_command(conditions: str | None, trials: int, epochs, steps_per_epoch, n_train, seed: int,
                      tune_timeout: float | None, storage: str | None, share_base: bool, as_json: bool) -> None:
     """The main job: per condition, tune (with --trials), train, register, score and promote if better."""
-    from stemreg.models.config import TRAIN_BUDGETS
+    from stemreg.models.config import QUICK_BUDGET
     from stemreg.platform.pipeline import run_pipeline
 
     names = [c.strip() for c in (conditions or "").split(",") if c.strip() and c.strip() != "all"] or None
     for name in names or []:
         load_condition(name)
     train = {k: v for k, v in {"epochs": epochs, "steps_per_epoch": steps_per_epoch}.items() if v is not None}
-    result = run_pipeline(names, trials=trials, train=train, n_train=n_train or TRAIN_BUDGETS["quick"].n_train, seed=seed,
+    result = run_pipeline(names, trials=trials, train=train, n_train=n_train or QUICK_BUDGET.n_train, seed=seed,
                           tune_timeout_s=tune_timeout, storage=storage, share_base=share_base,
                           progress=not as_json)
     lines = [f"{o.condition}: v{o.version} ({o.alias or 'no alias'}), benchmark PSNR {fmt(o.benchmark_psnr)} dB "

@@ -24,7 +24,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
 from stemreg.models import mlflow_model
 from stemreg.models.architectures import architecture_of, build_model
-from stemreg.models.config import ARCHITECTURE_PRESETS, ArchitectureName, training_seeds
+from stemreg.models.config import ArchitectureName, architecture, training_seeds
 from stemreg.models.flops import flops_per_pixel
 from stemreg.models.inference import denoise_array
 from stemreg.models.mlflow_model import ARCHITECTURE_FILE, WEIGHTS_FILE, load_denoiser
@@ -38,7 +38,7 @@ from stemreg.platform.store import configure
 log = logging.getLogger(__name__)
 
 #: The seed's 8-layer reverse hourglass with stemreg.models' default widths (8 -> 64 -> 8).
-DEFAULT_ARCHITECTURE: dict[str, Any] = ARCHITECTURE_PRESETS[ArchitectureName.DEFAULT]
+DEFAULT_ARCHITECTURE: dict[str, Any] = architecture(ArchitectureName.DEFAULT)
 
 
 @dataclass
