@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     from stemreg.acquisition import load_condition
     from stemreg.models import TrainConfig, build_model, denoise_array, flops_per_pixel, pick_device
     from stemreg.platform.registry.benchmark import score_model
-    from stemreg.platform.errors import BadInput
+    from stemreg.platform.errors import BadInputError
     from stemreg.platform.registry import model_name
     from stemreg.platform.training import DEFAULT_ARCHITECTURE, canonical_architecture, load_parent
 
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--base/--target: {exc}")
     try:
         arch = canonical_architecture(json.loads(args.arch) if args.arch else DEFAULT_ARCHITECTURE)
-    except (json.JSONDecodeError, ValueError, BadInput) as exc:
+    except (json.JSONDecodeError, ValueError, BadInputError) as exc:
         parser.error(f"--arch: {exc}")
     if target_cond.benchmark_seed in (TARGET_TRAIN_SEED, TARGET_VAL_SEED):
         raise SystemExit(f"{target_cond.name!r} has benchmark seed {target_cond.benchmark_seed}, which this "

@@ -14,10 +14,15 @@ from typing import Any
 
 import click
 
-from stemreg.acquisition.errors import ImageReadError, UnknownConditionError
 from stemreg.platform.errors import BadInputError, StemregError
 
-BAD_INPUT_ERRORS = (BadInputError, UnknownConditionError, ImageReadError)
+
+def is_bad_input(exc: BaseException) -> bool:
+    """A user's mistake: our `BadInputError`, an unknown condition or an unreadable image."""
+    # acquisition loads numpy, scipy and pydantic: only when an error needs sorting, so --help stays fast
+    from stemreg.acquisition.errors import ImageReadError, UnknownConditionError
+
+    return isinstance(exc, (BadInputError, UnknownConditionError, ImageReadError))
 
 
 class StemregCommand(click.Command):
@@ -26,9 +31,11 @@ class StemregCommand(click.Command):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except BAD_INPUT_ERRORS as exc:
-            raise click.UsageError(str(exc), ctx) from None
-        except StemregError as exc:
+        except (ValueError, StemregError) as exc:
+            if is_bad_input(exc):
+                raise click.UsageError(str(exc), ctx) from None
+            if not isinstance(exc, StemregError):
+                raise
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(1)
 
@@ -45,7 +52,7 @@ def load_condition(value: str):
     BadInputError
         Unknown name (the message lists the known ones), unreadable or invalid YAML.
     """
-    from stemreg.acquisition import load_condition as _load  # pydantic/yaml: not for --help
+    from stemreg.acquisition import UnknownConditionError, load_condition as _load  # not for --help
 
     try:
         return _load(value)

@@ -64,7 +64,8 @@ def train_command(condition_name: str, epochs, steps_per_epoch, batch_size, patc
     `stemreg promote`). Every version is scored on the condition's simulated
     benchmark set.
     """
-    from stemreg.models.config import QUICK_BUDGET, ArchitectureName, architecture
+    from stemreg.models.config import QUICK_BUDGET, ArchitectureName
+    from stemreg.models.config import architecture as preset
     from stemreg.platform.training import canonical_architecture, train_and_register
 
     cond = load_condition(condition_name)
@@ -73,7 +74,7 @@ def train_command(condition_name: str, epochs, steps_per_epoch, batch_size, patc
     overrides = {"epochs": epochs, "steps_per_epoch": steps_per_epoch, "batch_size": batch_size,
                  "patch_px": patch_px, "lr": lr, "mode": mode}
     config.update({k: v for k, v in overrides.items() if v is not None})
-    architecture = canonical_architecture(arch) if arch else (None if init_from else architecture(ArchitectureName.QUICK))
+    architecture = canonical_architecture(arch) if arch else (None if init_from else preset(ArchitectureName.QUICK))
     if frames_path is not None or images_dir is not None:
         _train_on_lab_files(cond, config, architecture, mode=mode, frames_path=frames_path, images_dir=images_dir,
                             align=not no_align, n_given=(n_train, n_val), seed=seed, init_from=init_from,
@@ -85,16 +86,22 @@ def train_command(condition_name: str, epochs, steps_per_epoch, batch_size, patc
                                 n_train=n_train or quick.n_train, n_val=n_val or quick.n_val, seed=seed,
                                 init_from=init_from, register=not no_register, alias_policy=alias_policy)
     bench = result.benchmark
-    text = (f"run {result.run_id}: validation PSNR {result.metrics['val_psnr']:.2f} dB, "
-            f"SSIM {result.metrics['val_ssim']:.3f} in {result.seconds:.0f} s")
+    _emit_training(result, as_json, f"run {result.run_id}: validation PSNR {result.metrics['val_psnr']:.2f} dB, "
+                                    f"SSIM {result.metrics['val_ssim']:.3f} in {result.seconds:.0f} s",
+                   bench and (f"benchmark PSNR {fmt(bench.get('psnr'))} dB (noisy {fmt(bench.get('noisy_psnr'))} dB), "
+                              f"SSIM {fmt(bench.get('ssim'), '.3f')}, {fmt(bench.get('ms_per_mpx'), '.0f')} ms/Mpx"))
+
+
+def _emit_training(result, as_json: bool, head: str, bench_line: str | None, **extra: Any) -> None:
+    """Report a training run: what it reached, the version it registered, its benchmark figures."""
+    text = head
     if result.version:
         text += f"\nregistered {result.name} version {result.version}" + (f" as {result.alias}" if result.alias else "")
-    if bench:
-        text += (f"\nbenchmark PSNR {fmt(bench.get('psnr'))} dB (noisy {fmt(bench.get('noisy_psnr'))} dB), "
-                 f"SSIM {fmt(bench.get('ssim'), '.3f')}, {fmt(bench.get('ms_per_mpx'), '.0f')} ms/Mpx")
+    if bench_line:
+        text += f"\n{bench_line}"
     emit({"run_id": result.run_id, "model_uri": result.model_uri, "name": result.name, "version": result.version,
-           "alias": result.alias, "architecture": result.architecture, "metrics": result.metrics,
-           "benchmark": bench, "seconds": result.seconds}, as_json, text)
+          "alias": result.alias, "architecture": result.architecture, **extra, "metrics": result.metrics,
+          "benchmark": result.benchmark, "seconds": result.seconds}, as_json, text)
 
 
 def _train_on_lab_files(cond, config: dict[str, Any], architecture, *, mode: str | None, frames_path: Path | None,
@@ -121,16 +128,11 @@ def _train_on_lab_files(cond, config: dict[str, Any], architecture, *, mode: str
                                   alias_policy=alias_policy, progress=not as_json)
     m, bench = result.metrics, result.benchmark
     floor = f" (a perfect denoiser: {m['val_noise_floor']:.4f})" if m["val_noise_floor"] == m["val_noise_floor"] else ""
-    text = (f"run {result.run_id}: held-out {mode} loss {m['val_loss']:.4f}{floor}, best epoch "
-            f"{int(m['best_epoch'])}, in {result.seconds:.0f} s; no clean image used")
-    if result.version:
-        text += f"\nregistered {result.name} version {result.version}" + (f" as {result.alias}" if result.alias else "")
-    if bench:
-        text += (f"\nsimulated benchmark PSNR {fmt(bench.get('psnr'))} dB (noisy {fmt(bench.get('noisy_psnr'))} dB), "
-                 f"SSIM {fmt(bench.get('ssim'), '.3f')}")
-    emit({"run_id": result.run_id, "model_uri": result.model_uri, "name": result.name, "version": result.version,
-           "alias": result.alias, "architecture": result.architecture, "mode": mode, "metrics": m,
-           "benchmark": bench, "seconds": result.seconds}, as_json, text)
+    _emit_training(result, as_json, f"run {result.run_id}: held-out {mode} loss {m['val_loss']:.4f}{floor}, best "
+                                    f"epoch {int(m['best_epoch'])}, in {result.seconds:.0f} s; no clean image used",
+                   bench and (f"simulated benchmark PSNR {fmt(bench.get('psnr'))} dB "
+                              f"(noisy {fmt(bench.get('noisy_psnr'))} dB), SSIM {fmt(bench.get('ssim'), '.3f')}"),
+                   mode=mode)
 
 
 # --------------------------------------------------------------------------- models

@@ -12,10 +12,13 @@ import click
 
 from stemreg.platform.cli.common import command, load_condition
 from stemreg.platform.errors import BadInputError
+from stemreg.tuning.budget import SEARCH_BUDGETS
 
 log = logging.getLogger(__name__)
 
 #: The retrain of the winner gets this many times the trials' epochs, steps and images.
+#: Defaults of a `stemreg tune` trial: the named search budget, written once in stemreg.tuning.budget.
+_TUNE = SEARCH_BUDGETS["tune"]
 RETRAIN_EPOCH_FACTOR = 3
 RETRAIN_DATA_FACTOR = 2
 
@@ -42,18 +45,20 @@ def _parent_architecture(model_uri: str) -> dict:
               help="Study name (default <condition>-<condition hash>). Workers with the same name share it.")
 @click.option("--objective", type=click.Choice(["quality", "quality-latency"]), default="quality",
               show_default=True, help="Maximise validation PSNR (with pruning), or PSNR vs ms per megapixel.")
-@click.option("--epochs", type=click.IntRange(min=1), default=4, show_default=True, help="Epochs per trial.")
-@click.option("--steps", "steps_per_epoch", type=click.IntRange(min=1), default=40, show_default=True,
+@click.option("--epochs", type=click.IntRange(min=1), default=_TUNE.epochs, show_default=True,
+              help="Epochs per trial.")
+@click.option("--steps", "steps_per_epoch", type=click.IntRange(min=1), default=_TUNE.steps_per_epoch,
+              show_default=True,
               help="Optimiser steps per epoch.")
-@click.option("--n-train", type=click.IntRange(min=1), default=32, show_default=True,
+@click.option("--n-train", type=click.IntRange(min=1), default=_TUNE.n_train, show_default=True,
               help="Simulated training images per trial.")
-@click.option("--n-val", type=click.IntRange(min=1), default=8, show_default=True,
+@click.option("--n-val", type=click.IntRange(min=1), default=_TUNE.n_val, show_default=True,
               help="Simulated validation images per trial.")
-@click.option("--image-px", type=click.IntRange(min=16), default=128, show_default=True,
+@click.option("--image-px", type=click.IntRange(min=16), default=_TUNE.image_px, show_default=True,
               help="Edge of the simulated images of the search.")
-@click.option("--patch-px", type=click.IntRange(min=8), default=64, show_default=True,
+@click.option("--patch-px", type=click.IntRange(min=8), default=_TUNE.patch_px, show_default=True,
               help="Edge of the training patches.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=_TUNE.batch_size, show_default=True)
 @click.option("--retrain-epochs", type=click.IntRange(min=1), default=None,
               help=f"Epochs of the best architecture's retrain (default {RETRAIN_EPOCH_FACTOR}x --epochs).")
 @click.option("--no-register", is_flag=True, help="Only search; do not retrain and register the best.")

@@ -19,7 +19,7 @@ conditions. The self-supervised methods get no validation set either (a lab
 without clean images has none): they keep their last epoch.
 
 Each method's predict function sees one frame at a time, as in
-:func:`stemreg.platform.benchmark.score_model`, so the timing is per frame;
+:func:`stemreg.platform.registry.benchmark.score_model`, so the timing is per frame;
 the first call is a warm-up and is not timed.
 """
 from __future__ import annotations

@@ -36,28 +36,13 @@ METHOD_DESCRIPTIONS: dict[str, str] = {
     "bm3d": "BM3D, generalised Anscombe + exact unbiased inverse, sigma fitted on validation",
 }
 
-NOISY = "noisy"
-
-METHOD_DESCRIPTIONS: dict[str, str] = {
-    NOISY: "noisy input (no denoising)",
-    "hourglass": "reverse-hourglass CNN, supervised",
-    "autoencoder": "STEM denoising autoencoder (Gambini et al. 2023), supervised",
-    "sdndti": "DnCNN trained noise2noise on repeats (SDnDTI, Tian et al. 2022), no clean data",
-    "n2v": "reverse hourglass trained blind-spot (Noise2Void), no clean data",
-    "gaussian": "Gaussian filter, width fitted on validation",
-    "nlm": "non-local means in the Anscombe domain, h fitted on validation",
-    "tv": "total variation (Chambolle) in the Anscombe domain, weight fitted on validation",
-    "wavelet": "wavelet BayesShrink in the Anscombe domain, sigma fitted on validation",
-    "bm3d": "BM3D, generalised Anscombe + exact unbiased inverse, sigma fitted on validation",
-}
-
 
 def parse_methods(methods: str | Sequence[str] | None) -> list[str]:
     """Validate a method list (comma-separated text or a sequence); None means all.
 
     Raises
     ------
-    ValueError
+    BadInputError
         Naming the unknown methods and the accepted ones.
     """
     if methods is None:
@@ -125,13 +110,13 @@ def _build_method(method: str, condition: Any, data: _Data, budget: TrainBudget,
                                       device=device, use_val=True, progress=progress)
         return predict, f"trained here ({budget.name})", details
     if method == "sdndti":
-        predict, details = _train_cnn(method, architecture(ArchitectureName.DNCNN), "noise2noise", data.train_repeats, data, budget,
-                                      seed=seed, device=device, use_val=False, progress=progress)
+        predict, details = _train_cnn(method, architecture(ArchitectureName.DNCNN), "noise2noise",
+                                      data.train_repeats, data, budget, seed=seed, device=device, use_val=False, progress=progress)
         details["repeats"] = budget.repeats
         return predict, f"trained here ({budget.name}, {budget.repeats} repeats)", details
     if method == "n2v":
-        predict, details = _train_cnn(method, architecture(ArchitectureName.DEFAULT), "blind-spot", data.train_degraded, data, budget,
-                                      seed=seed, device=device, use_val=False, progress=progress)
+        predict, details = _train_cnn(method, architecture(ArchitectureName.DEFAULT), "blind-spot",
+                                      data.train_degraded, data, budget, seed=seed, device=device, use_val=False, progress=progress)
         return predict, f"trained here ({budget.name})", details
     if method in CLASSICAL:
         n = budget.n_classical_val

@@ -347,7 +347,7 @@ def make_server(condition: str, *, alias: str = DEFAULT_ALIAS, host: str = DEFAU
 
     Raises
     ------
-    BadInput
+    BadInputError
         Unknown condition, nothing registered, no version with the alias, bad
         size cap.
     """

@@ -88,7 +88,7 @@ def load_lab_data(mode: str, *, frames: str | Path | None = None, images: str | 
 
     Raises
     ------
-    BadInput
+    BadInputError
         The wrong source for the mode, unreadable files, or frames too small.
     """
 

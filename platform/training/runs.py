@@ -99,7 +99,7 @@ def load_parent(model_uri: str, arch: dict[str, Any] | None):
 
     Raises
     ------
-    BadInput
+    BadInputError
         The URI does not resolve, or the parent's architecture differs from `arch`.
     """
 
