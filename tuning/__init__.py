@@ -8,8 +8,7 @@ Names load lazily (PEP 562), as in stemreg.models: `stemreg.tuning.budget`
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from stemreg.models.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "SearchBudget": "stemreg.tuning.budget",
@@ -29,15 +28,4 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'stemreg.tuning' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
