@@ -8,10 +8,11 @@ sidecar). Every problem becomes an :class:`ImageReadError` naming the file.
 """
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -61,17 +62,19 @@ def _format_of(path: Path, table: dict[str, str], verb: str) -> str:
 
 
 # -- readers: each returns (array, Calibration) --------------------------------------------------
-def _read_npy(path: Path) -> tuple[np.ndarray, Calibration]:
+def _read_npy(path: Path | BinaryIO) -> tuple[np.ndarray, Calibration]:
     data = np.load(path, allow_pickle=False)
-    sidecar = path.with_name(path.name + ".json")
     calibration = Calibration()
+    if not isinstance(path, Path):
+        return data, calibration  # bytes in memory: no sidecar
+    sidecar = path.with_name(path.name + ".json")
     if sidecar.is_file():
         meta = json.loads(sidecar.read_text())
         calibration = Calibration(meta.get("pixel_size"), meta.get("unit"))
     return data, calibration
 
 
-def _read_tiff(path: Path) -> tuple[np.ndarray, Calibration]:
+def _read_tiff(path: Path | BinaryIO) -> tuple[np.ndarray, Calibration]:
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
@@ -95,7 +98,7 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, Calibration]:
     return data, calibration
 
 
-def _read_png(path: Path) -> tuple[np.ndarray, Calibration]:
+def _read_png(path: Path | BinaryIO) -> tuple[np.ndarray, Calibration]:
     from PIL import Image
 
     with Image.open(path) as im:
@@ -175,18 +178,44 @@ def read_image(path: str | Path, *, allow_stack: bool = False) -> ImageWithCalib
         raise ImageReadError(path, "no such file")
     if path.stat().st_size == 0:
         raise ImageReadError(path, "is empty (0 bytes)")
-    readers = {"npy": _read_npy, "tiff": _read_tiff, "png": _read_png}
+    return _read(path, path, fmt, allow_stack)
+
+
+_READERS = {"npy": _read_npy, "tiff": _read_tiff, "png": _read_png}
+#: Formats that travel as bytes in memory (:func:`read_image_bytes`, :func:`write_image_bytes`).
+BYTES_FORMATS = tuple(_READERS)
+
+
+def _read(source: Path | BinaryIO, name: Path, fmt: str, allow_stack: bool) -> ImageWithCalibration:
     try:
-        if fmt in readers:
-            data, calibration = readers[fmt](path)
+        if fmt in _READERS:
+            data, calibration = _READERS[fmt](source)
         else:
-            data, calibration = _read_rsciio(path, fmt)
+            data, calibration = _read_rsciio(source, fmt)
     except ImageReadError:
         raise
     except Exception as exc:  # noqa: BLE001 - every reader fails its own way on a bad file
-        raise ImageReadError(path, f"is not a readable {fmt.upper()} image (truncated or corrupt?): "
+        raise ImageReadError(name, f"is not a readable {fmt.upper()} image (truncated or corrupt?): "
                                    f"{type(exc).__name__}: {exc}") from exc
-    return ImageWithCalibration(_validate(data, path, allow_stack), calibration, fmt)
+    return ImageWithCalibration(_validate(data, name, allow_stack), calibration, fmt)
+
+
+def read_image_bytes(body: bytes, fmt: str, *, allow_stack: bool = False,
+                     name: str = "image") -> ImageWithCalibration:
+    """Read an image held in memory (``fmt``: ``npy``, ``tiff`` or ``png``), validated as :func:`read_image` does.
+
+    Raises
+    ------
+    ImageReadError
+        Unknown format, empty or corrupt bytes, or an image :func:`read_image` would refuse;
+        ``name`` stands for the file in the message.
+    """
+    label = Path(f"{name}.{fmt}")
+    if fmt not in _READERS:
+        raise ImageReadError(label, f"cannot read {fmt!r} from memory; accepted: {', '.join(BYTES_FORMATS)}")
+    if not body:
+        raise ImageReadError(label, "is empty (0 bytes)")
+    return _read(io.BytesIO(body), label, fmt, allow_stack)
 
 
 # -- writers -----------------------------------------------------------------------------------
@@ -217,33 +246,14 @@ def write_image(path: str | Path, data: np.ndarray, calibration: Calibration | N
         calibration = like.calibration if like is not None else Calibration()
     data = np.asarray(data, dtype=np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "npy":
-        np.save(path, data)
-        sidecar = path.with_name(path.name + ".json")
-        if calibration.pixel_size is not None:
-            sidecar.write_text(json.dumps(calibration.to_dict()))
-        elif sidecar.exists():
-            sidecar.unlink()
-    elif fmt == "tiff":
-        import tifffile
-
-        kwargs: dict[str, Any] = {}
-        if calibration.pixel_size:
-            kwargs["resolution"] = (1.0 / calibration.pixel_size, 1.0 / calibration.pixel_size)
-            kwargs["metadata"] = {"unit": calibration.unit or ""}
-            if data.ndim == 3:
-                kwargs["metadata"]["axes"] = "ZYX"
-        tifffile.imwrite(path, data, imagej=bool(calibration.pixel_size), **kwargs)
-    elif fmt == "png":
-        from PIL import Image, PngImagePlugin
-
-        if data.ndim != 2:
-            raise ValueError(f"PNG holds one 2-D image; got shape {data.shape} (write a stack as .tif or .npy)")
-        low, high = float(data.min()), float(data.max())
-        scaled = np.round((data - low) / (high - low if high > low else 1.0) * 65535).astype(np.uint16)
-        info = PngImagePlugin.PngInfo()
-        info.add_text(PNG_KEY, json.dumps({"data_min": low, "data_max": high, **calibration.to_dict()}))
-        Image.fromarray(scaled).save(path, pnginfo=info)
+    if fmt in _READERS:
+        _encode(path, data, calibration, fmt)
+        if fmt == "npy":
+            sidecar = path.with_name(path.name + ".json")
+            if calibration.pixel_size is not None:
+                sidecar.write_text(json.dumps(calibration.to_dict()))
+            elif sidecar.exists():
+                sidecar.unlink()
     else:
         if fmt == "emd":
             from rsciio.emd import file_writer
@@ -254,3 +264,44 @@ def write_image(path: str | Path, data: np.ndarray, calibration: Calibration | N
 
             file_writer(str(path), _rsciio_signal(data, calibration), show_progressbar=False)
     return path
+
+
+def _encode(target: Path | BinaryIO, data: np.ndarray, calibration: Calibration, fmt: str) -> None:
+    if fmt == "npy":
+        np.save(target, data)
+    elif fmt == "tiff":
+        import tifffile
+
+        kwargs: dict[str, Any] = {}
+        if calibration.pixel_size:
+            kwargs["resolution"] = (1.0 / calibration.pixel_size, 1.0 / calibration.pixel_size)
+            kwargs["metadata"] = {"unit": calibration.unit or ""}
+            if data.ndim == 3:
+                kwargs["metadata"]["axes"] = "ZYX"
+        tifffile.imwrite(target, data, imagej=bool(calibration.pixel_size), **kwargs)
+    else:
+        from PIL import Image, PngImagePlugin
+
+        if data.ndim != 2:
+            raise ValueError(f"PNG holds one 2-D image; got shape {data.shape} (write a stack as .tif or .npy)")
+        low, high = float(data.min()), float(data.max())
+        scaled = np.round((data - low) / (high - low if high > low else 1.0) * 65535).astype(np.uint16)
+        info = PngImagePlugin.PngInfo()
+        info.add_text(PNG_KEY, json.dumps({"data_min": low, "data_max": high, **calibration.to_dict()}))
+        Image.fromarray(scaled).save(target, format="PNG", pnginfo=info)
+
+
+def write_image_bytes(data: np.ndarray, fmt: str, calibration: Calibration | None = None, *,
+                      like: ImageWithCalibration | None = None) -> bytes:
+    """The bytes :func:`write_image` would write for ``fmt`` (``npy``, ``tiff`` or ``png``), in memory.
+
+    ``calibration`` defaults to ``like.calibration``. An NPY's calibration, which a file keeps in a
+    sidecar, has no place in the bytes.
+    """
+    if fmt not in _READERS:
+        raise ValueError(f"cannot write {fmt!r} to memory; accepted: {', '.join(BYTES_FORMATS)}")
+    if calibration is None:
+        calibration = like.calibration if like is not None else Calibration()
+    buffer = io.BytesIO()
+    _encode(buffer, np.asarray(data, dtype=np.float32), calibration, fmt)
+    return buffer.getvalue()

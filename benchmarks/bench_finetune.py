@@ -1,13 +1,13 @@
 """Retraining from a shared base against training from scratch: how much faster does it converge?
 
 1. Trains a base model for ``--base`` (default ``low-dose``) with
-   :func:`stemreg.platform.training_run.train_and_register` and registers it as
+   :func:`stemreg.platform.training.train_and_register` and registers it as
    ``stem-denoiser-<base>`` (alias champion) in a temporary MLflow store.
 2. For ``--target`` (default ``blur``) trains the same architecture twice with
    the SAME budget, data, learning-rate schedule and seed:
    (a) started from the registered base's weights, loaded through the registry
    (``models:/stem-denoiser-<base>@champion``, as ``stemreg train --from`` does,
-   via :func:`stemreg.platform.training_run.load_parent`), and
+   via :func:`stemreg.platform.training.load_parent`), and
    (b) from scratch (fresh weights from the same torch seed).
 3. Records the validation PSNR after every epoch (and before the first step,
    "step 0"), prints both curves, the steps each needs to reach thresholds set
@@ -179,10 +179,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from stemreg.acquisition import load_condition
     from stemreg.models import TrainConfig, build_model, denoise_array, flops_per_pixel, pick_device
-    from stemreg.platform.benchmark import score_model
-    from stemreg.platform.errors import BadInput
+    from stemreg.platform.registry.benchmark import score_model
+    from stemreg.platform.errors import BadInputError
     from stemreg.platform.registry import model_name
-    from stemreg.platform.training_run import DEFAULT_ARCHITECTURE, canonical_architecture, load_parent
+    from stemreg.platform.training import DEFAULT_ARCHITECTURE, canonical_architecture, load_parent
 
     device = str(pick_device(args.device))
     from stemreg.acquisition import UnknownConditionError
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--base/--target: {exc}")
     try:
         arch = canonical_architecture(json.loads(args.arch) if args.arch else DEFAULT_ARCHITECTURE)
-    except (json.JSONDecodeError, ValueError, BadInput) as exc:
+    except (json.JSONDecodeError, ValueError, BadInputError) as exc:
         parser.error(f"--arch: {exc}")
     if target_cond.benchmark_seed in (TARGET_TRAIN_SEED, TARGET_VAL_SEED):
         raise SystemExit(f"{target_cond.name!r} has benchmark seed {target_cond.benchmark_seed}, which this "
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             import mlflow
 
-            from stemreg.platform.training_run import train_and_register
+            from stemreg.platform.training import train_and_register
 
             mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
             torch.manual_seed(args.seed)

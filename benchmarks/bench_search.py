@@ -12,7 +12,7 @@ For one condition (default ``low-dose``) this script
    each keeps its own learning rate: the searched one for (a), the seed's
    2e-3 for (b) (the learning rate is part of what the search chooses);
 3. scores both on the condition's frozen benchmark set
-   (:func:`stemreg.platform.benchmark.score_model`) and times both, side by
+   (:func:`stemreg.platform.registry.benchmark.score_model`) and times both, side by
    side in one run (alternating calls), in ms per megapixel through
    :func:`stemreg.models.denoise_array` (normalisation and tiling included).
 
@@ -100,14 +100,14 @@ def retrain(arch: dict[str, Any], *, lr: float, train_cfg: dict[str, Any], data,
 
 def side_by_side_latency(models: dict[str, Any], *, image_px: int, rounds: int) -> dict[str, float]:
     """Median ms per megapixel of each model, measured in alternating rounds (a shared machine drifts)."""
-    from stemreg.tuning.latency import ms_per_megapixel
+    from stemreg.tuning.latency import ms_per_mpx
 
     times: dict[str, list[float]] = {name: [] for name in models}
     for model in models.values():  # an untimed round: thread pools, allocator, caches
-        ms_per_megapixel(model, image_px=image_px, repeats=1)
+        ms_per_mpx(model, image_px=image_px, repeats=1)
     for _ in range(rounds):
         for name, model in models.items():
-            times[name].append(ms_per_megapixel(model, image_px=image_px, repeats=1))
+            times[name].append(ms_per_mpx(model, image_px=image_px, repeats=1))
     return {name: statistics.median(v) for name, v in times.items()}
 
 
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from stemreg.acquisition import load_condition
     from stemreg.models import denoise_array, flops_per_pixel, pick_device
-    from stemreg.platform.benchmark import score_model
+    from stemreg.platform.registry.benchmark import score_model
     from stemreg.tuning import SearchBudget, run_study
     from stemreg.tuning.space import SEED_DEFAULT_PARAMS
 

@@ -5,8 +5,7 @@ and torch/mlflow load only when a name is first used.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from stemreg.models.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "ReverseHourglass": "stemreg.models.hourglass",
@@ -40,15 +39,4 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'stemreg.models' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -19,33 +19,32 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from stemreg.platform.errors import BadInput
+import mlflow
+import optuna
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
+
+from stemreg.acquisition import list_conditions
+from stemreg.models.config import (FINE_TUNE_EPOCH_FRACTION, FINE_TUNE_LR_FACTOR, QUICK_BUDGET, ArchitectureName,
+                                   architecture)
+from stemreg.platform import registry
+from stemreg.platform.errors import BadInputError
+from stemreg.platform.registry import as_condition
+from stemreg.platform.store import configure
+from stemreg.platform.training import canonical_architecture, train_and_register
+from stemreg.tuning import SearchBudget, default_study_name, run_study
+from stemreg.tuning.budget import PIPELINE_BUDGET_FIELDS
+from stemreg.tuning.space import SEED_DEFAULT_PARAMS
 
 log = logging.getLogger(__name__)
 
-#: Quick defaults: the whole default job (four conditions) fits the 10-15 min budget on 2 CPU cores,
-#: and the low-dose champion gains >= 6 dB PSNR over the noisy input (see the report / benchmarks).
-QUICK_TRAIN: dict[str, Any] = {"epochs": 6, "steps_per_epoch": 40, "batch_size": 8, "patch_px": 64, "lr": 2e-3}
-QUICK_N_TRAIN = 24
-QUICK_N_VAL = 4
-#: Architecture of the quick job: the seed's 8-layer reverse hourglass, narrower so CPU training is quick.
-QUICK_ARCHITECTURE: dict[str, Any] = {"kind": "reverse-hourglass", "depth": 8,
-                                      "widths": [16, 32, 48, 64, 48, 32, 16], "kernel_size": 3}
-#: Per-trial budget of the main job's searches: a few seconds per trial on 2 CPU cores. Enough
-#: steps to rank architectures by how fast they learn; the winner is then retrained on QUICK_TRAIN.
-#: The FLOP cap keeps a trial, the retrain and the served model's latency bounded.
-QUICK_TUNE_BUDGET: dict[str, Any] = {"epochs": 4, "steps_per_epoch": 30, "n_train": 16, "n_val": 4,
-                                     "image_px": 96, "patch_px": 48, "batch_size": 8,
-                                     "max_flops_per_px": 250_000}
+#: The main job's defaults, written once in stemreg.models.config / stemreg.tuning.budget.
+QUICK_TRAIN: dict[str, Any] = QUICK_BUDGET.train_options()
+QUICK_N_TRAIN = QUICK_BUDGET.n_train
+QUICK_N_VAL = QUICK_BUDGET.n_val
+QUICK_ARCHITECTURE: dict[str, Any] = architecture(ArchitectureName.QUICK)
+QUICK_TUNE_BUDGET: dict[str, Any] = dict(PIPELINE_BUDGET_FIELDS)
 #: The condition the others may be fine-tuned from.
 BASE_CONDITION = "low-dose"
-#: A fine-tune from the base gets this share of the epochs of a training from scratch, at this
-#: share of its learning rate: the base is already close (on blur, defocus and hysteresis the
-#: low-dose model alone comes within ~0.2 dB of a 6-epoch scratch training); the full rate
-#: would first throw that away. Measured with the quick architecture: 3 epochs at 0.1x came
-#: within 0.1 dB of 6 epochs from scratch on all three, in half the time.
-FINE_TUNE_EPOCH_FRACTION = 0.5
-FINE_TUNE_LR_FACTOR = 0.1
 #: Suffix of the main job's study names: its trials' values are comparable only to each other
 #: (same budget), not to those of a `stemreg tune` study with its own budget.
 STUDY_SUFFIX = "pipeline"
@@ -90,7 +89,6 @@ class PipelineResult:
 
 def all_condition_names() -> list[str]:
     """Names of the built-in conditions."""
-    from stemreg.acquisition import list_conditions
 
     return [c if isinstance(c, str) else c.name for c in list_conditions()]
 
@@ -118,7 +116,6 @@ class SharedBase:
 
 def shared_base(condition: str = BASE_CONDITION) -> SharedBase | None:
     """The champion of `condition` as a base for the others, or None when there is none."""
-    from stemreg.platform import registry
 
     try:
         version = registry.resolve(condition, registry.CHAMPION)
@@ -135,10 +132,6 @@ def shared_base(condition: str = BASE_CONDITION) -> SharedBase | None:
 
 def _tune(cond, trials: int, *, timeout_s: float | None, storage: str | None,
           budget: dict[str, Any] | None, base: SharedBase | None, progress: bool):
-    import optuna
-
-    from stemreg.tuning import SearchBudget, default_study_name, run_study
-    from stemreg.tuning.space import SEED_DEFAULT_PARAMS
 
     # Tried first: the base's architecture (a win lets this condition fine-tune from it), else
     # the seed's default, so a few-trial search never ends below the known default.
@@ -165,9 +158,6 @@ def run_condition(condition: Any, *, trials: int = 0, train: dict[str, Any] | No
     it is trained from scratch. Other parameters as in
     :func:`run_pipeline`.
     """
-    from stemreg.platform import registry
-    from stemreg.platform.benchmark import as_condition
-    from stemreg.platform.training_run import canonical_architecture, train_and_register
 
     started = time.perf_counter()
     cond = as_condition(condition)
@@ -272,26 +262,19 @@ def run_pipeline(conditions: list[str] | None = None, *, trials: int = 0, train:
     -------
     PipelineResult
     """
-    import mlflow
-    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
-
-    from stemreg.platform.benchmark import as_condition
-    from stemreg.platform.store import configure
 
     started = time.perf_counter()
     names = list(conditions) if conditions else all_condition_names()
     if not names:
-        raise BadInput("no conditions to run")
+        raise BadInputError("no conditions to run")
     resolved = [as_condition(name) for name in names]  # fail on a bad name before any work
     if trials < 0:
-        raise BadInput(f"--trials must be >= 0 (got {trials})")
+        raise BadInputError(f"--trials must be >= 0 (got {trials})")
     if tune_budget:
-        from stemreg.tuning import SearchBudget
-
         try:
             SearchBudget(**{**QUICK_TUNE_BUDGET, **tune_budget})
         except Exception as exc:  # pydantic's ValidationError names the bad fields
-            raise BadInput(f"bad tuning budget: {exc}") from None
+            raise BadInputError(f"bad tuning budget: {exc}") from None
     # The base condition first, so the others can start from its champion.
     resolved.sort(key=lambda c: c.name != BASE_CONDITION)
     configure()

@@ -2,21 +2,30 @@
 
 Uses stemreg.models and stemreg.acquisition; never stemreg.platform. Trials are
 logged to MLflow directly, as nested runs under one parent run per worker.
-"""
-from stemreg.tuning.budget import TINY_BUDGET, SearchBudget
-from stemreg.tuning.search import (
-    NoCompletedTrialError,
-    Objective,
-    StudyResult,
-    default_study_name,
-    make_study,
-    run_study,
-)
-from stemreg.tuning.space import define_model, suggest_architecture
-from stemreg.tuning.storage import StorageError, check_storage_url, default_storage, open_storage
 
-__all__ = [
-    "NoCompletedTrialError", "Objective", "SearchBudget", "StorageError", "StudyResult", "TINY_BUDGET",
-    "check_storage_url", "default_storage", "default_study_name", "define_model", "make_study",
-    "open_storage", "run_study", "suggest_architecture",
-]
+Names load lazily (PEP 562), as in stemreg.models: `stemreg.tuning.budget`
+(the search budgets) is cheap to import for the CLI's defaults.
+"""
+from __future__ import annotations
+
+from stemreg.models.lazy import lazy_exports
+
+_EXPORTS: dict[str, str] = {
+    "SearchBudget": "stemreg.tuning.budget",
+    "TINY_BUDGET": "stemreg.tuning.budget",
+    "NoCompletedTrialError": "stemreg.tuning.search",
+    "Objective": "stemreg.tuning.search",
+    "StudyResult": "stemreg.tuning.search",
+    "default_study_name": "stemreg.tuning.search",
+    "make_study": "stemreg.tuning.search",
+    "run_study": "stemreg.tuning.search",
+    "define_model": "stemreg.tuning.space",
+    "suggest_architecture": "stemreg.tuning.space",
+    "StorageError": "stemreg.tuning.storage",
+    "check_storage_url": "stemreg.tuning.storage",
+    "default_storage": "stemreg.tuning.storage",
+    "open_storage": "stemreg.tuning.storage",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -52,3 +52,14 @@ class SearchBudget(BaseModel):
 #: A budget small enough for tests and smoke runs: seconds per trial on one CPU core.
 TINY_BUDGET = SearchBudget(epochs=2, steps_per_epoch=3, n_train=4, n_val=2, image_px=48,
                            patch_px=32, batch_size=4, latency_image_px=64)
+
+#: The main job's per-trial budget: a few seconds per trial on 2 CPU cores, enough steps to rank
+#: architectures by how fast they learn (the winner is retrained on the quick training budget).
+#: The FLOP cap keeps a trial, the retrain and the served model's latency bounded.
+PIPELINE_BUDGET_FIELDS: dict = {"epochs": 4, "steps_per_epoch": 30, "n_train": 16, "n_val": 4, "image_px": 96,
+                                "patch_px": 48, "batch_size": 8, "max_flops_per_px": 250_000}
+PIPELINE_BUDGET = SearchBudget(**PIPELINE_BUDGET_FIELDS)
+
+#: Named search budgets (`stemreg tune` defaults to SearchBudget's own field defaults).
+SEARCH_BUDGETS: dict[str, SearchBudget] = {"tiny": TINY_BUDGET, "pipeline": PIPELINE_BUDGET,
+                                           "tune": SearchBudget()}

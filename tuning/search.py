@@ -14,8 +14,10 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from stemreg.models.config import off_benchmark
 from stemreg.tuning.budget import SearchBudget
 from stemreg.tuning.storage import masked_url, open_storage
+from stemreg.tuning.latency import ms_per_mpx
 
 if TYPE_CHECKING:
     import optuna
@@ -65,10 +67,10 @@ class StudyResult:
         Trials this invocation ran (complete, pruned or failed).
     best_trial_number : int
     best_lr : float
-    best_ms_per_megapixel : float or None
+    best_ms_per_mpx : float or None
         Measured latency of the best trial (quality-latency searches only).
     pareto_front : list of dict
-        ``{"trial", "val_psnr", "ms_per_megapixel"}`` (quality-latency only).
+        ``{"trial", "val_psnr", "ms_per_mpx"}`` (quality-latency only).
     objective : str
     """
 
@@ -81,7 +83,7 @@ class StudyResult:
     storage: str = ""
     best_trial_number: int = -1
     best_lr: float = float("nan")
-    best_ms_per_megapixel: float | None = None
+    best_ms_per_mpx: float | None = None
     pareto_front: list[dict[str, Any]] = field(default_factory=list)
     objective: str = Objective.QUALITY.value
 
@@ -98,11 +100,7 @@ def default_study_name(condition: "Condition") -> str:
 
 
 def _data_seeds(condition: "Condition") -> tuple[int, int]:
-    # The benchmark's seed is never used for training or validation data.
-    bench = getattr(condition, "benchmark_seed", None)
-    train_seed, val_seed = TRAIN_SEED, VAL_SEED
-    while bench in (train_seed, val_seed):
-        train_seed, val_seed = train_seed + 10, val_seed + 10
+    train_seed, val_seed = off_benchmark((TRAIN_SEED, VAL_SEED), getattr(condition, "benchmark_seed", None))
     return train_seed, val_seed
 
 
@@ -251,8 +249,8 @@ def run_study(condition: "Condition | str", *, n_trials: int | None, timeout_s: 
     tracker.finish(study, summary={"trial": result.best_trial_number, "val_psnr": result.best_value,
                                    "architecture": result.best_architecture, "lr": result.best_lr,
                                    **{k: str(v) for k, v in result.best_params.items() if k != "lr"},
-                                   **({"ms_per_megapixel": result.best_ms_per_megapixel}
-                                      if result.best_ms_per_megapixel is not None else {}),
+                                   **({"ms_per_mpx": result.best_ms_per_mpx}
+                                      if result.best_ms_per_mpx is not None else {}),
                                    "trials_done_here": counter.n_done},
                    multi_objective=objective is Objective.QUALITY_LATENCY, target_names=TARGET_NAMES)
     return result
@@ -357,11 +355,9 @@ class _TrialObjective:
         if self.objective is Objective.QUALITY:
             self.tracker.end_trial(run_id, "complete", final)
             return best_psnr
-        from stemreg.tuning.latency import ms_per_megapixel
-
-        latency = ms_per_megapixel(result.model, image_px=b.latency_image_px)
-        trial.set_user_attr("ms_per_megapixel", latency)
-        self.tracker.end_trial(run_id, "complete", {**final, "ms_per_megapixel": latency})
+        latency = ms_per_mpx(result.model, image_px=b.latency_image_px)
+        trial.set_user_attr("ms_per_mpx", latency)
+        self.tracker.end_trial(run_id, "complete", {**final, "ms_per_mpx": latency})
         return best_psnr, latency
 
 
@@ -378,12 +374,12 @@ def _result(study: "optuna.Study", objective: Objective, **common: Any) -> Study
         best = study.best_trial
     else:
         front = sorted(study.best_trials, key=lambda t: t.values[0], reverse=True)
-        pareto = [{"trial": t.number, "val_psnr": t.values[0], "ms_per_megapixel": t.values[1]} for t in front]
+        pareto = [{"trial": t.number, "val_psnr": t.values[0], "ms_per_mpx": t.values[1]} for t in front]
         top_psnr = front[0].values[0]
         # The fastest architecture that gives up at most PSNR_TOLERANCE_DB of quality.
         best = min((t for t in front if t.values[0] >= top_psnr - PSNR_TOLERANCE_DB), key=lambda t: t.values[1])
     return StudyResult(
         best_params=dict(best.params), best_architecture=dict(best.user_attrs["architecture"]),
         best_value=float(best.values[0]), best_trial_number=best.number, best_lr=float(best.params["lr"]),
-        best_ms_per_megapixel=(float(best.values[1]) if objective is Objective.QUALITY_LATENCY else None),
+        best_ms_per_mpx=(float(best.values[1]) if objective is Objective.QUALITY_LATENCY else None),
         pareto_front=pareto, objective=objective.value, **common)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from stemreg.models.config import DEFAULT_SEARCH_PARAMS
+
 if TYPE_CHECKING:
     import optuna
     from torch import nn
@@ -23,7 +25,7 @@ LR_RANGE = (1e-4, 3e-3)
 MAX_SEARCH_WIDTH = 96
 #: The seed's 8-layer reverse hourglass (widths 8 -> 64 -> 8, 3x3) as a point of this space:
 #: enqueued as a search's first trial, so a few-trial search always weighs the known default.
-SEED_DEFAULT_PARAMS: dict[str, Any] = {"depth": 8, "base_width": 8, "growth": 2.0, "kernel_size": 3, "lr": 2e-3}
+SEED_DEFAULT_PARAMS: dict[str, Any] = DEFAULT_SEARCH_PARAMS
 
 
 def suggest_architecture(trial: "optuna.Trial") -> dict[str, Any]:
@@ -62,22 +64,7 @@ def define_model(trial: "optuna.Trial") -> "nn.Module":
 
 
 def flops_per_pixel(model: "nn.Module") -> float:
-    """Forward floating-point operations per output pixel (multiply + add = 2).
+    """Forward floating-point operations per output pixel (see :func:`stemreg.models.flops_per_pixel`)."""
+    from stemreg.models.flops import flops_per_pixel as models_flops  # torch: only when a trial builds a net
 
-    Uses :func:`stemreg.models.flops_per_pixel` when the models layer offers
-    it; otherwise counts the (unstrided, full-resolution) convolutions here.
-    """
-    try:
-        from stemreg.models import flops_per_pixel as models_flops
-    except ImportError:
-        models_flops = None
-    if models_flops is not None:
-        return float(models_flops(model))
-    from torch import nn
-
-    total = 0.0
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            kh, kw = module.kernel_size
-            total += 2.0 * kh * kw * module.in_channels * module.out_channels / module.groups
-    return total
+    return float(models_flops(model))

@@ -157,3 +157,29 @@ def test_velox_emd_picks_the_haadf_image_and_keeps_its_calibration(tmp_path, ima
     with pytest.raises(ImageReadError, match="frames.emd: is a 3-D stack"):
         read_image(frames)
     assert read_image(frames, allow_stack=True).data.shape == (2,) + image.shape
+
+
+@pytest.mark.parametrize("fmt", ["npy", "tiff", "png"])
+def test_images_travel_as_bytes_in_memory_like_files(fmt, tmp_path):
+    from stemreg.acquisition.io import read_image_bytes, write_image_bytes
+
+    data = np.random.default_rng(0).random((12, 10)).astype(np.float32)
+    calibration = Calibration(0.5, "nm")
+    body = write_image_bytes(data, fmt, calibration)
+    suffix = {"tiff": "tif"}.get(fmt, fmt)
+    assert body == write_image(tmp_path / f"x.{suffix}", data, calibration).read_bytes()
+    back = read_image_bytes(body, fmt)
+    from_file = read_image(tmp_path / f"x.{suffix}")
+    np.testing.assert_array_equal(back.data, from_file.data if fmt != "npy" else data)
+    assert back.calibration == (Calibration() if fmt == "npy" else calibration)  # NPY keeps it in a sidecar
+
+
+def test_bad_bytes_are_an_image_read_error():
+    from stemreg.acquisition.io import read_image_bytes
+
+    with pytest.raises(ImageReadError, match="not a readable NPY"):
+        read_image_bytes(b"\x93NUMPY garbage", "npy")
+    with pytest.raises(ImageReadError, match="NaN or Inf"):
+        buffer = __import__("io").BytesIO()
+        np.save(buffer, np.array([[1.0, np.nan], [0.0, 1.0]], np.float32))
+        read_image_bytes(buffer.getvalue(), "npy")

@@ -72,7 +72,7 @@ def registered_low_dose(tmp_path_factory) -> RegisteredModel:
     """`stem-denoiser-low-dose@champion`, a tiny really-trained hourglass, in a session temp store."""
     import mlflow
 
-    from stemreg.platform.training_run import train_and_register
+    from stemreg.platform.training import train_and_register
 
     store_dir = tmp_path_factory.mktemp("registered_low_dose")
     uri = f"sqlite:///{store_dir / 'mlflow.db'}"

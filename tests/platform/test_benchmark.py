@@ -6,7 +6,8 @@ import pytest
 from scipy.ndimage import gaussian_filter
 
 from stemreg.acquisition import get_condition
-from stemreg.platform import benchmark, registry
+from stemreg.platform import registry
+from stemreg.platform.registry import benchmark
 
 
 def test_identity_scores_as_the_noisy_input_and_smoothing_scores_higher():

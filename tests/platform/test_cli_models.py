@@ -12,7 +12,8 @@ from scipy.ndimage import gaussian_filter
 from stemreg.acquisition import get_condition
 from stemreg.acquisition.io import Calibration, read_image, write_image
 from stemreg.models import psnr
-from stemreg.platform import benchmark, registry
+from stemreg.platform import registry
+from stemreg.platform.registry import benchmark
 from stemreg.platform.cli import main
 
 # Two cores shared by many processes: more torch threads only spin (6-15x slower training).

@@ -150,7 +150,8 @@ def test_the_registered_champion_is_scored_as_the_registry_scored_it(registered_
 
 def test_an_evaluation_whose_fitting_data_hold_a_test_image_refuses_to_score(tmp_path):
     from stemreg.acquisition import load_condition
-    from stemreg.platform.evaluation import BUDGETS, TestSet, _Data
+    from stemreg.platform.evaluation import BUDGETS, TestSet
+    from stemreg.platform.evaluation.data import _Data
 
     condition = load_condition(_condition_file(tmp_path))
     data = _Data(condition, BUDGETS["tiny"], seed=0)

@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from stemreg.platform import benchmark, registry
+from stemreg.platform import registry
+from stemreg.platform.errors import BadInputError
+from stemreg.platform.registry import benchmark
 
 CONDITION = "low-dose"
 
@@ -80,7 +82,7 @@ def test_promote_refuses_worse_and_accepts_better(mlflow_store, tmp_path):
 def test_forced_promotion_needs_a_reason_and_records_who_and_why(mlflow_store, tmp_path, monkeypatch):
     _register(tmp_path, 1.2)
     v2, _, _ = _register(tmp_path, 0.5)
-    with pytest.raises(registry.BadInput):
+    with pytest.raises(BadInputError):
         registry.promote(CONDITION, force=True)
     monkeypatch.setenv("STEMREG_USER", "ada")
     result = registry.promote(CONDITION, force=True, reason="beam damage study needs v2")

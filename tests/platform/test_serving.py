@@ -166,7 +166,8 @@ def test_health_ping_and_model_describe_the_champion(url, store):
 
 
 def test_health_is_503_until_the_model_is_loaded(store, champion_v1):
-    from stemreg.platform.serving import _load_pyfunc, make_server
+    from stemreg.models.prediction import load_pyfunc as _load_pyfunc
+    from stemreg.platform.serving import make_server
 
     gate = threading.Event()
 
@@ -448,20 +449,20 @@ def test_failed_load_keeps_the_old_model_serving(url, store, champion_v1, caplog
 # --------------------------------------------------------------------------- start-up errors
 
 def test_unknown_condition_is_a_clear_start_up_error(store):
-    from stemreg.platform.errors import BadInput
+    from stemreg.platform.errors import BadInputError
     from stemreg.platform.serving import make_server
 
-    with pytest.raises(BadInput, match="no-such-condition") as excinfo:
+    with pytest.raises(BadInputError, match="no-such-condition") as excinfo:
         make_server("no-such-condition", port=0, tracking_uri=store["uri"])
     assert "known conditions" in str(excinfo.value) and "low-dose" in str(excinfo.value)
 
 
 def test_missing_store_is_a_start_up_error_and_no_empty_store_is_made(tmp_path):
-    from stemreg.platform.errors import BadInput
+    from stemreg.platform.errors import BadInputError
     from stemreg.platform.serving import make_server
 
     db = tmp_path / "mlflow.db"
-    with pytest.raises(BadInput, match="no MLflow store"):
+    with pytest.raises(BadInputError, match="no MLflow store"):
         make_server(CONDITION, port=0, tracking_uri=f"sqlite:///{db}")
     assert not db.exists()
 
@@ -469,11 +470,11 @@ def test_missing_store_is_a_start_up_error_and_no_empty_store_is_made(tmp_path):
 def test_no_champion_yet_is_a_clear_start_up_error(store):
     import mlflow
 
-    from stemreg.platform.errors import BadInput
+    from stemreg.platform.errors import BadInputError
     from stemreg.platform.serving import make_server
 
     mlflow.MlflowClient().create_registered_model("stem-denoiser-serving-test-empty")
-    with pytest.raises(BadInput, match="no version with alias 'champion'"):
+    with pytest.raises(BadInputError, match="no version with alias 'champion'"):
         make_server("serving-test-empty", port=0, tracking_uri=store["uri"])
 
 

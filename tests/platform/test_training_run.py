@@ -10,8 +10,8 @@ from mlflow import MlflowClient
 
 from stemreg.acquisition import get_condition
 from stemreg.models import psnr
-from stemreg.platform.errors import BadInput
-from stemreg.platform.training_run import train_and_register
+from stemreg.platform.errors import BadInputError
+from stemreg.platform.training import train_and_register
 from tests.platform.conftest import TINY_ARCH, TINY_DATA, TINY_TRAIN
 
 # Two cores shared by many processes: more torch threads only spin (6-15x slower training).
@@ -65,7 +65,7 @@ def test_registered_version_carries_tags_description_and_works(registered_low_do
 def test_fine_tuning_records_its_parent_and_refuses_another_architecture(mlflow_store):
     parent = train_and_register("low-dose", arch=TINY_ARCH, config=TINY_TRAIN, progress=False, **TINY_DATA)
     other = {**TINY_ARCH, "widths": [8, 8, 8]}
-    with pytest.raises(BadInput, match="differs"):
+    with pytest.raises(BadInputError, match="differs"):
         train_and_register("low-dose", arch=other, config=TINY_TRAIN, init_from=parent.model_uri,
                            progress=False, **TINY_DATA)
     child = train_and_register("low-dose", config={**TINY_TRAIN, "epochs": 1, "lr": 1e-3}, seed=1,
@@ -104,24 +104,24 @@ def drifting_field():
 
 
 def _spy_on_train(monkeypatch):
-    """Record what the real `stemreg.models.train` is given (it still runs)."""
-    import stemreg.models
+    """Record what the real `stemreg.models.train` is given when training on lab files (it still runs)."""
+    from stemreg.platform.training import lab
 
     calls = []
-    real = stemreg.models.train
+    real = lab.train
 
     def recording_train(model, config, *, train_data, val_data, **kwargs):
         calls.append({"train_data": train_data, "val_data": val_data})
         return real(model, config, train_data=train_data, val_data=val_data, **kwargs)
 
-    monkeypatch.setattr(stemreg.models, "train", recording_train)
+    monkeypatch.setattr(lab, "train", recording_train)
     return calls
 
 
 def test_noise2noise_on_drifting_frame_files_beats_the_noisy_frame_without_a_clean_image(
         drifting_field, mlflow_store, tmp_path, monkeypatch, one_torch_thread):
     from stemreg.acquisition import write_image
-    from stemreg.platform.training_run import train_from_lab_files
+    from stemreg.platform.training import train_from_lab_files
 
     frames, clean = drifting_field
     folder = tmp_path / "series"
@@ -156,7 +156,7 @@ def test_noise2noise_on_drifting_frame_files_beats_the_noisy_frame_without_a_cle
 def test_blind_spot_on_single_noisy_image_files_beats_the_noisy_input(mlflow_store, tmp_path, monkeypatch,
                                                                       one_torch_thread):
     from stemreg.acquisition import write_image
-    from stemreg.platform.training_run import train_from_lab_files
+    from stemreg.platform.training import train_from_lab_files
 
     pairs = get_condition("low-dose").sample_pairs(4, size_px=96, seed=4343)
     for i, noisy in enumerate(pairs.degraded):
@@ -181,18 +181,18 @@ def test_blind_spot_on_single_noisy_image_files_beats_the_noisy_input(mlflow_sto
     ({"mode": "supervised", "frames": "x"}, "not 'supervised'"),
 ])
 def test_lab_files_need_the_source_that_fits_the_mode(kwargs, message):
-    from stemreg.platform.training_run import load_lab_data
+    from stemreg.platform.training import load_lab_data
 
-    with pytest.raises(BadInput, match=message):
+    with pytest.raises(BadInputError, match=message):
         load_lab_data(**kwargs)
 
 
 def test_one_image_is_not_a_frame_series_and_small_frames_are_refused(tmp_path):
-    from stemreg.platform.training_run import load_lab_data
+    from stemreg.platform.training import load_lab_data
 
     np.save(tmp_path / "one.npy", np.ones((64, 64), np.float32))
-    with pytest.raises(BadInput, match="needs a stack"):
+    with pytest.raises(BadInputError, match="needs a stack"):
         load_lab_data("noise2noise", frames=tmp_path / "one.npy")
     np.save(tmp_path / "small.npy", np.random.default_rng(0).poisson(5, (3, 40, 40)).astype(np.float32))
-    with pytest.raises(BadInput, match="smaller --patch-px"):
+    with pytest.raises(BadInputError, match="smaller --patch-px"):
         load_lab_data("noise2noise", frames=tmp_path / "small.npy", patch_px=32, align=False)

@@ -7,20 +7,10 @@ from pathlib import Path
 
 import click
 
-from stemreg.platform.errors import BadInput
+from stemreg.platform.cli.common import command, load_condition
+from stemreg.platform.errors import BadInputError
 
 log = logging.getLogger(__name__)
-
-
-def _load_condition(name_or_path: str):
-    from stemreg.acquisition import UnknownConditionError, load_condition
-
-    try:
-        return load_condition(name_or_path)
-    except UnknownConditionError as exc:
-        raise BadInput(str(exc)) from exc
-    except ValueError as exc:
-        raise BadInput(str(exc)) from exc
 
 
 def _format_value(value) -> str:
@@ -31,7 +21,7 @@ def _format_value(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-@click.command("conditions")
+@command("conditions")
 @click.option("--json", "as_json", is_flag=True, help="Print the conditions as JSON (for scripts).")
 def conditions_command(as_json: bool) -> None:
     """List the built-in acquisition conditions with their parameters.
@@ -65,19 +55,16 @@ def _tiles_from_images(directory: Path, size_px: int, pixel_size_pm: float) -> t
     import numpy as np
     from scipy.ndimage import zoom
 
-    from stemreg.acquisition import ImageReadError, read_image
+    from stemreg.acquisition import read_image
     from stemreg.acquisition.io import READ_SUFFIXES
 
     files = sorted(p for p in directory.iterdir() if p.suffix.lower() in READ_SUFFIXES and p.is_file()
                    and not p.name.endswith(".npy.json"))
     if not files:
-        raise BadInput(f"--from-images {directory}: no image files (accepted: {', '.join(sorted(READ_SUFFIXES))})")
+        raise BadInputError(f"--from-images {directory}: no image files (accepted: {', '.join(sorted(READ_SUFFIXES))})")
     tiles, sources = [], []
     for path in files:
-        try:
-            image = read_image(path, allow_stack=True)
-        except ImageReadError as exc:
-            raise BadInput(str(exc)) from exc
+        image = read_image(path, allow_stack=True)
         stack = image.data if image.data.ndim == 3 else image.data[None]
         file_pm = image.calibration.pixel_size_pm()
         if file_pm and abs(file_pm / pixel_size_pm - 1) > 0.01:
@@ -92,7 +79,7 @@ def _tiles_from_images(directory: Path, size_px: int, pixel_size_pm: float) -> t
     return tiles, sources
 
 
-@click.command("simulate")
+@command("simulate")
 @click.option("--condition", "condition_name", required=True, metavar="NAME|FILE.yaml",
               help="A built-in condition (see `stemreg conditions`) or a condition YAML file.")
 @click.option("--n", "n_images", type=int, required=True, help="Number of pairs to write.")
@@ -120,23 +107,23 @@ def simulate_command(condition_name: str, n_images: int, out_dir: Path, seed: in
 
     from stemreg.acquisition import Calibration, write_image
 
-    condition = _load_condition(condition_name)
+    condition = load_condition(condition_name)
     if n_images < 1:
-        raise BadInput(f"--n must be at least 1, got {n_images}")
+        raise BadInputError(f"--n must be at least 1, got {n_images}")
     size_px = size_px or condition.image_size_px
     if not 16 <= size_px <= 4096:
-        raise BadInput(f"--size must be between 16 and 4096 pixels, got {size_px}")
+        raise BadInputError(f"--size must be between 16 and 4096 pixels, got {size_px}")
     if seed == condition.benchmark_seed:
-        raise BadInput(f"--seed {seed} is the benchmark seed of {condition.name}; choose another "
+        raise BadInputError(f"--seed {seed} is the benchmark seed of {condition.name}; choose another "
                        "(the benchmark set is never used for training)")
     if seed < 0:
-        raise BadInput(f"--seed must be >= 0, got {seed}")
+        raise BadInputError(f"--seed must be >= 0, got {seed}")
 
     sources = None
     if from_images is not None:
         tiles, sources = _tiles_from_images(from_images, size_px, condition.pixel_size_pm)
         if len(tiles) < n_images:
-            raise BadInput(f"--from-images {from_images} holds only {len(tiles)} tile(s) of {size_px} px; "
+            raise BadInputError(f"--from-images {from_images} holds only {len(tiles)} tile(s) of {size_px} px; "
                            f"lower --n or --size")
         chosen = np.sort(np.random.default_rng(seed).choice(len(tiles), n_images, replace=False))
         sources = [sources[i] for i in chosen]

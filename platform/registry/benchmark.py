@@ -8,30 +8,18 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
+from mlflow.entities import Metric
+
+from stemreg.models.metrics import psnr_batch, ssim_batch
+from stemreg.models.scoring import PredictFn, score_predictions
+from stemreg.models.prediction import pyfunc_predict_fn
+from stemreg.platform.registry.naming import as_condition, benchmark_id, model_name
+from stemreg.platform.store import client as make_client
 
 log = logging.getLogger(__name__)
-
-PredictFn = Callable[[np.ndarray], np.ndarray]
-
-
-def as_condition(condition: Any):
-    """A `Condition` from a name or a `Condition` (unknown names raise `UnknownConditionError`)."""
-    if isinstance(condition, str):
-        from stemreg.acquisition import load_condition
-
-        return load_condition(condition)
-    return condition
-
-
-def benchmark_id(condition: Any) -> str:
-    """`<condition>@v<version>:<hash>`: which frozen benchmark set a score belongs to."""
-    cond = as_condition(condition)
-    if hasattr(cond, "benchmark_id"):
-        return cond.benchmark_id()
-    return f"{cond.name}@v{cond.version}:{cond.hash()}"
 
 
 def score_model(predict_fn: PredictFn, condition: Any, *, progress: bool = False) -> dict[str, Any]:
@@ -54,45 +42,23 @@ def score_model(predict_fn: PredictFn, condition: Any, *, progress: bool = False
         `psnr`, `psnr_std`, `ssim`, `ssim_std` (of the prediction against the
         clean target), `noisy_psnr`, `noisy_ssim` (of the input), `ms_per_mpx`
         (inference wall time per megapixel, first call excluded as warm-up),
-        `n_images`, `image_px`, `id` (see :func:`benchmark_id`).
+        `n_images`, `image_px`, `id` (see :func:`benchmark_id`), all measured by
+        :func:`stemreg.models.scoring.score_predictions`.
     """
-    from tqdm import tqdm
-
-    from stemreg.models.metrics import psnr_batch, ssim_batch
-
     cond = as_condition(condition)
     bench = cond.benchmark_set()
     degraded = np.asarray(bench.degraded, dtype=np.float32)
     clean = np.asarray(bench.clean, dtype=np.float32)
-    predict_fn(degraded[0])  # warm-up: lazy init, allocator, thread pools
-    outputs = []
-    seconds = 0.0
-    for image in tqdm(degraded, desc=f"benchmark {cond.name}", disable=not progress, leave=False):
-        start = time.perf_counter()
-        out = predict_fn(image)
-        seconds += time.perf_counter() - start
-        outputs.append(np.asarray(out, dtype=np.float32).reshape(image.shape))
-    pred = np.stack(outputs)
-    psnrs, ssims = psnr_batch(pred, clean), ssim_batch(pred, clean)
+    scores = score_predictions(predict_fn, degraded, clean, desc=f"benchmark {cond.name}", progress=progress)
     noisy_psnrs, noisy_ssims = psnr_batch(degraded, clean), ssim_batch(degraded, clean)
-    megapixels = degraded.size / 1e6
     return {
-        "psnr": float(np.mean(psnrs)), "psnr_std": float(np.std(psnrs)),
-        "ssim": float(np.mean(ssims)), "ssim_std": float(np.std(ssims)),
+        "psnr": float(np.mean(scores.psnr)), "psnr_std": float(np.std(scores.psnr)),
+        "ssim": float(np.mean(scores.ssim)), "ssim_std": float(np.std(scores.ssim)),
         "noisy_psnr": float(np.mean(noisy_psnrs)), "noisy_ssim": float(np.mean(noisy_ssims)),
-        "ms_per_mpx": 1000.0 * seconds / megapixels,
+        "ms_per_mpx": scores.ms_per_mpx,
         "n_images": int(degraded.shape[0]), "image_px": int(degraded.shape[-1]),
         "id": benchmark_id(cond),
     }
-
-
-def pyfunc_predict_fn(model_uri: str) -> PredictFn:
-    """A predict function from an MLflow model URI (loads the pyfunc once)."""
-    import mlflow.pyfunc
-
-    model = mlflow.pyfunc.load_model(model_uri)
-    # The signature takes stacks (N, H, W): a single image goes as a stack of one.
-    return lambda image: np.asarray(model.predict(np.asarray(image, dtype=np.float32)[None]), dtype=np.float32)[0]
 
 
 def version_tags(scores: dict[str, Any]) -> dict[str, str]:
@@ -117,17 +83,12 @@ def run_metrics(scores: dict[str, Any]) -> dict[str, float]:
 def record_scores(condition: Any, version: str | int, scores: dict[str, Any], *,
                   run_id: str | None = None) -> None:
     """Write scores as tags on the model version and as metrics on `run_id` (default: its run)."""
-    from stemreg.platform.registry import model_name
-    from stemreg.platform.store import client as make_client
-
     client = make_client()
     name = model_name(condition)
     for key, value in version_tags(scores).items():
         client.set_model_version_tag(name, str(version), key, value)
     run_id = run_id or client.get_model_version(name, str(version)).run_id
     if run_id:
-        from mlflow.entities import Metric
-
         now = int(time.time() * 1000)
         client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in run_metrics(scores).items()])
 
@@ -154,8 +115,6 @@ def score_version(condition: Any, version: str | int, *, predict_fn: PredictFn |
     dict
         See :func:`score_model`.
     """
-    from stemreg.platform.registry import model_name
-
     cond = as_condition(condition)
     if predict_fn is None:
         predict_fn = pyfunc_predict_fn(f"models:/{model_name(cond)}/{version}")

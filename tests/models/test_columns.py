@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stemreg.platform.columns import (column_spacing_px, detect_columns, score_columns, score_detections,
+from stemreg.models.columns import (column_spacing_px, detect_columns, score_columns, score_detections,
                                       visible_columns)
 
 PIXEL_PM = 20.0

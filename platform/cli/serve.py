@@ -5,12 +5,14 @@ import sys
 
 import click
 
+from stemreg.platform.cli.common import command
+
 # Mirrors stemreg.platform.serving's defaults; kept here so `stemreg --help` needs no numpy.
 _DEFAULT_MAX_PIXELS = 4096 * 4096
 _DEFAULT_POLL_SECONDS = 30.0
 
 
-@click.command("serve")
+@command("serve")
 @click.option("--condition", required=True, metavar="NAME",
               help="Acquisition condition whose model to serve (model stem-denoiser-NAME).")
 @click.option("--alias", default="champion", show_default=True,

@@ -6,53 +6,17 @@ Heavy imports (torch, mlflow) stay inside the command functions so that
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from stemreg.platform.errors import BadInput
-
-DENOISE_SUFFIXES = (".tif", ".tiff", ".png", ".npy", ".dm3", ".dm4", ".emd", ".hspy")
-
-
-def _condition(value: str):
-    """Resolve a condition name or YAML path, or exit 2 naming the known ones."""
-    from stemreg.acquisition import UnknownConditionError, load_condition
-
-    try:
-        return load_condition(value)
-    except UnknownConditionError as exc:
-        raise BadInput(str(exc).splitlines()[0]) from None
-    except (OSError, ValueError) as exc:
-        raise BadInput(f"--condition {value!r}: {str(exc).splitlines()[0]}") from None
-
-
-def _emit(data: Any, as_json: bool, text: str) -> None:
-    if as_json:
-        click.echo(json.dumps(data, indent=2, default=str))
-    else:
-        click.echo(text)
-
-
-def _fail(message: str) -> None:
-    click.echo(f"Error: {message}", err=True)
-    sys.exit(1)
-
-
-def _fmt(value: Any, spec: str = ".2f") -> str:
-    return "-" if value is None else format(value, spec)
-
-
-condition_option = click.option("--condition", "-c", "condition_name", required=True, metavar="NAME",
-                                 help="Acquisition condition name (see `stemreg conditions`) or a YAML file.")
-json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
-
+from stemreg.platform.cli.common import command, condition_option, emit, fmt, json_option, load_condition
+from stemreg.platform.errors import BadInputError
 
 # --------------------------------------------------------------------------- train
 
-@click.command("train")
+@command("train")
 @condition_option
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs.")
 @click.option("--steps-per-epoch", type=click.IntRange(min=1), default=None, help="Optimiser steps per epoch.")
@@ -100,77 +64,80 @@ def train_command(condition_name: str, epochs, steps_per_epoch, batch_size, patc
     `stemreg promote`). Every version is scored on the condition's simulated
     benchmark set.
     """
-    from stemreg.platform.pipeline import QUICK_ARCHITECTURE, QUICK_N_TRAIN, QUICK_N_VAL, QUICK_TRAIN
-    from stemreg.platform.training_run import canonical_architecture, train_and_register
+    from stemreg.models.config import QUICK_BUDGET, ArchitectureName
+    from stemreg.models.config import architecture as preset
+    from stemreg.platform.training import canonical_architecture, train_and_register
 
-    cond = _condition(condition_name)
-    config = dict(QUICK_TRAIN)
+    cond = load_condition(condition_name)
+    quick = QUICK_BUDGET
+    config = quick.train_options()
     overrides = {"epochs": epochs, "steps_per_epoch": steps_per_epoch, "batch_size": batch_size,
                  "patch_px": patch_px, "lr": lr, "mode": mode}
     config.update({k: v for k, v in overrides.items() if v is not None})
-    architecture = canonical_architecture(arch) if arch else (None if init_from else QUICK_ARCHITECTURE)
+    architecture = canonical_architecture(arch) if arch else (None if init_from else preset(ArchitectureName.QUICK))
     if frames_path is not None or images_dir is not None:
         _train_on_lab_files(cond, config, architecture, mode=mode, frames_path=frames_path, images_dir=images_dir,
                             align=not no_align, n_given=(n_train, n_val), seed=seed, init_from=init_from,
                             alias_policy=alias_policy, register=not no_register, as_json=as_json)
         return
     if no_align:
-        raise BadInput("--no-align goes with --frames (it skips their drift correction)")
+        raise BadInputError("--no-align goes with --frames (it skips their drift correction)")
     result = train_and_register(cond, arch=architecture, config=config,
-                                n_train=n_train or QUICK_N_TRAIN, n_val=n_val or QUICK_N_VAL, seed=seed,
+                                n_train=n_train or quick.n_train, n_val=n_val or quick.n_val, seed=seed,
                                 init_from=init_from, register=not no_register, alias_policy=alias_policy)
     bench = result.benchmark
-    text = (f"run {result.run_id}: validation PSNR {result.metrics['val_psnr']:.2f} dB, "
-            f"SSIM {result.metrics['val_ssim']:.3f} in {result.seconds:.0f} s")
+    _emit_training(result, as_json, f"run {result.run_id}: validation PSNR {result.metrics['val_psnr']:.2f} dB, "
+                                    f"SSIM {result.metrics['val_ssim']:.3f} in {result.seconds:.0f} s",
+                   bench and (f"benchmark PSNR {fmt(bench.get('psnr'))} dB (noisy {fmt(bench.get('noisy_psnr'))} dB), "
+                              f"SSIM {fmt(bench.get('ssim'), '.3f')}, {fmt(bench.get('ms_per_mpx'), '.0f')} ms/Mpx"))
+
+
+def _emit_training(result, as_json: bool, head: str, bench_line: str | None, **extra: Any) -> None:
+    """Report a training run: what it reached, the version it registered, its benchmark figures."""
+    text = head
     if result.version:
         text += f"\nregistered {result.name} version {result.version}" + (f" as {result.alias}" if result.alias else "")
-    if bench:
-        text += (f"\nbenchmark PSNR {_fmt(bench.get('psnr'))} dB (noisy {_fmt(bench.get('noisy_psnr'))} dB), "
-                 f"SSIM {_fmt(bench.get('ssim'), '.3f')}, {_fmt(bench.get('ms_per_mpx'), '.0f')} ms/Mpx")
-    _emit({"run_id": result.run_id, "model_uri": result.model_uri, "name": result.name, "version": result.version,
-           "alias": result.alias, "architecture": result.architecture, "metrics": result.metrics,
-           "benchmark": bench, "seconds": result.seconds}, as_json, text)
+    if bench_line:
+        text += f"\n{bench_line}"
+    emit({"run_id": result.run_id, "model_uri": result.model_uri, "name": result.name, "version": result.version,
+          "alias": result.alias, "architecture": result.architecture, **extra, "metrics": result.metrics,
+          "benchmark": result.benchmark, "seconds": result.seconds}, as_json, text)
 
 
 def _train_on_lab_files(cond, config: dict[str, Any], architecture, *, mode: str | None, frames_path: Path | None,
                         images_dir: Path | None, align: bool, n_given: tuple, seed: int, init_from: str | None,
                         alias_policy: str, register: bool, as_json: bool) -> None:
     """`stemreg train --frames/--images`: self-supervised on the lab's own noisy files."""
-    from stemreg.platform.training_run import train_from_lab_files
+    from stemreg.platform.training import train_from_lab_files
 
     if frames_path is not None and images_dir is not None:
-        raise BadInput("give --frames (noise2noise on repeated frames) or --images (blind-spot on single "
+        raise BadInputError("give --frames (noise2noise on repeated frames) or --images (blind-spot on single "
                        "images), not both")
     if any(n is not None for n in n_given):
-        raise BadInput("--n-train / --n-val size simulated data; with --frames / --images the files are the data")
+        raise BadInputError("--n-train / --n-val size simulated data; with --frames / --images the files are the data")
     mode = mode or ("noise2noise" if frames_path is not None else "blind-spot")
     if mode == "supervised":
-        raise BadInput("--mode supervised needs clean targets, which lab files do not have; use --mode "
+        raise BadInputError("--mode supervised needs clean targets, which lab files do not have; use --mode "
                        "noise2noise with --frames, or --mode blind-spot with --images")
     for given in (frames_path, images_dir):
         if given is not None and not given.exists():
-            raise BadInput(f"no such file or folder: {given}")
+            raise BadInputError(f"no such file or folder: {given}")
     config = {**config, "mode": mode, "seed": seed}  # no data to draw: the seed drives patches and weights
     result = train_from_lab_files(cond, mode=mode, frames=frames_path, images=images_dir, arch=architecture,
                                   config=config, init_from=init_from, align=align, register=register,
                                   alias_policy=alias_policy, progress=not as_json)
     m, bench = result.metrics, result.benchmark
     floor = f" (a perfect denoiser: {m['val_noise_floor']:.4f})" if m["val_noise_floor"] == m["val_noise_floor"] else ""
-    text = (f"run {result.run_id}: held-out {mode} loss {m['val_loss']:.4f}{floor}, best epoch "
-            f"{int(m['best_epoch'])}, in {result.seconds:.0f} s; no clean image used")
-    if result.version:
-        text += f"\nregistered {result.name} version {result.version}" + (f" as {result.alias}" if result.alias else "")
-    if bench:
-        text += (f"\nsimulated benchmark PSNR {_fmt(bench.get('psnr'))} dB (noisy {_fmt(bench.get('noisy_psnr'))} dB), "
-                 f"SSIM {_fmt(bench.get('ssim'), '.3f')}")
-    _emit({"run_id": result.run_id, "model_uri": result.model_uri, "name": result.name, "version": result.version,
-           "alias": result.alias, "architecture": result.architecture, "mode": mode, "metrics": m,
-           "benchmark": bench, "seconds": result.seconds}, as_json, text)
+    _emit_training(result, as_json, f"run {result.run_id}: held-out {mode} loss {m['val_loss']:.4f}{floor}, best "
+                                    f"epoch {int(m['best_epoch'])}, in {result.seconds:.0f} s; no clean image used",
+                   bench and (f"simulated benchmark PSNR {fmt(bench.get('psnr'))} dB "
+                              f"(noisy {fmt(bench.get('noisy_psnr'))} dB), SSIM {fmt(bench.get('ssim'), '.3f')}"),
+                   mode=mode)
 
 
 # --------------------------------------------------------------------------- models
 
-@click.command("models")
+@command("models")
 @click.option("--condition", "-c", "condition_name", default=None, metavar="NAME",
               help="Only this condition's model.")
 @json_option
@@ -197,9 +164,9 @@ def models_command(condition_name: str | None, as_json: bool) -> None:
             if entry is None:
                 continue
             bench = entry["benchmark"]
-            click.echo(f"  {role:<10} v{entry['version']}: benchmark PSNR {_fmt(bench.get('psnr'))} dB "
-                       f"(noisy {_fmt(bench.get('noisy_psnr'))}), SSIM {_fmt(bench.get('ssim'), '.3f')}, "
-                       f"{_fmt(bench.get('ms_per_mpx'), '.0f')} ms/Mpx; val PSNR {_fmt(entry.get('val_psnr'))} dB")
+            click.echo(f"  {role:<10} v{entry['version']}: benchmark PSNR {fmt(bench.get('psnr'))} dB "
+                       f"(noisy {fmt(bench.get('noisy_psnr'))}), SSIM {fmt(bench.get('ssim'), '.3f')}, "
+                       f"{fmt(bench.get('ms_per_mpx'), '.0f')} ms/Mpx; val PSNR {fmt(entry.get('val_psnr'))} dB")
 
 
 # --------------------------------------------------------------------------- denoise
@@ -213,11 +180,11 @@ def _output_path(path: Path, outdir: Path) -> Path:
         # format keeps the calibration.
         out = out.with_suffix(".hspy")
     if out.resolve() == path.resolve():
-        raise BadInput(f"output {out} would overwrite its input; pick another -o OUTDIR")
+        raise BadInputError(f"output {out} would overwrite its input; pick another -o OUTDIR")
     return out
 
 
-@click.command("denoise")
+@command("denoise")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @condition_option
 @click.option("--alias", default="champion", show_default=True,
@@ -234,59 +201,49 @@ def denoise_command(inputs: tuple[Path, ...], condition_name: str, alias: str, o
     """
     import time
 
-    import numpy as np
     from tqdm import tqdm
 
-    from stemreg.acquisition import ImageReadError, read_image, write_image
+    from stemreg.acquisition import read_image, write_image
+    from stemreg.acquisition.io import READ_SUFFIXES
+    from stemreg.platform.prediction import denoise, load_model
+    from stemreg.platform.registry import model_uri
+    from stemreg.platform.store import configure
 
     for path in inputs:
         if not path.exists():
-            raise BadInput(f"no such file: {path}")
-        if path.suffix.lower() not in DENOISE_SUFFIXES:
-            raise BadInput(f"{path}: unsupported format {path.suffix or '(none)'}; accepted: "
-                           f"{', '.join(DENOISE_SUFFIXES)}")
-    cond = _condition(condition_name)
+            raise BadInputError(f"no such file: {path}")
+        if path.suffix.lower() not in READ_SUFFIXES:
+            raise BadInputError(f"{path}: unsupported format {path.suffix or '(none)'}; accepted: "
+                                f"{', '.join(READ_SUFFIXES)}")
+    cond = load_condition(condition_name)
     outs = [_output_path(path, outdir) for path in inputs]
-
-    import mlflow.pyfunc
-
-    from stemreg.platform import registry
-    from stemreg.platform.store import configure
-
     configure()
-    version = registry.resolve(cond, alias)
-    uri = registry.model_uri(cond, alias)
-    model = mlflow.pyfunc.load_model(uri)
+    model = load_model(cond, alias=alias)
     outdir.mkdir(parents=True, exist_ok=True)
     report = []
     for path, out in tqdm(list(zip(inputs, outs)), desc="denoise", disable=as_json or len(inputs) < 2):
-        try:
-            image = read_image(path, allow_stack=True)
-        except ImageReadError as exc:
-            raise BadInput(str(exc).splitlines()[0]) from None
+        image = read_image(path, allow_stack=True)
         start = time.perf_counter()
-        data = np.asarray(image.data, dtype=np.float32)
-        # The model's signature takes stacks (N, H, W); a single image goes as a stack of one.
-        denoised = np.asarray(model.predict(data[None] if data.ndim == 2 else data), dtype=np.float32)
-        denoised = denoised.reshape(data.shape)
+        denoised = denoise(image, model=model)
         seconds = time.perf_counter() - start
-        write_image(out, denoised, image.calibration)
-        report.append({"input": str(path), "output": str(out), "shape": list(denoised.shape),
+        write_image(out, denoised.data, denoised.calibration)
+        report.append({"input": str(path), "output": str(out), "shape": list(denoised.data.shape),
                        "seconds": round(seconds, 3)})
+    uri = model_uri(cond, alias)
     text = "\n".join(f"{r['input']} -> {r['output']} ({r['seconds']:.2f} s)" for r in report)
-    _emit({"model": uri, "version": str(version.version), "files": report}, as_json,
-          f"{text}\n(denoised with {registry.model_name(cond)} v{version.version}, {alias})")
+    emit({"model": uri, "version": model.version, "files": report}, as_json,
+         f"{text}\n(denoised with {model.name} v{model.version}, {alias})")
 
 
 # --------------------------------------------------------------------------- promote / rollback
 
 def _promotion_text(result) -> str:
     verb = {"rollback": "rolled back", "force-promote": "force-promoted", "promote": "promoted"}[result.kind]
-    return (f"{result.model}: {verb} champion v{result.from_version} ({_fmt(result.from_psnr)} dB) -> "
-            f"v{result.to_version} ({_fmt(result.to_psnr)} dB)" + (f"; reason: {result.reason}" if result.reason else ""))
+    return (f"{result.model}: {verb} champion v{result.from_version} ({fmt(result.from_psnr)} dB) -> "
+            f"v{result.to_version} ({fmt(result.to_psnr)} dB)" + (f"; reason: {result.reason}" if result.reason else ""))
 
 
-@click.command("promote")
+@command("promote")
 @condition_option
 @click.option("--version", "version", default=None, metavar="V",
               help="Version to promote (default: the challenger).")
@@ -306,19 +263,19 @@ def promote_command(condition_name: str, version: str | None, force: bool, reaso
     from stemreg.platform.store import configure
 
     if version is not None and not version.isdigit():
-        raise BadInput(f"--version takes a version number (got {version!r})")
-    cond = _condition(condition_name)
+        raise BadInputError(f"--version takes a version number (got {version!r})")
+    cond = load_condition(condition_name)
     configure()
     try:
         result = registry.promote(cond, version, force=force, reason=reason)
     except registry.RegistryError as exc:
         if as_json:
             click.echo(json.dumps({"promoted": False, "reason": str(exc)}))
-        _fail(str(exc))
-    _emit({"promoted": True, **asdict(result)}, as_json, _promotion_text(result))
+        raise
+    emit({"promoted": True, **asdict(result)}, as_json, _promotion_text(result))
 
 
-@click.command("rollback")
+@command("rollback")
 @condition_option
 @click.option("--reason", default=None, metavar="TEXT", help="Why; recorded in the promotion history.")
 @json_option
@@ -329,18 +286,15 @@ def rollback_command(condition_name: str, reason: str | None, as_json: bool) -> 
     from stemreg.platform import registry
     from stemreg.platform.store import configure
 
-    cond = _condition(condition_name)
+    cond = load_condition(condition_name)
     configure()
-    try:
-        result = registry.rollback(cond, reason=reason)
-    except registry.RegistryError as exc:
-        _fail(str(exc))
-    _emit(asdict(result), as_json, _promotion_text(result))
+    result = registry.rollback(cond, reason=reason)
+    emit(asdict(result), as_json, _promotion_text(result))
 
 
 # --------------------------------------------------------------------------- pipeline
 
-@click.command("pipeline")
+@command("pipeline")
 @click.option("--conditions", default=None, metavar="A,B,...",
               help="Comma-separated condition names, or 'all' (the default: every built-in condition).")
 @click.option("--trials", type=click.IntRange(min=0), default=0, show_default=True,
@@ -358,20 +312,21 @@ def rollback_command(condition_name: str, reason: str | None, as_json: bool) -> 
 def pipeline_command(conditions: str | None, trials: int, epochs, steps_per_epoch, n_train, seed: int,
                      tune_timeout: float | None, storage: str | None, share_base: bool, as_json: bool) -> None:
     """The main job: per condition, tune (with --trials), train, register, score and promote if better."""
-    from stemreg.platform.pipeline import QUICK_N_TRAIN, run_pipeline
+    from stemreg.models.config import QUICK_BUDGET
+    from stemreg.platform.pipeline import run_pipeline
 
     names = [c.strip() for c in (conditions or "").split(",") if c.strip() and c.strip() != "all"] or None
     for name in names or []:
-        _condition(name)
+        load_condition(name)
     train = {k: v for k, v in {"epochs": epochs, "steps_per_epoch": steps_per_epoch}.items() if v is not None}
-    result = run_pipeline(names, trials=trials, train=train, n_train=n_train or QUICK_N_TRAIN, seed=seed,
+    result = run_pipeline(names, trials=trials, train=train, n_train=n_train or QUICK_BUDGET.n_train, seed=seed,
                           tune_timeout_s=tune_timeout, storage=storage, share_base=share_base,
                           progress=not as_json)
-    lines = [f"{o.condition}: v{o.version} ({o.alias or 'no alias'}), benchmark PSNR {_fmt(o.benchmark_psnr)} dB "
-             f"vs noisy {_fmt(o.noisy_psnr)} dB; champion v{o.champion}; {o.note} [{o.seconds:.0f} s]"
+    lines = [f"{o.condition}: v{o.version} ({o.alias or 'no alias'}), benchmark PSNR {fmt(o.benchmark_psnr)} dB "
+             f"vs noisy {fmt(o.noisy_psnr)} dB; champion v{o.champion}; {o.note} [{o.seconds:.0f} s]"
              for o in result.outcomes]
     lines.append(f"pipeline run {result.run_id} finished in {result.seconds:.0f} s")
-    _emit(result.as_dict(), as_json, "\n".join(lines))
+    emit(result.as_dict(), as_json, "\n".join(lines))
 
 
 COMMANDS: list[click.Command] = [train_command, models_command, denoise_command, promote_command,

@@ -11,12 +11,12 @@ import sys
 
 import click
 
-from stemreg.platform.errors import BadInput
+from stemreg.platform.cli.common import command, load_condition
 
 _METHOD_NAMES = "hourglass, autoencoder, sdndti, n2v, gaussian, nlm, tv, wavelet, bm3d"
 
 
-@click.command("evaluate")
+@command("evaluate")
 @click.option("--condition", "-c", "condition_name", required=True, metavar="NAME",
               help="Acquisition condition name (see `stemreg conditions`) or a YAML file.")
 @click.option("--methods", default=None, metavar="M1,M2,...",
@@ -48,15 +48,9 @@ def evaluate_command(condition_name: str, methods: str | None, budget: str, imag
     inference ms per megapixel, as mean ± std over the images. One MLflow run
     holds the table (CSV, JSON), a bar chart and a before/after gallery.
     """
-    from stemreg.acquisition import UnknownConditionError, load_condition
     from stemreg.platform import evaluation
 
-    try:
-        condition = load_condition(condition_name)
-    except UnknownConditionError as exc:
-        raise BadInput(str(exc).splitlines()[0]) from None
-    except (OSError, ValueError) as exc:
-        raise BadInput(f"--condition {condition_name!r}: {str(exc).splitlines()[0]}") from None
+    condition = load_condition(condition_name)
     try:
         method_list = evaluation.parse_methods(methods)
     except ValueError as exc:

@@ -1,4 +1,4 @@
-"""The `stemreg` command line: one group, commands defined in the cli_* modules.
+"""The `stemreg` command line: one group; the commands live in this package's modules.
 
 Heavy imports (torch, mlflow) stay inside the command functions so that
 `stemreg --help` answers at once.
@@ -9,7 +9,7 @@ import logging
 
 import click
 
-from stemreg.platform import cli_data, cli_evaluate, cli_models, cli_serve, cli_tune
+from stemreg.platform.cli import data, evaluate, models, serve, tune
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,6 +28,6 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
-for _module in (cli_data, cli_models, cli_tune, cli_evaluate, cli_serve):
+for _module in (data, models, tune, evaluate, serve):
     for _command in _module.COMMANDS:
         main.add_command(_command)

@@ -10,35 +10,28 @@ import logging
 
 import click
 
-from stemreg.platform.errors import BadInput
+from stemreg.platform.cli.common import command, load_condition
+from stemreg.platform.errors import BadInputError
+from stemreg.tuning.budget import SEARCH_BUDGETS
 
 log = logging.getLogger(__name__)
 
 #: The retrain of the winner gets this many times the trials' epochs, steps and images.
+#: Defaults of a `stemreg tune` trial: the named search budget, written once in stemreg.tuning.budget.
+_TUNE = SEARCH_BUDGETS["tune"]
 RETRAIN_EPOCH_FACTOR = 3
 RETRAIN_DATA_FACTOR = 2
 
 
-def _condition(name: str):
-    from stemreg.acquisition import UnknownConditionError, load_condition
-
-    try:
-        return load_condition(name)
-    except UnknownConditionError as exc:
-        raise BadInput(str(exc).splitlines()[0] if str(exc) else f"unknown condition {name!r}") from None
-    except (OSError, ValueError) as exc:
-        raise BadInput(f"--condition {name!r}: {str(exc).splitlines()[0]}") from None
-
-
 def _parent_architecture(model_uri: str) -> dict:
     """Fail fast (before the search) when --from does not resolve."""
-    from stemreg.platform.training_run import load_parent
+    from stemreg.platform.training import load_parent
 
     _, arch = load_parent(model_uri, None)
     return arch
 
 
-@click.command("tune")
+@command("tune")
 @click.option("--condition", "condition_name", required=True, metavar="NAME",
               help="Acquisition condition: a built-in name (see `stemreg conditions`) or a YAML file.")
 @click.option("--trials", type=click.IntRange(min=1), default=None,
@@ -52,18 +45,20 @@ def _parent_architecture(model_uri: str) -> dict:
               help="Study name (default <condition>-<condition hash>). Workers with the same name share it.")
 @click.option("--objective", type=click.Choice(["quality", "quality-latency"]), default="quality",
               show_default=True, help="Maximise validation PSNR (with pruning), or PSNR vs ms per megapixel.")
-@click.option("--epochs", type=click.IntRange(min=1), default=4, show_default=True, help="Epochs per trial.")
-@click.option("--steps", "steps_per_epoch", type=click.IntRange(min=1), default=40, show_default=True,
+@click.option("--epochs", type=click.IntRange(min=1), default=_TUNE.epochs, show_default=True,
+              help="Epochs per trial.")
+@click.option("--steps", "steps_per_epoch", type=click.IntRange(min=1), default=_TUNE.steps_per_epoch,
+              show_default=True,
               help="Optimiser steps per epoch.")
-@click.option("--n-train", type=click.IntRange(min=1), default=32, show_default=True,
+@click.option("--n-train", type=click.IntRange(min=1), default=_TUNE.n_train, show_default=True,
               help="Simulated training images per trial.")
-@click.option("--n-val", type=click.IntRange(min=1), default=8, show_default=True,
+@click.option("--n-val", type=click.IntRange(min=1), default=_TUNE.n_val, show_default=True,
               help="Simulated validation images per trial.")
-@click.option("--image-px", type=click.IntRange(min=16), default=128, show_default=True,
+@click.option("--image-px", type=click.IntRange(min=16), default=_TUNE.image_px, show_default=True,
               help="Edge of the simulated images of the search.")
-@click.option("--patch-px", type=click.IntRange(min=8), default=64, show_default=True,
+@click.option("--patch-px", type=click.IntRange(min=8), default=_TUNE.patch_px, show_default=True,
               help="Edge of the training patches.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=_TUNE.batch_size, show_default=True)
 @click.option("--retrain-epochs", type=click.IntRange(min=1), default=None,
               help=f"Epochs of the best architecture's retrain (default {RETRAIN_EPOCH_FACTOR}x --epochs).")
 @click.option("--no-register", is_flag=True, help="Only search; do not retrain and register the best.")
@@ -89,15 +84,15 @@ def tune_command(condition_name: str, trials: int | None, timeout_s: float | Non
     from stemreg.tuning import SearchBudget, StorageError, check_storage_url, default_storage
 
     if patch_px > image_px:
-        raise BadInput(f"--patch-px ({patch_px}) must not exceed --image-px ({image_px})")
+        raise BadInputError(f"--patch-px ({patch_px}) must not exceed --image-px ({image_px})")
     if trials is None and timeout_s is None:
         trials = 10
-    condition = _condition(condition_name)
+    condition = load_condition(condition_name)
     storage_url = storage or default_storage()
     try:
         check_storage_url(storage_url)
     except StorageError as exc:
-        raise BadInput(f"--storage: {exc}") from None
+        raise BadInputError(f"--storage: {exc}") from None
     budget = SearchBudget(epochs=epochs, steps_per_epoch=steps_per_epoch, n_train=n_train, n_val=n_val,
                           image_px=image_px, patch_px=patch_px, batch_size=batch_size, seed=seed)
 
@@ -112,16 +107,16 @@ def tune_command(condition_name: str, trials: int | None, timeout_s: float | Non
     try:
         open_storage(storage_url)  # reachability, before any work: exit 2 with the driver's reason
     except StorageError as exc:
-        raise BadInput(f"--storage: {exc}") from None
+        raise BadInputError(f"--storage: {exc}") from None
     try:
         result = run_study(condition, n_trials=trials, timeout_s=timeout_s, storage=storage_url,
                            study_name=study_name, objective=objective, budget=budget, progress=progress)
     except StorageError as exc:
-        raise BadInput(f"--storage: {exc}") from None
+        raise BadInputError(f"--storage: {exc}") from None
     except NoCompletedTrialError as exc:
         raise click.ClickException(str(exc)) from None
     except ValueError as exc:  # e.g. a --study that exists with other objectives
-        raise BadInput(str(exc)) from None
+        raise BadInputError(str(exc)) from None
 
     summary = {"study": result.to_dict(), "registered": None}
     if not no_register:
@@ -137,7 +132,7 @@ def _retrain_best(condition, result, budget, *, retrain_epochs: int | None, init
                   parent_arch: dict | None, progress: bool) -> dict:
     """Retrain the study's best architecture on the full budget; register it as `challenger`."""
     from stemreg.models import TrainConfig
-    from stemreg.platform.training_run import train_and_register
+    from stemreg.platform.training import train_and_register
 
     fine_tune = init_from is not None and parent_arch == result.best_architecture
     if init_from is not None and not fine_tune:
@@ -166,10 +161,10 @@ def _print_summary(summary: dict) -> None:
     click.echo(f"best trial #{study['best_trial_number']}: val PSNR {study['best_value']:.2f} dB, "
                f"depth {arch['depth']}, widths {arch['widths']}, kernel {arch['kernel_size']}, "
                f"lr {study['best_lr']:.2e}"
-               + (f", {study['best_ms_per_megapixel']:.0f} ms/MP" if study.get("best_ms_per_megapixel") else ""))
+               + (f", {study['best_ms_per_mpx']:.0f} ms/MP" if study.get("best_ms_per_mpx") else ""))
     if study.get("pareto_front"):
         click.echo("Pareto front (val PSNR dB, ms per megapixel): " + ", ".join(
-            f"#{p['trial']} {p['val_psnr']:.2f}/{p['ms_per_megapixel']:.0f}" for p in study["pareto_front"]))
+            f"#{p['trial']} {p['val_psnr']:.2f}/{p['ms_per_mpx']:.0f}" for p in study["pareto_front"]))
     click.echo(f"MLflow parent run: {study['parent_run_id']}")
     reg = summary.get("registered")
     if reg:

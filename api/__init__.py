@@ -1,0 +1,163 @@
+"""stemreg: CNN denoisers for low-dose, atomic-resolution STEM images.
+
+The Python API in three functions; the `stemreg` command, the HTTP server
+and the MLflow pyfunc predict through the same path.
+
+- :func:`denoise`: denoise an array, an image file or a HyperSpy `Signal2D`
+  with a condition's registered model (its champion by default);
+- :func:`load_model`: load that model once, for many calls;
+- :func:`simulate`: degraded/clean image pairs of an acquisition condition.
+
+Examples
+--------
+>>> import stemreg
+>>> pairs = stemreg.simulate("low-dose", 2, seed=1)
+>>> pairs.degraded.shape
+(2, 256, 256)
+>>> clean = stemreg.denoise(pairs.degraded[0], condition="low-dose")  # doctest: +SKIP
+
+Importing this package is light: numpy, torch and MLflow load on first use.
+"""
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+# `stemreg.platform` is a folder without __init__.py (DESIGN's packaging note: it would shadow the
+# standard library's `platform`). Installed from a wheel it is an ordinary namespace subfolder; an
+# editable install resolves such folders through a path entry that setuptools puts on sys.path,
+# which the lookup of a regular package's submodules reaches only through the package's __path__.
+__path__ += [entry for entry in sys.path if entry.startswith("__editable__.") and entry not in __path__]
+
+if TYPE_CHECKING:
+    from stemreg.acquisition import PairBatch
+    from stemreg.platform.prediction import LoadedModel
+
+__all__ = ["denoise", "load_model", "simulate"]
+
+
+def denoise(image: Any, *, condition: Any = None, alias: str = "champion", model: "LoadedModel | None" = None,
+            tracking_uri: str | None = None, params: dict | None = None) -> Any:
+    """Denoise a low-dose STEM image with a condition's registered model.
+
+    Parameters
+    ----------
+    image : numpy.ndarray, str, pathlib.Path, ImageWithCalibration or hyperspy Signal2D
+        A float image `(H, W)` or stack `(N, H, W)`; a file (.tif/.tiff,
+        .png, .npy, .dm3/.dm4, .emd, .hspy); or a HyperSpy `Signal2D`.
+    condition : str or Condition, optional
+        The acquisition condition whose model to use (`stemreg conditions`
+        lists them), e.g. ``"low-dose"``. Needed unless ``model`` is given.
+    alias : str, default "champion"
+        Registered alias (``champion``, ``challenger``) or version number.
+    model : LoadedModel, optional
+        A model from :func:`load_model`, to load once and denoise many images.
+    tracking_uri : str, optional
+        The MLflow store holding the models; default ``MLFLOW_TRACKING_URI``,
+        else ``sqlite:///mlflow.db`` in the working directory.
+    params : dict, optional
+        Tiling options: ``tile_px``, ``overlap_px``, ``batch_size``.
+
+    Returns
+    -------
+    numpy.ndarray, ImageWithCalibration or Signal2D
+        The kind that came in: an array for an array (float32, same shape);
+        for a file path an ``ImageWithCalibration`` with the file's pixel
+        size; for a ``Signal2D`` a new signal with the same axes (scale,
+        units) and metadata.
+
+    Raises
+    ------
+    stemreg.platform.registry.NotRegisteredError
+        No model registered for the condition, or none behind the alias.
+    stemreg.acquisition.ImageReadError
+        The file cannot be read as an image.
+    ValueError
+        The array is not `(H, W)` / `(N, H, W)`, is empty or holds NaN/Inf.
+
+    Examples
+    --------
+    >>> import numpy as np, stemreg
+    >>> noisy = np.load("scan.npy")                                   # doctest: +SKIP
+    >>> clean = stemreg.denoise(noisy, condition="low-dose")          # doctest: +SKIP
+    >>> image = stemreg.denoise("scan.dm4", condition="defocus")      # doctest: +SKIP
+    >>> image.calibration.pixel_size_pm()                             # doctest: +SKIP
+    8.0
+    >>> import hyperspy.api as hs                                     # doctest: +SKIP
+    >>> signal = hs.load("scan.emd")                                  # doctest: +SKIP
+    >>> stemreg.denoise(signal, condition="low-dose").axes_manager    # doctest: +SKIP
+    """
+    from stemreg.platform.prediction import denoise as _denoise  # mlflow, torch: on first use
+
+    return _denoise(image, condition=condition, alias=alias, model=model, tracking_uri=tracking_uri, params=params)
+
+
+def load_model(condition: Any = None, *, alias: str = "champion", model_uri: str | None = None,
+               tracking_uri: str | None = None) -> "LoadedModel":
+    """Load a condition's registered denoiser (or any stemreg model URI) once.
+
+    Parameters
+    ----------
+    condition : str or Condition, optional
+        The acquisition condition; the model is ``stem-denoiser-<condition>``.
+    alias : str, default "champion"
+        Registered alias or version number.
+    model_uri : str, optional
+        Instead of ``condition``: an MLflow model URI or a local model folder.
+    tracking_uri : str, optional
+        The MLflow store; default as for :func:`denoise`.
+
+    Returns
+    -------
+    LoadedModel
+        ``.predict(array)`` denoises; ``.name``, ``.version``, ``.model_uri``
+        say what was loaded. Pass it to :func:`denoise` as ``model=``.
+
+    Examples
+    --------
+    >>> import stemreg
+    >>> model = stemreg.load_model("low-dose")                         # doctest: +SKIP
+    >>> model.version                                                  # doctest: +SKIP
+    '3'
+    >>> outputs = [stemreg.denoise(f, model=model) for f in files]     # doctest: +SKIP
+    """
+    from stemreg.platform.prediction import load_model as _load_model
+
+    return _load_model(condition, alias=alias, model_uri=model_uri, tracking_uri=tracking_uri)
+
+
+def simulate(condition: Any, n: int, *, seed: int = 0, size_px: int | None = None) -> "PairBatch":
+    """Simulate ``n`` degraded/clean image pairs of an acquisition condition.
+
+    Parameters
+    ----------
+    condition : str, path or Condition
+        A built-in condition name (``"low-dose"``, ``"defocus"``, ...) or a
+        condition YAML file.
+    n : int
+        Number of pairs.
+    seed : int, default 0
+        The same seed gives the same images (the benchmark's seed is refused).
+    size_px : int, optional
+        Image edge in pixels; default the condition's.
+
+    Returns
+    -------
+    PairBatch
+        ``degraded`` and ``clean`` float32 stacks `(n, H, W)`, ``columns``
+        (atomic column positions per image, pixels), ``params`` (the
+        physical parameters drawn per image), ``pixel_size_pm``.
+
+    Examples
+    --------
+    >>> import stemreg
+    >>> pairs = stemreg.simulate("low-dose", 2, seed=1, size_px=64)
+    >>> pairs.degraded.shape, pairs.clean.dtype
+    ((2, 64, 64), dtype('float32'))
+    """
+    from stemreg.acquisition import load_condition
+
+    cond = load_condition(condition) if not hasattr(condition, "sample_pairs") else condition
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    return cond.sample_pairs(n, size_px=size_px, seed=seed)

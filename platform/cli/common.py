@@ -1,0 +1,77 @@
+"""What every `stemreg` command shares: the error mapping, condition loading, output helpers, options.
+
+The one place where library errors become exit codes: bad input (a
+:class:`~stemreg.platform.errors.BadInputError`, an unknown condition, an
+unreadable image) exits 2 with click's usage line and the reason; any other
+:class:`~stemreg.platform.errors.StemregError` (a refused promotion, a failed
+search) exits 1 with the reason.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+import click
+
+from stemreg.platform.errors import BadInputError, StemregError
+
+
+def is_bad_input(exc: BaseException) -> bool:
+    """A user's mistake: our `BadInputError`, an unknown condition or an unreadable image."""
+    # acquisition loads numpy, scipy and pydantic: only when an error needs sorting, so --help stays fast
+    from stemreg.acquisition.errors import ImageReadError, UnknownConditionError
+
+    return isinstance(exc, (BadInputError, UnknownConditionError, ImageReadError))
+
+
+class StemregCommand(click.Command):
+    """A click command that maps library errors to exit codes 2 and 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (ValueError, StemregError) as exc:
+            if is_bad_input(exc):
+                raise click.UsageError(str(exc), ctx) from None
+            if not isinstance(exc, StemregError):
+                raise
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(1)
+
+
+#: `@command("name")`: a click command with the error mapping.
+command = functools.partial(click.command, cls=StemregCommand)
+
+
+def load_condition(value: str):
+    """The condition a `--condition` names (a built-in name or a YAML file).
+
+    Raises
+    ------
+    BadInputError
+        Unknown name (the message lists the known ones), unreadable or invalid YAML.
+    """
+    from stemreg.acquisition import UnknownConditionError, load_condition as _load  # not for --help
+
+    try:
+        return _load(value)
+    except UnknownConditionError as exc:
+        raise BadInputError(str(exc).splitlines()[0]) from None
+    except (OSError, ValueError) as exc:
+        raise BadInputError(f"--condition {value!r}: {str(exc).splitlines()[0]}") from None
+
+
+def emit(data: Any, as_json: bool, text: str) -> None:
+    """Print `data` as JSON (for scripts) or `text` (for people)."""
+    click.echo(json.dumps(data, indent=2, default=str) if as_json else text)
+
+
+def fmt(value: Any, spec: str = ".2f") -> str:
+    """A figure for people: `-` when missing."""
+    return "-" if value is None else format(value, spec)
+
+
+condition_option = click.option("--condition", "-c", "condition_name", required=True, metavar="NAME",
+                                help="Acquisition condition name (see `stemreg conditions`) or a YAML file.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")

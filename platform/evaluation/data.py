@@ -1,0 +1,169 @@
+"""What the leaderboard scores on and trains with: the test set and the (never benchmark) training draws."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stemreg.acquisition import read_image
+from stemreg.acquisition.io import READ_SUFFIXES
+from stemreg.models.classical import fit_noise_model
+from stemreg.models.config import TrainBudget, off_benchmark
+from stemreg.platform.errors import BadInputError
+
+
+def derived_seed(condition: Any, seed: int, purpose: str) -> int:
+    """A seed for training / validation data that is never the benchmark's (see :func:`off_benchmark`)."""
+    offset = {"train": 1, "val": 2, "repeats": 3, "classical": 4, "images": 5}[purpose]
+    (value,) = off_benchmark((1_000_003 * (seed + 1) + 7919 * offset,), int(condition.benchmark_seed))
+    return value
+
+
+@dataclass
+class TestSet:
+    """What the methods are scored on: per-image lists (user images may differ in size)."""
+
+    degraded: list[np.ndarray]
+    clean: list[np.ndarray]
+    columns: list[np.ndarray]
+    pixel_size_pm: float
+    description: str
+
+
+def benchmark_test_set(condition: Any) -> TestSet:
+    """The condition's frozen benchmark set."""
+    bench = condition.benchmark_set()
+    return TestSet(degraded=list(np.asarray(bench.degraded, np.float32)),
+                   clean=list(np.asarray(bench.clean, np.float32)),
+                   columns=[np.asarray(c, float).reshape(-1, 2) for c in bench.columns],
+                   pixel_size_pm=float(bench.pixel_size_pm),
+                   description=f"benchmark set of {condition.name} (seed {condition.benchmark_seed})")
+
+
+IMAGE_SUFFIXES = tuple(READ_SUFFIXES)
+
+
+def user_test_set(condition: Any, images_dir: str | Path, *, seed: int = 0) -> TestSet:
+    """A user's high-dose images from ``images_dir``, degraded by the condition's physics.
+
+    Column metrics are not available for them (no simulated positions).
+
+    Raises
+    ------
+    ValueError
+        The folder is missing or holds no readable image.
+    """
+    folder = Path(images_dir)
+    if not folder.is_dir():
+        raise BadInputError(f"--images {folder}: not a folder; give a folder of high-dose images "
+                         f"({', '.join(IMAGE_SUFFIXES)})")
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise BadInputError(f"--images {folder}: no image files found; accepted suffixes: {', '.join(IMAGE_SUFFIXES)}")
+    degraded, clean, columns = [], [], []
+    base = derived_seed(condition, seed, "images")
+    for i, path in enumerate(paths):
+        image = read_image(path)
+        data = np.asarray(image.data, np.float32)
+        if data.ndim != 2 or min(data.shape) < 16:
+            raise BadInputError(f"{path}: expected one 2-D image of at least 16x16 px, got shape {data.shape}")
+        batch = condition.degrade(data[None], seed=base + i)
+        degraded.append(np.asarray(batch.degraded[0], np.float32))
+        clean.append(np.asarray(batch.clean[0], np.float32))
+        columns.append(np.zeros((0, 2)))
+    return TestSet(degraded=degraded, clean=clean, columns=columns, pixel_size_pm=float(condition.pixel_size_pm),
+                   description=f"{len(paths)} image(s) from {folder} degraded as {condition.name}")
+
+
+class _Data:
+    """Training / validation data shared by all methods of one evaluation (never the benchmark).
+
+    Drawn lazily, so that scoring a registered champion alone simulates nothing.
+    """
+
+    def __init__(self, condition: Any, budget: TrainBudget, seed: int) -> None:
+        self.condition, self.budget, self.seed = condition, budget, seed
+        self._train: Any = None
+        self._val: Any = None
+        self._repeats: np.ndarray | None = None
+
+    def _train_batch(self) -> Any:
+        if self._train is None:
+            self._train = self.condition.sample_pairs(self.budget.n_train, size_px=self.budget.train_size_px,
+                                                      seed=derived_seed(self.condition, self.seed, "train"))
+        return self._train
+
+    def _val_batch(self) -> Any:
+        if self._val is None:
+            n_val = max(self.budget.n_val, self.budget.n_classical_val)
+            self._val = self.condition.sample_pairs(n_val, size_px=self.budget.train_size_px,
+                                                    seed=derived_seed(self.condition, self.seed, "val"))
+        return self._val
+
+    @property
+    def train_degraded(self) -> np.ndarray:
+        return np.asarray(self._train_batch().degraded, np.float32)
+
+    @property
+    def train_clean(self) -> np.ndarray:
+        return np.asarray(self._train_batch().clean, np.float32)
+
+    @property
+    def train_repeats(self) -> np.ndarray:
+        """``(N, k, H, W)`` noisy repeats of the training fields (what SDnDTI trains on)."""
+        if self._repeats is None:
+            self._repeats = np.asarray(self._train_batch().repeats(
+                self.budget.repeats, seed=derived_seed(self.condition, self.seed, "repeats")), np.float32)
+        return self._repeats
+
+    def noise_model(self, n: int) -> Any:
+        """The Poisson-Gaussian noise model from two repeats of the first ``n`` validation fields.
+
+        Repeats share the scan distortion and blur, so their difference is pure noise, even where
+        the clean target (in focus, undistorted) differs from the degraded image by more than noise.
+        """
+        pair = np.asarray(self._val_batch()[np.arange(n)].repeats(
+            2, seed=derived_seed(self.condition, self.seed, "classical")), np.float32)
+        return fit_noise_model(pair[:, 0], pair[:, 1], independent_repeat=True)
+
+    @property
+    def val_degraded(self) -> np.ndarray:
+        return np.asarray(self._val_batch().degraded, np.float32)
+
+    def provenance(self, test: "TestSet") -> dict[str, Any]:
+        """Seeds of every draw and a check that no drawn image is a test image.
+
+        Raises
+        ------
+        RuntimeError
+            When a training or validation field equals a test field (the scores would be dishonest).
+        """
+        seeds = {p: derived_seed(self.condition, self.seed, p) for p in ("train", "val", "repeats", "classical")}
+        test_prints = {_fingerprint(image) for image in test.clean} | {_fingerprint(image) for image in test.degraded}
+        drawn = {"train": self._train, "val": self._val}
+        overlaps: dict[str, int] = {}
+        for name, batch in drawn.items():
+            if batch is None:
+                continue
+            images = list(np.asarray(batch.clean, np.float32)) + list(np.asarray(batch.degraded, np.float32))
+            overlaps[name] = sum(_fingerprint(image) in test_prints for image in images)
+        if self._repeats is not None:
+            overlaps["repeats"] = sum(_fingerprint(image) in test_prints
+                                      for image in self._repeats.reshape(-1, *self._repeats.shape[2:]))
+        if any(overlaps.values()):
+            raise RuntimeError(f"training/validation data share images with the test set {overlaps}; "
+                               "the leaderboard would be dishonest")
+        return {"seeds": seeds, "benchmark_seed": int(getattr(self.condition, "benchmark_seed", -1)),
+                "images_drawn": {name: int(len(batch)) for name, batch in drawn.items() if batch is not None},
+                "test_images_in_fitting_data": overlaps}
+
+    @property
+    def val_clean(self) -> np.ndarray:
+        return np.asarray(self._val_batch().clean, np.float32)
+
+
+def _fingerprint(image: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(image, np.float32).tobytes()).hexdigest()

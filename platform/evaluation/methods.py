@@ -1,0 +1,127 @@
+"""The leaderboard's methods: the CNNs trained here (or the registered champion) and the classical filters."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+from stemreg.models.architectures import build_model
+from stemreg.models.classical import fit_classical
+from stemreg.models.config import ArchitectureName, TrainBudget, architecture
+from stemreg.models.inference import denoise_array
+from stemreg.models.prediction import predict_fn
+from stemreg.models.scoring import PredictFn
+from stemreg.models.training import pick_device, train
+from stemreg.platform.errors import BadInputError
+from stemreg.platform.evaluation.data import _Data
+from stemreg.platform.prediction import load_model
+from stemreg.platform.registry import CHAMPION, NotRegisteredError, model_uri
+
+log = logging.getLogger(__name__)
+
+LEARNED_METHODS: tuple[str, ...] = ("hourglass", "autoencoder", "sdndti", "n2v")
+CLASSICAL: tuple[str, ...] = ("gaussian", "nlm", "tv", "wavelet", "bm3d")
+METHODS: tuple[str, ...] = LEARNED_METHODS + CLASSICAL
+NOISY = "noisy"
+
+METHOD_DESCRIPTIONS: dict[str, str] = {
+    NOISY: "noisy input (no denoising)",
+    "hourglass": "reverse-hourglass CNN, supervised",
+    "autoencoder": "STEM denoising autoencoder (Gambini et al. 2023), supervised",
+    "sdndti": "DnCNN trained noise2noise on repeats (SDnDTI, Tian et al. 2022), no clean data",
+    "n2v": "reverse hourglass trained blind-spot (Noise2Void), no clean data",
+    "gaussian": "Gaussian filter, width fitted on validation",
+    "nlm": "non-local means in the Anscombe domain, h fitted on validation",
+    "tv": "total variation (Chambolle) in the Anscombe domain, weight fitted on validation",
+    "wavelet": "wavelet BayesShrink in the Anscombe domain, sigma fitted on validation",
+    "bm3d": "BM3D, generalised Anscombe + exact unbiased inverse, sigma fitted on validation",
+}
+
+
+def parse_methods(methods: str | Sequence[str] | None) -> list[str]:
+    """Validate a method list (comma-separated text or a sequence); None means all.
+
+    Raises
+    ------
+    BadInputError
+        Naming the unknown methods and the accepted ones.
+    """
+    if methods is None:
+        return list(METHODS)
+    names = [m.strip().lower() for m in (methods.split(",") if isinstance(methods, str) else methods)]
+    names = [m for m in names if m and m != NOISY]  # the noisy row is always there
+    unknown = [m for m in names if m not in METHODS]
+    if unknown:
+        raise BadInputError(f"unknown method(s) {', '.join(unknown)}; accepted: {', '.join(METHODS)}")
+    if not names:
+        raise BadInputError(f"no method given; accepted: {', '.join(METHODS)}")
+    return list(dict.fromkeys(names))
+
+
+def _cnn_predict(model: Any, device: Any) -> PredictFn:
+    return lambda image: denoise_array(model, image, device=device)
+
+
+def _train_cnn(method: str, arch: dict[str, Any], mode: str, train_data: Any, data: _Data, budget: TrainBudget, *,
+               seed: int, device: str, use_val: bool, progress: bool) -> tuple[PredictFn, dict[str, Any]]:
+    model = build_model(dict(arch))
+    config = budget.train_config(mode, seed=seed, device=device)
+    val = (data.val_degraded[:budget.n_val], data.val_clean[:budget.n_val]) if use_val else None
+    result = train(model, config, train_data=train_data, val_data=val, progress=progress)
+    details = {"architecture": arch, "mode": mode, "epochs": budget.epochs,
+               "steps_per_epoch": budget.steps_per_epoch, "batch_size": budget.batch_size,
+               "patch_px": budget.patch_px, "train_seconds": round(result.seconds, 2),
+               "best_epoch": result.best_epoch, "best_val_psnr": result.best_val_psnr,
+               "final_train_loss": result.history[-1]["train_loss"] if result.history else None,
+               "clean_images_seen": mode == "supervised"}
+    return _cnn_predict(result.model, pick_device(device)), details
+
+
+def _registered_champion(condition: Any) -> tuple[PredictFn, str, dict[str, Any]] | None:
+    """The condition's registered champion as a predict function, or None when there is none."""
+    try:
+        model = load_model(condition, alias=CHAMPION)
+    except NotRegisteredError:
+        return None
+    except Exception as exc:  # noqa: BLE001 - an unreachable/odd registry means "train here", said in the log
+        log.warning("could not look up a registered champion for %s (%s); training one here", condition.name, exc)
+        return None
+    uri = model_uri(condition, CHAMPION)
+    tags = model.tags or {}
+    details = {"model_uri": uri, "version": model.version, "architecture": tags.get("architecture"),
+               "registered_benchmark_id": tags.get("benchmark.id")}
+    return predict_fn(model.pyfunc), f"registered champion v{model.version}", details
+
+
+def _build_method(method: str, condition: Any, data: _Data, budget: TrainBudget, *, seed: int, device: str,
+                  use_registry: bool, progress: bool) -> tuple[PredictFn, str, dict[str, Any]]:
+    """A predict function for one method, trained or fitted on the shared non-benchmark data."""
+    if method == "hourglass":
+        if use_registry:
+            found = _registered_champion(condition)
+            if found is not None:
+                return found
+        predict, details = _train_cnn(method, architecture(ArchitectureName.DEFAULT), "supervised",
+                                      (data.train_degraded, data.train_clean), data, budget, seed=seed,
+                                      device=device, use_val=True, progress=progress)
+        return predict, f"trained here ({budget.name})", details
+    if method == "autoencoder":
+        predict, details = _train_cnn(method, architecture(ArchitectureName.AUTOENCODER), "supervised",
+                                      (data.train_degraded, data.train_clean), data, budget, seed=seed,
+                                      device=device, use_val=True, progress=progress)
+        return predict, f"trained here ({budget.name})", details
+    if method == "sdndti":
+        predict, details = _train_cnn(method, architecture(ArchitectureName.DNCNN), "noise2noise",
+                                      data.train_repeats, data, budget, seed=seed, device=device, use_val=False, progress=progress)
+        details["repeats"] = budget.repeats
+        return predict, f"trained here ({budget.name}, {budget.repeats} repeats)", details
+    if method == "n2v":
+        predict, details = _train_cnn(method, architecture(ArchitectureName.DEFAULT), "blind-spot",
+                                      data.train_degraded, data, budget, seed=seed, device=device, use_val=False, progress=progress)
+        return predict, f"trained here ({budget.name})", details
+    if method in CLASSICAL:
+        n = budget.n_classical_val
+        val_degraded, val_clean = data.val_degraded[:n], data.val_clean[:n]
+        noise = data.noise_model(n) if method != "gaussian" else None
+        fitted = fit_classical(method, val_degraded, val_clean, noise=noise)
+        return fitted, f"fitted on {n} validation images", fitted.describe()
+    raise ValueError(f"unknown method {method!r}; accepted: {', '.join(METHODS)}")

@@ -1,0 +1,141 @@
+"""The whole evaluation: every method scored on one test set, the artifacts, one MLflow run."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import mlflow
+import numpy as np
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
+from tqdm.auto import tqdm
+
+from stemreg.models.config import TrainBudget, leaderboard_budget
+from stemreg.platform.evaluation.data import TestSet, _Data, benchmark_test_set, user_test_set
+from stemreg.platform.evaluation.figures import bar_chart, gallery
+from stemreg.platform.evaluation.leaderboard import METRICS, Leaderboard, _json_safe, score_method
+from stemreg.platform.evaluation.methods import METHOD_DESCRIPTIONS, NOISY, _build_method, parse_methods
+from stemreg.platform.registry import as_condition, benchmark_id
+from stemreg.platform.store import configure
+
+log = logging.getLogger(__name__)
+
+
+def evaluate(condition: Any, *, methods: str | Sequence[str] | None = None, budget: str | TrainBudget = "quick",
+             images_dir: str | Path | None = None, seed: int = 0, device: str = "auto",
+             use_registry: bool = True, log_to_mlflow: bool = True, progress: bool = True,
+             output_dir: str | Path | None = None) -> Leaderboard:
+    """Score every method on a condition and (optionally) log the leaderboard as one MLflow run.
+
+    Parameters
+    ----------
+    condition
+        Condition name, YAML path or ``Condition``.
+    methods
+        Subset of :data:`METHODS` (comma-separated text or a list); default all.
+    budget
+        ``"tiny"``, ``"quick"``, ``"full"`` or a :class:`Budget`.
+    images_dir
+        Score on these high-dose images degraded by the condition instead of
+        the frozen benchmark set.
+    seed
+        Seed of the training / validation draws and of the training itself.
+    device
+        Torch device for the CNNs (``auto``: CUDA when available).
+    use_registry
+        Use the condition's registered champion for ``hourglass`` when there is one.
+    log_to_mlflow
+        Log one MLflow run with the table, bar chart and gallery.
+    progress
+        Show tqdm progress bars.
+    output_dir
+        Also write the artifacts here (default: a temporary folder).
+
+    Returns
+    -------
+    Leaderboard
+    """
+    started = time.perf_counter()
+    cond = as_condition(condition)
+    method_list = parse_methods(methods)
+    plan = leaderboard_budget(budget)
+    test = user_test_set(cond, images_dir, seed=seed) if images_dir is not None else benchmark_test_set(cond)
+    data = _Data(cond, plan, seed)
+
+    results = [score_method(NOISY, lambda image: image, test, source="input",
+                            details={"description": METHOD_DESCRIPTIONS[NOISY]})]
+    bar = tqdm(method_list, desc=f"evaluate {cond.name}", disable=not progress, unit="method")
+    for method in bar:
+        bar.set_postfix(method=method)
+        predict, source, details = _build_method(method, cond, data, plan, seed=seed, device=device,
+                                                 use_registry=use_registry, progress=progress)
+        details = {"description": METHOD_DESCRIPTIONS[method], **details}
+        results.append(score_method(method, predict, test, source=source, details=details, progress=progress))
+        log.info("%s: PSNR %.2f dB (%s)", method, float(np.mean(results[-1].psnr)), source)
+    bar.close()
+
+    board = Leaderboard(condition=cond.name, benchmark_id=benchmark_id(cond), budget=plan,
+                        test_set=test.description, n_images=len(test.degraded),
+                        image_shape=tuple(test.degraded[0].shape), results=results,
+                        provenance=data.provenance(test))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(output_dir) if output_dir is not None else Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        board.seconds = time.perf_counter() - started
+        paths = write_artifacts(board, test, folder)
+        board.artifacts = [p.name for p in paths]
+        if log_to_mlflow:
+            board.run_id = log_leaderboard(board, cond, paths, method_list)
+    board.seconds = time.perf_counter() - started
+    return board
+
+
+def write_artifacts(board: Leaderboard, test: TestSet, folder: Path) -> list[Path]:
+    """Write leaderboard.csv / .json / .md, leaderboard_bars.png and gallery.png into ``folder``."""
+    paths = []
+    for name, text in (("leaderboard.csv", board.csv()),
+                       ("leaderboard.json", json.dumps(board.to_dict(), indent=2)),
+                       ("leaderboard.md", board.markdown() + "\n")):
+        path = folder / name
+        path.write_text(text)
+        paths.append(path)
+    paths.append(bar_chart(board, folder / "leaderboard_bars.png"))
+    paths.append(gallery(board, test, folder / "gallery.png"))
+    return paths
+
+
+def log_leaderboard(board: Leaderboard, condition: Any, paths: list[Path], methods: list[str]) -> str:
+    """Log the leaderboard as one MLflow run; returns its run id."""
+    configure()
+    with mlflow.start_run(run_name=f"evaluate-{board.condition}") as run:
+        mlflow.set_tags({"stemreg.kind": "evaluation", "condition": board.condition,
+                         "benchmark.id": board.benchmark_id, "test_set": board.test_set,
+                         MLFLOW_RUN_NOTE: (
+                             f"Leaderboard of {len(methods)} method(s) on {board.test_set} ({board.n_images} "
+                             f"images), {board.budget.name} training budget for the CNNs. Artifacts: the "
+                             f"table (CSV, Markdown), a bar chart and a before/after gallery, one row per "
+                             f"method.")})
+        params = dict(condition.flat_params())
+        params.update({"evaluate.budget": board.budget.name, "evaluate.methods": ",".join(methods),
+                       "evaluate.n_images": str(board.n_images)})
+        params.update({f"budget.{k}": str(v) for k, v in board.budget.to_dict().items() if k != "name"})
+        mlflow.log_params(params)
+        metrics = {}
+        for row in board.rows():
+            for key, _, _ in METRICS:
+                value = row[key]
+                if math.isfinite(value):
+                    metrics[f"{row['method']}.{key}"] = value
+        mlflow.log_metrics(metrics)
+        for path in paths:
+            mlflow.log_artifact(str(path))
+        try:
+            table = {k: [_json_safe(r[k]) for r in board.rows()] for k in board.rows()[0]}
+            mlflow.log_table(data=table, artifact_file="leaderboard_table.json")
+        except Exception as exc:  # noqa: BLE001 - the CSV/JSON artifacts already hold the table
+            log.warning("mlflow.log_table failed (%s); the CSV and JSON artifacts hold the table", exc)
+        return run.info.run_id

@@ -1,0 +1,148 @@
+"""The one prediction path: load a condition's registered model, denoise arrays, files or HyperSpy signals.
+
+:func:`stemreg.denoise` and :func:`stemreg.load_model` are these functions;
+`stemreg denoise` and the server predict through them too.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mlflow import MlflowClient
+
+from stemreg.acquisition import ImageWithCalibration, read_image
+from stemreg.models.prediction import load_pyfunc, predict
+from stemreg.platform.errors import BadInputError
+from stemreg.platform.registry.naming import CHAMPION, condition_name
+from stemreg.platform.registry.versions import resolve
+from stemreg.platform.store import tracking_uri as default_tracking_uri
+
+
+@dataclass
+class LoadedModel:
+    """A registered denoiser, loaded: call :meth:`predict` or pass it to :func:`denoise` as ``model=``."""
+
+    pyfunc: Any
+    model_uri: str
+    name: str | None = None
+    version: str | None = None
+    alias: str | None = None
+    condition: str | None = None
+    tags: dict[str, str] | None = None
+    run_id: str | None = None
+
+    def predict(self, data: Any, params: dict | None = None) -> Any:
+        """Denoise `(H, W)` or `(N, H, W)` (float); a lone image comes back `(H, W)`."""
+        return predict(self.pyfunc, data, params)
+
+
+def load_version(client: MlflowClient, version: Any, *, alias: str | None = None,
+                 loader: Any = None) -> LoadedModel:
+    """Load a registered `ModelVersion` without touching MLflow's global tracking/registry URIs.
+
+    ``loader`` (``model_uri -> pyfunc``) receives `models:/<name>/<version>` when given (the server's
+    hook); by default the version's artifacts are loaded from their own location.
+    """
+    uri = f"models:/{version.name}/{version.version}"
+    if loader is not None:
+        pyfunc = loader(uri)
+    else:
+        pyfunc = load_pyfunc(client.get_model_version_download_uri(version.name, version.version))
+    name = str(version.name)
+    return LoadedModel(pyfunc=pyfunc, model_uri=uri, name=name, version=str(version.version), alias=alias,
+                       condition=(version.tags or {}).get("condition"), tags=dict(version.tags or {}),
+                       run_id=version.run_id)
+
+
+def load_model(condition: Any = None, *, alias: str = CHAMPION, model_uri: str | None = None,
+               tracking_uri: str | None = None) -> LoadedModel:
+    """Load a condition's registered denoiser (its champion by default), or any model URI.
+
+    Parameters
+    ----------
+    condition
+        Condition name or `Condition`; the model is `stem-denoiser-<condition>`.
+    alias
+        Alias (`champion`, `challenger`) or version number.
+    model_uri
+        Instead of ``condition``: any MLflow model URI or local path of a stemreg pyfunc.
+    tracking_uri
+        The MLflow store; default `MLFLOW_TRACKING_URI`, else `sqlite:///mlflow.db`.
+
+    Returns
+    -------
+    LoadedModel
+
+    Raises
+    ------
+    BadInputError
+        Neither or both of ``condition`` and ``model_uri``; nothing registered behind the alias
+        (:class:`~stemreg.platform.registry.NotRegisteredError`).
+    """
+    if (condition is None) == (model_uri is None):
+        raise BadInputError("give a condition (and alias) or a model_uri, not both or neither")
+    if model_uri is not None:
+        return LoadedModel(pyfunc=load_pyfunc(model_uri), model_uri=model_uri)
+    uri = tracking_uri or default_tracking_uri()
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    loaded = load_version(client, resolve(condition, alias, client=client), alias=alias)
+    loaded.condition = condition_name(condition)
+    return loaded
+
+
+def _is_signal(image: Any) -> bool:
+    return hasattr(image, "data") and hasattr(image, "axes_manager")
+
+
+def denoise(image: Any, *, condition: Any = None, alias: str = CHAMPION, model: LoadedModel | None = None,
+            tracking_uri: str | None = None, params: dict | None = None) -> Any:
+    """Denoise an image with a condition's registered model.
+
+    Parameters
+    ----------
+    image
+        A float array `(H, W)` or stack `(N, H, W)`; a file path (any format
+        :func:`stemreg.acquisition.read_image` reads); an
+        :class:`~stemreg.acquisition.ImageWithCalibration`; or a HyperSpy
+        `Signal2D` (or a stack of them).
+    condition, alias, tracking_uri
+        Which registered model (see :func:`load_model`); ignored when ``model`` is given.
+    model
+        A model loaded once by :func:`load_model`, for many calls.
+    params
+        Tiling options for the model (`tile_px`, `overlap_px`, `batch_size`).
+
+    Returns
+    -------
+    numpy.ndarray, ImageWithCalibration or Signal2D
+        The same kind as ``image``: an array for an array; for a path or an
+        `ImageWithCalibration`, an `ImageWithCalibration` keeping the
+        calibration; for a `Signal2D`, a copy with the denoised data and the
+        same axes and metadata.
+
+    Raises
+    ------
+    stemreg.acquisition.ImageReadError
+        An unreadable file.
+    ValueError
+        An array of the wrong rank, empty, or holding NaN/Inf.
+    """
+    model = model or load_model(condition, alias=alias, tracking_uri=tracking_uri)
+    if isinstance(image, (str, Path)):
+        image = read_image(image, allow_stack=True)
+    if isinstance(image, ImageWithCalibration):
+        out = _run(model, image.data, params)
+        return ImageWithCalibration(out, image.calibration, image.format)
+    if _is_signal(image):
+        result = image.deepcopy() if hasattr(image, "deepcopy") else copy.deepcopy(image)
+        result.data = _run(model, image.data, params)
+        return result
+    return _run(model, image, params)
+
+
+def _run(model: LoadedModel, data: Any, params: dict | None) -> np.ndarray:
+    data = np.asarray(data, dtype=np.float32)
+    return np.asarray(model.predict(data, params), dtype=np.float32).reshape(data.shape)

@@ -1,0 +1,70 @@
+"""Names in the registry: one registered model per condition, its aliases, its benchmark tags.
+
+Also the registry's errors, and :func:`as_condition` (a `Condition` from a name or a YAML path).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from stemreg.acquisition import load_condition
+from stemreg.platform.errors import BadInputError, StemregError
+
+MODEL_PREFIX = "stem-denoiser-"
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+HISTORY_TAG = "promotion.history"
+# Tag values in the registry may hold 100 000 characters; keep well under it.
+MAX_HISTORY_ENTRIES = 200
+ALIAS_POLICIES = ("auto", "champion", "challenger", "none")
+BENCHMARK_KEYS = ("psnr", "psnr_std", "ssim", "ssim_std", "noisy_psnr", "noisy_ssim", "ms_per_mpx", "id")
+
+
+class RegistryError(StemregError):
+    """A registry operation that could not be done (the CLI exits 1)."""
+
+
+class NotRegisteredError(BadInputError):
+    """No such registered model, version or alias (the CLI exits 2)."""
+
+
+class PromotionRefused(RegistryError):
+    """Promotion refused: the candidate does not beat the champion."""
+
+
+def as_condition(condition: Any):
+    """A `Condition` from a name, a YAML path or a `Condition` (unknown names raise `UnknownConditionError`)."""
+    if isinstance(condition, str):
+        return load_condition(condition)
+    return condition
+
+
+def benchmark_id(condition: Any) -> str:
+    """`<condition>@v<version>:<hash>`: which frozen benchmark set a score belongs to."""
+    return as_condition(condition).benchmark_id()
+
+
+def condition_name(condition: Any) -> str:
+    """The condition's name, from a `Condition` or a plain string."""
+    return condition if isinstance(condition, str) else str(condition.name)
+
+
+def model_name(condition: Any) -> str:
+    """`stem-denoiser-<condition>` for a condition name or `Condition`."""
+    return MODEL_PREFIX + condition_name(condition)
+
+
+def model_uri(condition: Any, alias: str = CHAMPION) -> str:
+    """`models:/stem-denoiser-<condition>@alias` (or `/<version>` for a number)."""
+    sep = "/" if str(alias).isdigit() else "@"
+    return f"models:/{model_name(condition)}{sep}{alias}"
+
+
+def benchmark_of(version) -> dict[str, Any]:
+    """The `benchmark.*` tags of a model version as numbers (text for `id`); {} when unscored."""
+    out: dict[str, Any] = {}
+    for key in BENCHMARK_KEYS:
+        value = version.tags.get(f"benchmark.{key}")
+        if value is None:
+            continue
+        out[key] = value if key == "id" else float(value)
+    return out

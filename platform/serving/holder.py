@@ -1,0 +1,236 @@
+"""The served model: the version an alias points to, loaded behind a lock, swapped when the alias moves."""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from pathlib import Path
+from typing import Any, Callable
+
+from mlflow import MlflowClient
+
+from stemreg.models.prediction import predict, takes_stacks_only
+from stemreg.platform.errors import BadInputError
+from stemreg.platform.prediction import load_version
+from stemreg.platform.registry import CHAMPION, benchmark_of, model_name, resolve
+from stemreg.platform.serving.http_io import RequestError
+from stemreg.platform.store import tracking_uri as default_tracking_uri
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ALIAS = CHAMPION
+
+
+def _utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _benchmark(tags: dict[str, str]) -> dict[str, Any]:
+    """The version's benchmark figures as the registry reads them; raw text if a figure is malformed."""
+    try:
+        return benchmark_of(SimpleNamespace(tags=tags))
+    except (TypeError, ValueError):  # a malformed figure must not break /model
+        return {k[len("benchmark."):]: v for k, v in tags.items() if k.startswith("benchmark.")}
+
+
+@dataclass
+class ServedModel:
+    """One loaded model version and what `/model` says about it."""
+
+    name: str
+    version: str
+    alias: str
+    condition: str
+    pyfunc: Any = field(repr=False)
+    tags: dict[str, str]
+    run_id: str | None
+    loaded_at: str
+    load_seconds: float
+
+    @property
+    def model_uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+    def metrics(self) -> dict[str, float]:
+        """Figures from the version's tags (`benchmark.*`, `val_*`, ...), as numbers."""
+        out: dict[str, float] = {}
+        for key, value in self.tags.items():
+            if key.startswith(("benchmark.", "val_", "validation.", "metric.")):
+                try:
+                    number = float(value)
+                except (TypeError, ValueError):
+                    continue  # benchmark.id and the like are not figures
+                if math.isfinite(number):
+                    out[key] = number
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        architecture: Any = self.tags.get("architecture")
+        if architecture is not None:
+            try:
+                architecture = json.loads(architecture)
+            except ValueError:
+                pass
+        return {
+            "name": self.name, "version": self.version, "alias": self.alias,
+            "condition": self.condition, "model_uri": self.model_uri, "run_id": self.run_id,
+            "metrics": self.metrics(), "architecture": architecture,
+            "benchmark": _benchmark(self.tags), "tags": dict(self.tags),
+            "loaded_at": self.loaded_at, "load_seconds": round(self.load_seconds, 3),
+        }
+
+
+@dataclass
+class RefreshResult:
+    """What one look at the alias found and did."""
+
+    changed: bool
+    version: str | None
+    previous_version: str | None
+    error: str | None = None
+    checked_at: str = field(default_factory=_utc_now)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"changed": self.changed, "version": self.version,
+                "previous_version": self.previous_version, "error": self.error,
+                "checked_at": self.checked_at}
+
+
+class ModelHolder:
+    """The model version an alias points to, loaded, behind a lock.
+
+    Parameters
+    ----------
+    condition
+        Condition name; the model is `stem-denoiser-<condition>`.
+    alias
+        The alias to follow (`champion`, `challenger`, ...).
+    tracking_uri
+        MLflow tracking + registry store; default :func:`stemreg.platform.store.tracking_uri`.
+        MLflow's global URIs are left alone: this holder asks its own client.
+    loader
+        `model_uri -> pyfunc`; default: the version's artifacts loaded from their location.
+    """
+
+    def __init__(self, condition: str, alias: str = DEFAULT_ALIAS, *, tracking_uri: str | None = None,
+                 loader: Callable[[str], Any] | None = None) -> None:
+        if not condition or not condition.strip():
+            raise BadInputError("--condition is empty; give a condition name such as low-dose")
+        if not alias or not alias.strip():
+            raise BadInputError("--alias is empty; give an alias such as champion or challenger")
+        self.condition = condition
+        self.alias = alias
+        self.name = model_name(condition)
+        self.tracking_uri = tracking_uri or default_tracking_uri()
+        if self.tracking_uri.startswith("sqlite:///"):
+            db_path = Path(self.tracking_uri[len("sqlite:///"):].split("?", 1)[0])
+            if not db_path.is_file():  # opening it would create an empty store as a side effect
+                raise BadInputError(
+                    f"no MLflow store at {db_path} (tracking URI {self.tracking_uri}); run "
+                    f"`stemreg train --condition {condition}` here first, or set "
+                    "MLFLOW_TRACKING_URI to the store that holds the models")
+        self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        self._loader = loader
+        self._current: ServedModel | None = None
+        self._swap_lock = threading.Lock()      # guards _current
+        self._predict_lock = threading.Lock()   # one inference at a time: CPU cores, atomic swap
+        self._refresh_lock = threading.Lock()   # one load at a time (poller vs /reload)
+        self.last_refresh: RefreshResult | None = None
+        self.load_error: str | None = None
+
+    def resolve(self) -> Any:
+        """The `ModelVersion` the alias points to now (:func:`stemreg.platform.registry.resolve`).
+
+        Raises
+        ------
+        NotRegisteredError
+            Unknown condition, no model registered for it, or no version carrying the alias yet.
+        """
+        return resolve(self.condition, self.alias, client=self.client)
+
+    # -- loading ---------------------------------------------------------------------------
+    def _load_version(self, version: Any) -> ServedModel:
+        started = time.perf_counter()
+        loaded = load_version(self.client, version, alias=self.alias, loader=self._loader)
+        return ServedModel(
+            name=self.name, version=loaded.version, alias=self.alias, condition=self.condition,
+            pyfunc=loaded.pyfunc, tags=loaded.tags or {}, run_id=loaded.run_id, loaded_at=_utc_now(),
+            load_seconds=time.perf_counter() - started)
+
+    def load(self) -> ServedModel:
+        """Resolve the alias and load that version (the first load; errors propagate)."""
+        with self._refresh_lock:
+            try:
+                served = self._load_version(self.resolve())
+            except Exception as exc:
+                self.load_error = f"{type(exc).__name__}: {exc}"
+                raise
+            with self._swap_lock:
+                self._current = served
+            self.load_error = None
+        log.info("serving %s v%s (%s) for condition %s", served.name, served.version, self.alias,
+                 self.condition)
+        return served
+
+    def refresh(self) -> RefreshResult:
+        """Look at the alias again; load and swap in the version it points to if it moved.
+
+        Never raises: a store or load failure is logged and reported, and the
+        model already loaded keeps serving.
+        """
+        with self._refresh_lock:
+            before = self.current
+            previous = before.version if before else None
+            try:
+                version = self.resolve()
+                if before is not None and str(version.version) == before.version:
+                    result = RefreshResult(False, previous, previous)
+                else:
+                    served = self._load_version(version)
+                    with self._predict_lock, self._swap_lock:  # no inference straddles the swap
+                        self._current = served
+                    self.load_error = None
+                    log.info("alias %s of %s moved: now serving v%s (was v%s)", self.alias,
+                             self.name, served.version, previous)
+                    result = RefreshResult(True, served.version, previous)
+            except Exception as exc:  # noqa: BLE001 - keep serving whatever goes wrong
+                message = f"{type(exc).__name__}: {exc}"
+                log.error("could not refresh %s@%s, still serving v%s: %s", self.name, self.alias,
+                          previous, message)
+                result = RefreshResult(False, previous, previous, error=message)
+            self.last_refresh = result
+            return result
+
+    @property
+    def current(self) -> ServedModel | None:
+        with self._swap_lock:
+            return self._current
+
+    @property
+    def loaded(self) -> bool:
+        return self.current is not None
+
+    def input_schema(self) -> Any:
+        served = self.current
+        return served.pyfunc.metadata.get_input_schema() if served else None
+
+    def takes_stacks_only(self) -> bool:
+        """True when the model's signature declares a rank-3 tensor `(N, H, W)` input."""
+        served = self.current
+        return served is not None and takes_stacks_only(served.pyfunc)
+
+    def denoise(self, data: Any, params: dict | None = None) -> tuple[Any, ServedModel]:
+        """Predict on an image `(H, W)` or stack `(N, H, W)` (a lone image comes back `(H, W)`).
+
+        Through :func:`stemreg.models.prediction.predict`, the one prediction path.
+        """
+        with self._predict_lock:
+            served = self.current
+            if served is None:
+                raise RequestError(503, "the model is not loaded yet; retry when GET /health answers 200")
+            return predict(served.pyfunc, data, params), served

@@ -1,0 +1,213 @@
+"""The server's request and answer bodies: JSON checks, image formats, in-memory decoding and encoding.
+
+Image bodies are decoded and encoded in memory by the same readers and
+writers as `stemreg denoise` (:func:`stemreg.acquisition.io.read_image_bytes`,
+:func:`~stemreg.acquisition.io.write_image_bytes`), which also validate each
+image once (rank, dtype, finite values).
+"""
+from __future__ import annotations
+
+import io
+import math
+from typing import Any
+
+import numpy as np
+import tifffile
+
+from stemreg.acquisition import ImageReadError
+from stemreg.acquisition.io import ImageWithCalibration, read_image_bytes, write_image_bytes
+
+#: MLflow scoring-protocol keys we accept on /invocations.
+JSON_INPUT_KEYS = ("inputs", "instances", "dataframe_split", "dataframe_records")
+ACCEPTED_JSON = ('a JSON object with exactly one of "inputs" or "instances" (one float image (H, W) '
+                 'or a stack (N, H, W) as nested lists) or "dataframe_split" / "dataframe_records" '
+                 '(one image as a table of numbers), optionally with "params" '
+                 '(tile_px, overlap_px, batch_size)')
+ACCEPTED_IMAGE = ("the raw bytes of one .npy, .tif/.tiff or .png image, 2-D (H, W) or a stack "
+                  "(N, H, W), finite values; format from the file's magic bytes, else from "
+                  "Content-Type (application/x-npy, image/tiff, image/png) or ?format=npy|tiff|png")
+
+# Magic bytes -> format; the body's own signature beats any header.
+_MAGIC = (
+    (b"\x93NUMPY", "npy"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
+    (b"II+\x00", "tiff"),  # BigTIFF
+    (b"MM\x00+", "tiff"),
+    (b"\x89PNG\r\n\x1a\n", "png"),
+)
+_FORMAT_NAMES = {"npy": "npy", "tif": "tiff", "tiff": "tiff", "png": "png"}
+_CONTENT_TYPES = {
+    "application/x-npy": "npy", "application/npy": "npy", "application/x-numpy": "npy",
+    "image/tiff": "tiff", "image/tif": "tiff", "image/png": "png",
+}
+_RESPONSE_TYPES = {"npy": "application/x-npy", "tiff": "image/tiff", "png": "image/png"}
+
+
+def _shorten(text: str, limit: int = 600) -> str:
+    """MLflow's messages quote the whole input; an error answer needs only the start."""
+    text = str(text)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit} more characters)"
+
+
+class RequestError(Exception):
+    """A request the server refuses: HTTP status, what was wrong, what is accepted."""
+
+    def __init__(self, status: int, error: str, accepted: str | None = None) -> None:
+        super().__init__(error)
+        self.status = int(status)
+        self.error = error
+        self.accepted = accepted
+
+    def payload(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.error}
+        if self.accepted:
+            body["accepted"] = self.accepted
+        # MLflow's scoring server names its error class; clients may look for it.
+        body["error_code"] = _ERROR_CODES.get(self.status) or (
+            "BAD_REQUEST" if 400 <= self.status < 500 else "INTERNAL_ERROR")
+        return body
+
+
+_ERROR_CODES = {404: "ENDPOINT_NOT_FOUND", 413: "RESOURCE_LIMIT_EXCEEDED", 503: "TEMPORARILY_UNAVAILABLE"}
+
+
+def check_image_array(array: Any, *, max_pixels: int, accepted: str = ACCEPTED_JSON) -> np.ndarray:
+    """Refuse what the denoiser cannot take: wrong rank, empty, non-numeric, NaN/Inf, too large.
+
+    Parameters
+    ----------
+    array
+        Anything `numpy.asarray` accepts (a parsed request).
+    max_pixels
+        The most pixels (N x H x W) one request may carry.
+    accepted
+        The sentence naming accepted input, for the error.
+
+    Returns
+    -------
+    numpy.ndarray
+        The same values as a numeric array (not copied when already one).
+
+    Raises
+    ------
+    RequestError
+        400 naming the problem, 413 when larger than `max_pixels`.
+    """
+    try:
+        arr = np.asarray(array)
+    except (ValueError, TypeError) as exc:  # ragged nested lists
+        raise RequestError(400, f"input is not a rectangular array: {exc}", accepted) from exc
+    if arr.dtype == object:
+        raise RequestError(400, "input is not a rectangular array of numbers (ragged or mixed rows)",
+                           accepted)
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise RequestError(400, f"input holds {arr.dtype} values, not numbers", accepted)
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise RequestError(400, "input holds complex numbers; a real-valued image is needed", accepted)
+    if arr.ndim not in (2, 3):
+        raise RequestError(400, f"input has rank {arr.ndim} (shape {list(arr.shape)}); "
+                                "an image (H, W) or a stack (N, H, W) is needed", accepted)
+    if arr.size == 0:
+        raise RequestError(400, f"input is empty (shape {list(arr.shape)})", accepted)
+    if arr.size > max_pixels:
+        raise RequestError(413, f"input has {arr.size} pixels (shape {list(arr.shape)}), more than "
+                                f"this server's cap of {max_pixels}", accepted)
+    if np.issubdtype(arr.dtype, np.floating):
+        finite = np.isfinite(arr)
+        if not finite.all():
+            n_nan = int(np.isnan(arr).sum())
+            n_inf = int(arr.size - finite.sum() - n_nan)
+            raise RequestError(400, f"input holds {n_nan} NaN and {n_inf} infinite values; "
+                                    "all pixels must be finite", accepted)
+    return arr
+
+
+def detect_image_format(body: bytes, *, content_type: str | None = None,
+                        format_hint: str | None = None) -> str:
+    """Which image format a request body is: `npy`, `tiff` or `png`.
+
+    The magic bytes decide; Content-Type and `?format=` only help when the
+    body has no known signature (they cannot turn a non-image into one).
+
+    Raises
+    ------
+    RequestError
+        400 when the body is empty or no known image.
+    """
+    if not body:
+        raise RequestError(400, "empty request body: no image sent", ACCEPTED_IMAGE)
+    for magic, fmt in _MAGIC:
+        if body.startswith(magic):
+            return fmt
+    if format_hint and format_hint.lower().lstrip(".") not in _FORMAT_NAMES:
+        raise RequestError(400, f"unknown ?format={format_hint!r}", ACCEPTED_IMAGE)
+    declared = (_FORMAT_NAMES.get((format_hint or "").lower().lstrip("."))
+                or _CONTENT_TYPES.get((content_type or "").split(";")[0].strip().lower()))
+    what = f"declared as {declared}, but " if declared else ""
+    raise RequestError(400, f"not an image: {what}the body starts with {body[:8]!r}, which is no "
+                            ".npy, TIFF or PNG signature", ACCEPTED_IMAGE)
+
+
+def peek_image_shape(body: bytes, fmt: str) -> tuple[int, ...] | None:
+    """The array shape a body's header declares, without decoding the pixels.
+
+    Lets the size cap refuse a small, highly compressed file that would
+    decode into a huge array (a "decompression bomb") before it is decoded.
+    Returns None when the header cannot be read; the full reader then says why.
+    """
+    try:
+        if fmt == "png":
+            # The IHDR chunk always comes first: width and height, big-endian, at bytes 16-24.
+            if len(body) < 24 or body[12:16] != b"IHDR":
+                return None
+            return (int.from_bytes(body[20:24], "big"), int.from_bytes(body[16:20], "big"))
+        if fmt == "npy":
+            stream = io.BytesIO(body)
+            version = np.lib.format.read_magic(stream)
+            shape, _, _ = np.lib.format._read_array_header(stream, version)  # noqa: SLF001
+            return tuple(int(n) for n in shape)
+        if fmt == "tiff":
+            with tifffile.TiffFile(io.BytesIO(body)) as tif:
+                return tuple(int(n) for n in tif.series[0].shape)
+    except Exception:  # noqa: BLE001 - a damaged header is reported by the real reader
+        return None
+    return None
+
+
+def check_size(shape: tuple[int, ...], *, max_pixels: int, what: str = "input",
+               accepted: str = ACCEPTED_IMAGE) -> None:
+    """413 when an image of ``shape`` holds more than ``max_pixels`` pixels."""
+    pixels = math.prod(shape)
+    if pixels > max_pixels:
+        raise RequestError(413, f"{what} has {pixels} pixels (shape {list(shape)}), more than this server's "
+                                f"cap of {max_pixels}", accepted)
+
+
+def decode_image(body: bytes, fmt: str, *, max_pixels: int) -> ImageWithCalibration:
+    """Read and validate an image sent as bytes, in memory, refusing one above ``max_pixels``.
+
+    The header's declared shape is checked before decoding (a small compressed file may decode into a
+    huge array); the reader then validates the pixels once (rank, dtype, finite values).
+
+    Raises
+    ------
+    RequestError
+        400 for a damaged or refused image, 413 above the size cap.
+    """
+    declared = peek_image_shape(body, fmt)
+    if declared is not None and math.prod(declared) > max_pixels:
+        raise RequestError(413, f"the {fmt} image declares shape {list(declared)}: "
+                                f"{math.prod(declared)} pixels, more than this server's cap of "
+                                f"{max_pixels}", ACCEPTED_IMAGE)
+    try:
+        image = read_image_bytes(body, fmt, allow_stack=True, name="request")
+    except ImageReadError as exc:
+        raise RequestError(400, f"could not read the {fmt} image: {exc.problem}", ACCEPTED_IMAGE) from exc
+    check_size(image.data.shape, max_pixels=max_pixels)
+    return image
+
+
+def encode_image(data: np.ndarray, fmt: str, *, like: ImageWithCalibration | None = None) -> bytes:
+    """A denoised image as bytes of ``fmt`` (``npy``, ``tiff``, ``png``), keeping ``like``'s calibration."""
+    return write_image_bytes(data, fmt, like=like)

@@ -1,0 +1,100 @@
+"""The public API: stemreg.denoise / load_model / simulate, on a really registered model."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import stemreg
+
+
+def _noisy(shape, seed):
+    rng = np.random.default_rng(seed)
+    return (rng.poisson(25.0, size=shape) / 25.0).astype(np.float32)
+
+
+def test_importing_stemreg_loads_neither_torch_nor_mlflow():
+    code = "import sys, stemreg; print('torch' in sys.modules, 'mlflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_simulate_is_the_conditions_own_draw():
+    from stemreg.acquisition import get_condition
+
+    pairs = stemreg.simulate("low-dose", 2, seed=5, size_px=48)
+    same = get_condition("low-dose").sample_pairs(2, size_px=48, seed=5)
+    assert pairs.degraded.shape == (2, 48, 48) and pairs.degraded.dtype == np.float32
+    np.testing.assert_array_equal(pairs.degraded, same.degraded)
+
+
+def test_denoise_an_array_equals_the_registered_pyfunc(registered_low_dose):
+    import mlflow.pyfunc
+
+    image = _noisy((40, 36), seed=1)
+    before = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+    got = stemreg.denoise(image, condition="low-dose", tracking_uri=registered_low_dose.tracking_uri)
+    assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) == before  # MLflow's globals left alone
+    mlflow.set_registry_uri(registered_low_dose.tracking_uri)
+    try:
+        want = mlflow.pyfunc.load_model(registered_low_dose.model_uri).predict(image[None])[0]
+    finally:
+        mlflow.set_registry_uri(None)
+    assert got.shape == image.shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_load_model_once_then_denoise_a_stack_and_a_file(registered_low_dose, tmp_path):
+    from stemreg.acquisition import Calibration, write_image
+
+    model = stemreg.load_model("low-dose", tracking_uri=registered_low_dose.tracking_uri)
+    assert model.version == registered_low_dose.version and model.name == "stem-denoiser-low-dose"
+    stack = _noisy((2, 32, 32), seed=2)
+    out = stemreg.denoise(stack, model=model)
+    assert out.shape == stack.shape
+    np.testing.assert_allclose(out[1], stemreg.denoise(stack[1], model=model), rtol=1e-5, atol=1e-5)
+    path = write_image(tmp_path / "scan.tif", stack[0], Calibration(12.5, "pm"))
+    image = stemreg.denoise(path, model=model)
+    assert image.calibration == Calibration(12.5, "pm")
+    np.testing.assert_allclose(image.data, out[0], rtol=1e-4, atol=1e-4)
+
+
+def test_denoise_a_hyperspy_signal_keeps_axes_and_metadata(registered_low_dose):
+    hs = pytest.importorskip("hyperspy.api")
+
+    signal = hs.signals.Signal2D(_noisy((32, 40), seed=3))
+    for axis in signal.axes_manager.signal_axes:
+        axis.scale, axis.units, axis.offset = 0.0125, "nm", 1.5
+    signal.metadata.General.title = "HAADF scan"
+    out = stemreg.denoise(signal, condition="low-dose", tracking_uri=registered_low_dose.tracking_uri)
+    assert isinstance(out, hs.signals.Signal2D) and out is not signal
+    assert out.data.shape == (32, 40) and out.data.dtype == np.float32
+    assert [(a.scale, a.units, a.offset) for a in out.axes_manager.signal_axes] == [(0.0125, "nm", 1.5)] * 2
+    assert out.metadata.General.title == "HAADF scan"
+    np.testing.assert_allclose(out.data, stemreg.denoise(signal.data, condition="low-dose",
+                                                         tracking_uri=registered_low_dose.tracking_uri),
+                               rtol=1e-6, atol=1e-6)
+    assert not np.array_equal(out.data, signal.data)  # the input is left as it was
+
+
+def test_nothing_registered_is_a_bad_input_error(mlflow_store):
+    from stemreg.platform.errors import BadInputError
+
+    with pytest.raises(BadInputError, match="no model registered for condition 'defocus'"):
+        stemreg.load_model("defocus")
+
+
+def test_the_server_leaves_mlflow_globals_alone(registered_low_dose):
+    import mlflow
+
+    from stemreg.platform.serving import make_server
+
+    before = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+    server = make_server("low-dose", port=0, poll_seconds=0, tracking_uri=registered_low_dose.tracking_uri)
+    try:
+        assert server.holder.load().version == registered_low_dose.version
+    finally:
+        server.stop()
+    assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) == before
