@@ -180,3 +180,28 @@ def test_hash_changes_when_the_simulator_physics_changes(monkeypatch):
     before = cond.hash()
     monkeypatch.setattr(conditions, "SIMULATOR_REVISION", conditions.SIMULATOR_REVISION + 1)
     assert cond.hash() != before  # a benchmark drawn by other physics never shares a benchmark id
+
+
+def test_benchmark_is_stratified_by_sampling_and_dose_with_the_seed_point_kept():
+    cond = get_condition("low-dose")
+    bins = cond.benchmark_bins()
+    names = [b.name for b in bins]
+    assert names[:3] == ["8px@0.25x", "8px@1x", "8px@4x"] and names[-1] == "seed:8pm@1x"
+    assert len(bins) == 4 * 3 + 1
+    bench = cond.benchmark_set()
+    assert len(bench) == cond.benchmark_per_bin * len(bins) and bench.bins[0] == "8px@0.25x"
+    for name in ("8px@1x", "64px@1x"):
+        idx = [i for i, b in enumerate(bench.bins) if b == name]
+        spacing = float(name.split("px")[0])
+        from stemreg.acquisition.specimens import family_spacing_pm
+        # each image's pixel size puts its lattice's columns `spacing` px apart
+        assert all(family_spacing_pm(bench.params[i]["specimen"]) / bench.params[i]["pixel_size_pm"]
+                   == pytest.approx(spacing) for i in idx)
+    seed = [i for i, b in enumerate(bench.bins) if b.startswith("seed")]
+    assert all(bench.params[i]["pixel_size_pm"] == 8.0 and bench.params[i]["dose_scale"] == 1.0 for i in seed)
+
+
+def test_changing_a_range_changes_the_benchmark_id():
+    cond = get_condition("low-dose")
+    narrower = cond.model_copy(update={"pixel_size_pm": (5.0, 40.0)})
+    assert narrower.benchmark_id() != cond.benchmark_id()
