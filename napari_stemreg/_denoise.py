@@ -27,13 +27,13 @@ class DenoiseResult:
     version: str
 
 
-_MODELS: dict[tuple[str, str, str], Any] = {}
+_MODELS: dict[tuple[str, str], Any] = {}
 
 
 def _load(tracking_uri: str, model_uri: str) -> Any:
     import mlflow.pyfunc
 
-    key = (tracking_uri, model_uri, "pyfunc")
+    key = (tracking_uri, model_uri)
     if key not in _MODELS:  # a version's model never changes: load it once per session
         _MODELS[key] = mlflow.pyfunc.load_model(model_uri)
     return _MODELS[key]
@@ -64,9 +64,11 @@ def denoise_image(image: np.ndarray, *, condition: str, alias: str = "champion")
     stemreg.platform.registry.NotRegisteredError
         No model registered for the condition, or nothing behind the alias.
     """
+    import mlflow
+
     from stemreg.acquisition import load_condition
     from stemreg.platform import registry
-    from stemreg.platform.store import configure
+    from stemreg.platform.store import tracking_uri
 
     data = np.asarray(image)
     if data.ndim not in (2, 3) or not np.issubdtype(data.dtype, np.number):
@@ -74,7 +76,9 @@ def denoise_image(image: np.ndarray, *, condition: str, alias: str = "champion")
                          f"got shape {data.shape}, dtype {data.dtype}")
     data = data.astype(np.float32, copy=False)
     cond = load_condition(condition)
-    uri = configure()
+    uri = tracking_uri()  # read only: no experiment is created, nothing is logged
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     version = registry.resolve(cond, alias)
     model = _load(uri, registry.model_uri(cond, str(version.version)))
     denoised = np.asarray(model.predict(data[None] if data.ndim == 2 else data), dtype=np.float32)
