@@ -6,6 +6,7 @@ Heavy imports (torch, mlflow) stay inside the command functions so that
 from __future__ import annotations
 
 import logging
+import os
 
 import click
 
@@ -24,6 +25,8 @@ def main(verbose: int) -> None:
     directory; set MLFLOW_TRACKING_URI to use a tracking server). Browse them
     with `mlflow ui`.
     """
+    # MLflow prints "View run at http://..." to stdout for a tracking server, which breaks `--json`.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 

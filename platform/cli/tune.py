@@ -108,6 +108,11 @@ def tune_command(condition_name: str, trials: int | None, timeout_s: float | Non
         open_storage(storage_url)  # reachability, before any work: exit 2 with the driver's reason
     except StorageError as exc:
         raise BadInputError(f"--storage: {exc}") from None
+    from stemreg.platform.plan import plan_tune  # the whole plan up front, with a measured step time
+
+    plan = plan_tune(budget, trials=trials, timeout_s=timeout_s, retrain_steps_per_epoch=RETRAIN_DATA_FACTOR * steps_per_epoch,
+                     retrain_epochs=None if no_register else (retrain_epochs or RETRAIN_EPOCH_FACTOR * epochs))
+    click.echo(plan.describe(), err=True)
     try:
         result = run_study(condition, n_trials=trials, timeout_s=timeout_s, storage=storage_url,
                            study_name=study_name, objective=objective, budget=budget, progress=progress)
@@ -118,7 +123,7 @@ def tune_command(condition_name: str, trials: int | None, timeout_s: float | Non
     except ValueError as exc:  # e.g. a --study that exists with other objectives
         raise BadInputError(str(exc)) from None
 
-    summary = {"study": result.to_dict(), "registered": None}
+    summary = {"study": result.to_dict(), "registered": None, "plan": plan.to_dict()}
     if not no_register:
         summary["registered"] = _retrain_best(condition, result, budget, retrain_epochs=retrain_epochs,
                                               init_from=init_from, parent_arch=parent_arch, progress=progress)

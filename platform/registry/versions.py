@@ -159,9 +159,11 @@ def register_version(source_uri: str, condition: Any, *, run_id: str | None = No
                 or f"CNN denoiser for STEM images under the '{condition_name(condition)}' acquisition condition.")
         except MlflowException:
             pass  # another process created it meanwhile
+    # A tracking server accepts a logged model's `models:/<model_id>` source only with its model_id.
+    model_id = source_uri[len("models:/"):] if source_uri.startswith("models:/m-") else None
     version = client.create_model_version(
         name, source_uri, run_id=run_id, description=description,
-        tags={k: str(v) for k, v in (tags or {}).items()})
+        tags={k: str(v) for k, v in (tags or {}).items()}, model_id=model_id)
     alias = assign_initial_alias(condition, version.version, policy=alias_policy)
     return client.get_model_version(name, version.version), alias
 

@@ -1,0 +1,50 @@
+"""`stemreg tune` shows its whole plan up front: trials, retrain steps, time estimated from a measured step."""
+from __future__ import annotations
+
+import json
+import math
+
+from click.testing import CliRunner
+
+from stemreg.platform.cli import main
+from stemreg.platform.plan import measure_step_seconds, plan_tune
+from stemreg.tuning import SearchBudget
+
+TINY_ARCH = {"kind": "reverse-hourglass", "depth": 4, "widths": [8, 16, 8], "kernel_size": 3}
+
+
+def test_plan_counts_the_steps_and_multiplies_by_the_step_time():
+    budget = SearchBudget(epochs=4, steps_per_epoch=40, batch_size=8, patch_px=64)
+    plan = plan_tune(budget, trials=10, timeout_s=None, retrain_epochs=12, retrain_steps_per_epoch=80,
+                     step_seconds=0.1)
+    assert plan.trial_steps == 160 and plan.retrain_steps == 960
+    assert math.isclose(plan.search_seconds, 160.0) and math.isclose(plan.retrain_seconds, 96.0)
+    text = plan.describe()
+    assert "10 trial(s) x 4 epoch(s) x 40 steps = 160 steps per trial" in text
+    assert "12 epoch(s) x 80 steps = 960 steps" in text
+    assert "takes 100 ms: about 3 min of search + 2 min of retrain" in text
+
+    # A timeout caps the search; without a retrain none is announced.
+    capped = plan_tune(budget, trials=None, timeout_s=60, retrain_epochs=None, retrain_steps_per_epoch=80,
+                       step_seconds=0.1)
+    assert capped.search_seconds == 60 and capped.retrain_steps == 0
+    assert "no new trial after 60 s" in capped.describe() and "retrain" not in capped.describe().split("(")[0]
+
+
+def test_step_time_is_measured_on_this_machine():
+    seconds, device = measure_step_seconds(TINY_ARCH, batch_size=2, patch_px=16)
+    assert 0 < seconds < 5 and device in ("cpu", "cuda", "cuda:0", "mps")
+
+
+def test_tune_announces_the_plan_before_searching_and_reports_it(mlflow_store, tmp_path):
+    args = ["tune", "--condition", "low-dose", "--trials", "2", "--epochs", "1", "--steps", "2", "--n-train", "2",
+            "--n-val", "1", "--image-px", "32", "--patch-px", "16", "--batch-size", "2", "--no-register",
+            "--no-progress", "--json", "--storage", f"sqlite:///{tmp_path / 'optuna.db'}"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "plan: 2 trial(s) x 1 epoch(s) x 2 steps = 2 steps per trial" in result.stderr
+    report = json.loads(result.stdout)
+    plan = report["plan"]
+    assert plan["trials"] == 2 and plan["trial_steps"] == 2 and plan["retrain_steps"] == 0
+    assert plan["step_seconds"] > 0 and plan["estimated_total_s"] >= 0
+    assert report["study"]["n_trials_done"] == 2
