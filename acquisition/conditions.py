@@ -12,7 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Sequence, Union
 
 import numpy as np
 import yaml
@@ -336,11 +336,11 @@ class Condition(BaseModel):
         return cached[np.arange(len(cached))]
 
     def degrade(self, clean: np.ndarray, *, seed: int | np.random.Generator,
-                pixel_size_pm: float | None = None) -> PairBatch:
+                pixel_size_pm: float | Sequence[float | None] | None = None) -> PairBatch:
         """Apply this condition's physics to user-supplied clean (high-dose) images (N, H, W) or (H, W).
 
-        ``pixel_size_pm``: the images' sampling where known (else one is drawn from the range; it
-        matters only for defocus, whose probe is sized in pm).
+        ``pixel_size_pm``: the images' sampling where known, one for all or one per image (else one
+        is drawn from the range; it matters only for defocus, whose probe is sized in pm).
 
         Each image is first normalised to the clean units (0.5th percentile -> 0, 99.5th -> 1); the
         returned ``clean`` is that normalised image, ``degraded`` its acquisition under this condition.
@@ -360,13 +360,15 @@ class Condition(BaseModel):
         for i, image in enumerate(normalised):
             p = self.draw_params(rng)
             p["specimen"] = "user"
-            if pixel_size_pm is not None:
-                p["pixel_size_pm"] = float(pixel_size_pm)
+            known = pixel_size_pm[i] if isinstance(pixel_size_pm, (list, tuple, np.ndarray)) else pixel_size_pm
+            if known:
+                p["pixel_size_pm"] = float(known)
             signal[i] = degrade_field(image, p, p["pixel_size_pm"], rng)
             degraded[i] = apply_dose_noise(signal[i], rng, **{k: p[k] for k in NOISE_KEYS})
             params.append(p)
         columns = [np.zeros((0, 2), dtype=np.float32) for _ in range(len(normalised))]
-        nominal = float(pixel_size_pm) if pixel_size_pm is not None else float(np.sqrt(np.prod(self.pixel_size_range_pm())))
+        sizes = [p["pixel_size_pm"] for p in params]
+        nominal = float(np.exp(np.mean(np.log(sizes)))) if sizes else float(np.sqrt(np.prod(self.pixel_size_range_pm())))
         return PairBatch(degraded, normalised, params, columns, nominal, signal)
 
 

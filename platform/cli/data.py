@@ -50,7 +50,8 @@ def conditions_command(as_json: bool) -> None:
         click.echo(f"  fixed: {fixed}")
 
 
-def _tiles_from_images(directory: Path, size_px: int, pixel_size_pm: float) -> tuple[list, list[str]]:
+def _tiles_from_images(directory: Path, size_px: int,
+                       pixel_range_pm: tuple[float, float]) -> tuple[list, list[str], list[float | None]]:
     """Square tiles of ``size_px`` from every image in ``directory``, resampled to the condition's pixel size."""
     import numpy as np
     from scipy.ndimage import zoom
@@ -62,21 +63,23 @@ def _tiles_from_images(directory: Path, size_px: int, pixel_size_pm: float) -> t
                    and not p.name.endswith(".npy.json"))
     if not files:
         raise BadInputError(f"--from-images {directory}: no image files (accepted: {', '.join(sorted(READ_SUFFIXES))})")
-    tiles, sources = [], []
+    tiles, sources, tile_pm = [], [], []
     for path in files:
         image = read_image(path, allow_stack=True)
         stack = image.data if image.data.ndim == 3 else image.data[None]
         file_pm = image.calibration.pixel_size_pm()
-        if file_pm and abs(file_pm / pixel_size_pm - 1) > 0.01:
-            # The condition's optics are in pm: bring the image to its pixel size first.
-            stack = np.stack([zoom(s, file_pm / pixel_size_pm, order=1) for s in stack])
-            log.info("%s: resampled from %.3g pm to %.3g pm pixels", path, file_pm, pixel_size_pm)
+        target_pm = float(np.clip(file_pm, *pixel_range_pm)) if file_pm else None
+        if file_pm and abs(file_pm / target_pm - 1) > 0.01:
+            # Outside the condition's samplings: bring the image to the nearest one first.
+            stack = np.stack([zoom(s, file_pm / target_pm, order=1) for s in stack])
+            log.info("%s: resampled from %.3g pm to %.3g pm pixels", path, file_pm, target_pm)
         for k, frame in enumerate(stack):
             for r in range(0, frame.shape[0] - size_px + 1, size_px):
                 for c in range(0, frame.shape[1] - size_px + 1, size_px):
                     tiles.append(frame[r:r + size_px, c:c + size_px])
                     sources.append(f"{path.name}[{k}]:{r},{c}")
-    return tiles, sources
+                    tile_pm.append(target_pm)
+    return tiles, sources, tile_pm
 
 
 @command("simulate")
@@ -92,9 +95,12 @@ def _tiles_from_images(directory: Path, size_px: int, pixel_size_pm: float) -> t
                                  "instead of simulating specimens.")
 @click.option("--format", "file_format", type=click.Choice(["npy", "tif"]), default="npy", show_default=True,
               help="File format of the degraded/clean stacks.")
+@click.option("--pixel-size-pm", "pixel_size_pm", type=float, default=None,
+              help="Simulate every image at this sampling [default: each image's drawn from the condition's "
+                   "range, listed in simulation.json].")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary of what was written.")
 def simulate_command(condition_name: str, n_images: int, out_dir: Path, seed: int, size_px: int | None,
-                     from_images: Path | None, file_format: str, as_json: bool) -> None:
+                     from_images: Path | None, file_format: str, pixel_size_pm: float | None, as_json: bool) -> None:
     """Write N degraded/clean image pairs of a condition, with a JSON sidecar.
 
     OUT gets degraded.<fmt> and clean.<fmt> (stacks N x H x W, float32, same
@@ -108,6 +114,10 @@ def simulate_command(condition_name: str, n_images: int, out_dir: Path, seed: in
     from stemreg.acquisition import Calibration, write_image
 
     condition = load_condition(condition_name)
+    if pixel_size_pm is not None:
+        if not 0.5 <= pixel_size_pm <= 1000:
+            raise BadInputError(f"--pixel-size-pm must be within 0.5..1000 pm, got {pixel_size_pm}")
+        condition = condition.model_copy(update={"pixel_size_pm": float(pixel_size_pm)})
     if n_images < 1:
         raise BadInputError(f"--n must be at least 1, got {n_images}")
     size_px = size_px or condition.image_size_px
@@ -121,18 +131,22 @@ def simulate_command(condition_name: str, n_images: int, out_dir: Path, seed: in
 
     sources = None
     if from_images is not None:
-        tiles, sources = _tiles_from_images(from_images, size_px, condition.pixel_size_pm)
+        tiles, sources, tile_pm = _tiles_from_images(from_images, size_px, condition.pixel_size_range_pm())
         if len(tiles) < n_images:
             raise BadInputError(f"--from-images {from_images} holds only {len(tiles)} tile(s) of {size_px} px; "
                            f"lower --n or --size")
         chosen = np.sort(np.random.default_rng(seed).choice(len(tiles), n_images, replace=False))
         sources = [sources[i] for i in chosen]
-        batch = condition.degrade(np.stack([tiles[i] for i in chosen]), seed=seed)
+        batch = condition.degrade(np.stack([tiles[i] for i in chosen]), seed=seed,
+                                  pixel_size_pm=[tile_pm[i] for i in chosen])
     else:
         batch = condition.sample_pairs(n_images, size_px=size_px, seed=seed, progress=True)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    calibration = Calibration(batch.pixel_size_pm, "pm")
+    # A stack file holds one pixel size: written when every image shares it (--pixel-size-pm or a
+    # condition with one sampling); simulation.json lists each image's.
+    sizes = batch.pixel_sizes_pm
+    calibration = Calibration(float(sizes[0]), "pm") if np.allclose(sizes, sizes[0], rtol=1e-6) else Calibration()
     degraded_path = write_image(out_dir / f"degraded.{file_format}", batch.degraded, calibration)
     clean_path = write_image(out_dir / f"clean.{file_format}", batch.clean, calibration)
     sidecar = {
@@ -141,7 +155,7 @@ def simulate_command(condition_name: str, n_images: int, out_dir: Path, seed: in
         "seed": seed,
         "n": len(batch),
         "size_px": size_px,
-        "pixel_size_pm": batch.pixel_size_pm,
+        "pixel_size_pm": [float(v) for v in sizes],
         "units": "clean: in-focus noise-free HAADF signal / its 99.5th percentile; degraded: same units",
         "files": {"degraded": degraded_path.name, "clean": clean_path.name},
         "images": [{"params": p, "columns_rc_px": np.round(c, 3).tolist(),

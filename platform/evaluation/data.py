@@ -70,11 +70,12 @@ def user_test_set(condition: Any, images_dir: str | Path, *, seed: int = 0) -> T
         data = np.asarray(image.data, np.float32)
         if data.ndim != 2 or min(data.shape) < 16:
             raise BadInputError(f"{path}: expected one 2-D image of at least 16x16 px, got shape {data.shape}")
-        batch = condition.degrade(data[None], seed=base + i)
+        batch = condition.degrade(data[None], seed=base + i, pixel_size_pm=image.calibration.pixel_size_pm())
         degraded.append(np.asarray(batch.degraded[0], np.float32))
         clean.append(np.asarray(batch.clean[0], np.float32))
         columns.append(np.zeros((0, 2)))
-    return TestSet(degraded=degraded, clean=clean, columns=columns, pixel_size_pm=float(condition.pixel_size_pm),
+    return TestSet(degraded=degraded, clean=clean, columns=columns,
+                   pixel_size_pm=float(np.sqrt(np.prod(condition.pixel_size_range_pm()))),
                    description=f"{len(paths)} image(s) from {folder} degraded as {condition.name}")
 
 

@@ -44,8 +44,11 @@ def test_simulate_writes_pairs_and_sidecar_and_is_reproducible(tmp_path):
     degraded = read_image(tmp_path / "a" / "degraded.npy", allow_stack=True)
     clean = read_image(tmp_path / "a" / "clean.npy", allow_stack=True)
     assert degraded.data.shape == clean.data.shape == (3, 48, 48)
-    assert degraded.calibration.pixel_size_pm() == get_condition("hysteresis").pixel_size_pm
     sidecar = json.loads((tmp_path / "a" / "simulation.json").read_text())
+    # each image at its own sampling from the condition's range, listed in the sidecar
+    low, high = get_condition("hysteresis").pixel_size_range_pm()
+    assert len(sidecar["pixel_size_pm"]) == 3 and all(low <= v <= high for v in sidecar["pixel_size_pm"])
+    assert [im["params"]["pixel_size_pm"] for im in sidecar["images"]] == sidecar["pixel_size_pm"]
     assert sidecar["condition_hash"] == get_condition("hysteresis").hash() and sidecar["seed"] == 4
     assert len(sidecar["images"]) == 3
     amplitude = sidecar["images"][0]["params"]["hysteresis_amplitude_px"]
@@ -57,16 +60,18 @@ def test_simulate_writes_pairs_and_sidecar_and_is_reproducible(tmp_path):
 
 def test_simulate_as_tiff_keeps_calibration(tmp_path):
     result = run("simulate", "--condition", "low-dose", "--n", "2", "--size", "32", "--out", str(tmp_path),
-                 "--format", "tif")
+                 "--format", "tif", "--pixel-size-pm", "12.5")
     assert result.exit_code == 0, result.output
     back = read_image(tmp_path / "degraded.tif", allow_stack=True)
     assert back.data.shape == (2, 32, 32)
-    assert back.calibration.pixel_size_pm() == pytest.approx(get_condition("low-dose").pixel_size_pm)
+    assert back.calibration.pixel_size_pm() == pytest.approx(12.5)
+    bad = run("simulate", "--condition", "low-dose", "--n", "2", "--out", str(tmp_path / "x"), "--pixel-size-pm", "0")
+    assert bad.exit_code == 2 and "--pixel-size-pm" in bad.output
 
 
 def test_simulate_from_a_condition_file(tmp_path):
     path = tmp_path / "scope.yaml"
-    path.write_text("name: scope\nbeam_current_pA: [20, 40]\nspecimens: [dichalcogenide]\n")
+    path.write_text("name: scope\nbeam_current_pA: [20, 40]\ndose_scale: 1.0\nspecimens: [dichalcogenide]\n")
     result = run("simulate", "--condition", str(path), "--n", "2", "--size", "32", "--out", str(tmp_path / "o"))
     assert result.exit_code == 0, result.output
     sidecar = json.loads((tmp_path / "o" / "simulation.json").read_text())
@@ -78,7 +83,7 @@ def test_simulate_from_images_tiles_and_degrades_them(tmp_path):
     images = tmp_path / "highdose"
     yy, xx = np.mgrid[:100, :70]
     lattice = 1000 + 800 * (np.cos(xx / 2.5) * np.cos(yy / 2.5)) ** 8
-    pixel_pm = get_condition("blur").pixel_size_pm
+    pixel_pm = 20.0  # inside the condition's samplings: used as it is
     write_image(images / "a.tif", lattice, Calibration(pixel_pm / 1000, "nm"))
     write_image(images / "b.npy", lattice.T)
     result = run("simulate", "--condition", "blur", "--from-images", str(images), "--n", "4", "--size", "32",
@@ -101,14 +106,13 @@ def test_simulate_from_images_tiles_and_degrades_them(tmp_path):
         # the degraded image is the blurred tile plus dose noise: unbiased, noisy, and less detailed
         assert abs(degraded[i].mean() - clean[i].mean()) < 0.05
         assert 0.005 < np.var(degraded[i] - clean[i]) < 0.2
-    # an image with half the condition's pixel size is resampled first: 200 x 140 px of 4 pm hold 3 x 2 tiles
-    fine = tmp_path / "fine"
-    yy, xx = np.mgrid[:200, :140]
-    fine_lattice = 1000 + 800 * (np.cos(xx / 5.0) * np.cos(yy / 5.0)) ** 8
-    write_image(fine / "c.tif", fine_lattice, Calibration(pixel_pm / 2, "pm"))
-    resampled = run("simulate", "--condition", "blur", "--from-images", str(fine), "--n", "7", "--size", "32",
+    # an image coarser than the condition's samplings is resampled to the coarsest first:
+    # 100 x 70 px of 128 pm become 200 x 140 px of 64 pm, 6 x 4 tiles
+    coarse = tmp_path / "coarse"
+    write_image(coarse / "c.tif", lattice, Calibration(2 * get_condition("blur").pixel_size_range_pm()[1], "pm"))
+    resampled = run("simulate", "--condition", "blur", "--from-images", str(coarse), "--n", "25", "--size", "32",
                     "--out", str(tmp_path / "q"))
-    assert resampled.exit_code == 2 and "only 6 tile(s)" in resampled.output
+    assert resampled.exit_code == 2 and "only 24 tile(s)" in resampled.output
     # 100 x 70 and 70 x 100 images hold 3 x 2 tiles of 32 px each: asking for more is bad input
     too_many = run("simulate", "--condition", "blur", "--from-images", str(images), "--n", "13", "--size", "32",
                    "--out", str(tmp_path / "p"))

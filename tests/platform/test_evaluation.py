@@ -17,7 +17,9 @@ TINY_CONDITION = """\
 name: {name}
 description: a tiny condition for tests
 image_size_px: 48
-benchmark_size: 3
+benchmark_per_bin: 1
+benchmark_spacings_px: [16]
+benchmark_doses: [1.0, 4.0]
 beam_current_pA: {current}
 dwell_time_us: 1.4
 bias: 0.2
