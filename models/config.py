@@ -21,6 +21,7 @@ class ArchitectureName(str, Enum):
     QUICK = "quick"              # the same shape, wider, the main job's CPU-quick choice
     AUTOENCODER = "autoencoder"  # STEM denoising autoencoder (Gambini et al. 2023)
     DNCNN = "dncnn"              # SDnDTI-style DnCNN (Tian et al. 2022)
+    MULTISCALE = "multiscale"    # the family's multi-scale member: the shipped pretrained base's shape
 
 
 #: Architecture dicts as :func:`stemreg.models.build_model` takes them.
@@ -30,6 +31,11 @@ ARCHITECTURE_PRESETS: dict[ArchitectureName, dict[str, Any]] = {
                              "widths": [16, 32, 48, 64, 48, 32, 16], "kernel_size": 3},
     ArchitectureName.AUTOENCODER: {"kind": "autoencoder", "base_width": 32, "levels": 2},
     ArchitectureName.DNCNN: {"kind": "dncnn", "depth": 10, "width": 48},
+    # Pixel-unshuffle by 2, four levels whose widths grow as the resolution halves, additive skips:
+    # ~37 kFLOP per pixel, a receptive radius of ~120 px (two SrTiO3 cells at 4 pm/px), 0.9 M parameters.
+    ArchitectureName.MULTISCALE: {"kind": "reverse-hourglass", "levels": 4, "widths": [24, 48, 96, 128],
+                                  "convs_per_level": 2, "unshuffle": 2, "dilation": 1, "kernel_size": 3,
+                                  "residual": True},
 }
 
 #: The seed's default hourglass as a point of the search space (depth, base width, growth, kernel, lr).
@@ -128,6 +134,11 @@ def leaderboard_budget(budget: str | TrainBudget) -> TrainBudget:
         raise ValueError(f"unknown budget {budget!r}; accepted: {', '.join(LEADERBOARD_BUDGETS)}")
     return LEADERBOARD_BUDGETS[budget]
 
+
+#: Fine-tuning a condition from the shipped pretrained base (the main job): fresh noise every step over
+#: the condition's range, patches of 128 px, 10 % of the base's peak learning rate.
+FINE_TUNE_BUDGET = TrainBudget(name="fine-tune", n_train=48, n_val=8, epochs=3, steps_per_epoch=50, batch_size=8,
+                               patch_px=128, lr=2e-4)
 
 #: A fine-tune from a parent gets this share of the epochs of a training from scratch, at this
 #: share of its learning rate (measured: 3 epochs at 0.1x came within 0.1 dB of 6 from scratch).

@@ -19,61 +19,25 @@ blind-spot loss (:func:`self_supervised_val_loss`) picks the best epoch.
 from __future__ import annotations
 
 import copy
-import enum
 import logging
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from tqdm.auto import tqdm
 
-from stemreg.models.inference import apply_stats, denoise_array, normalise
+from stemreg.models.inference import denoise_array
 from stemreg.models.metrics import psnr_batch, ssim_batch
+from stemreg.models.patches import (PatchSampler, StreamSampler, as_stack, blind_spot_mask,  # noqa: F401
+                                    is_stream, prepare_training_arrays)
+from stemreg.models.train_config import TrainConfig, TrainingMode  # noqa: F401
 
 log = logging.getLogger(__name__)
-
-
-class TrainingMode(str, enum.Enum):
-    """What the training data are (see the module docstring)."""
-
-    SUPERVISED = "supervised"
-    NOISE2NOISE = "noise2noise"
-    BLIND_SPOT = "blind-spot"
-
-
-class TrainConfig(BaseModel):
-    """Hyper-parameters of one training run (unknown keys refused)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    mode: TrainingMode = TrainingMode.SUPERVISED
-    # Defaults sized for 2 CPU cores: 320 steps of 8 patches of 48 px (~5 GFLOP each with the
-    # default hourglass) train a condition in a few minutes; measured on low-dose (50 pA,
-    # 1.4 us, bias 0.2), 6 such epochs took validation PSNR from 18.5 dB to 32.1 dB.
-    epochs: int = Field(8, ge=1, description="passes of steps_per_epoch optimiser steps")
-    steps_per_epoch: int = Field(40, ge=1)
-    batch_size: int = Field(8, ge=1, description="patches per optimiser step")
-    patch_px: int = Field(48, ge=8, description="edge of the square training patches, pixels")
-    lr: float = Field(2e-3, gt=0, description="peak learning rate (after the warm-up)")
-    lr_schedule: Literal["constant", "cosine"] = "cosine"
-    optimizer: Literal["adam", "adamw"] = Field("adamw", description="Adam, or AdamW with decoupled weight decay")
-    weight_decay: float = Field(1e-4, ge=0, description="AdamW's decoupled weight decay")
-    warmup_fraction: float = Field(0.05, ge=0, lt=1, description="share of the steps the lr ramps up linearly")
-    grad_clip: float = Field(1.0, ge=0, description="clip the gradients' global norm to this (0: no clipping)")
-    loss: Literal["l2", "l1"] = "l2"
-    augment: bool = Field(True, description="random flips and 90-degree rotations of each patch")
-    seed: int = 0
-    device: str = Field("auto", description="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N'")
-    blind_spot_fraction: float = Field(0.02, gt=0, le=0.25, description="share of pixels masked per patch")
-    blind_spot_radius_px: int = Field(2, ge=1, le=8, description="neighbourhood a masked pixel borrows from")
-    val_tile_px: int | None = Field(None, ge=48, description="tile edge of the validation inference "
-                                    "(None: the inference default, whole images up to 1024 px)")
 
 
 @dataclass
@@ -112,122 +76,6 @@ def pick_device(preference: str | torch.device | None = "auto") -> torch.device:
     return device
 
 
-# ---------------------------------------------------------------------------- data
-
-def _as_stack(a: Any, what: str) -> np.ndarray:
-    arr = np.asarray(a, dtype=np.float32)
-    if arr.ndim != 3 or arr.size == 0:
-        raise ValueError(f"{what} must be a non-empty (N, H, W) stack; got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{what} holds NaN or Inf values")
-    return arr
-
-
-def prepare_training_arrays(mode: TrainingMode, train_data: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised (inputs, targets), both ``(M, H, W)`` float32, for a training mode.
-
-    Inputs are normalised per image; each target uses its input's stats.
-    For blind-spot the targets are the inputs themselves (masking happens per batch).
-    """
-    mode = TrainingMode(mode)
-    if mode is TrainingMode.SUPERVISED:
-        if not (isinstance(train_data, (tuple, list)) and len(train_data) == 2):
-            raise ValueError("supervised training takes train_data = (degraded (N,H,W), clean (N,H,W))")
-        degraded = _as_stack(train_data[0], "degraded training images")
-        clean = _as_stack(train_data[1], "clean training images")
-        if degraded.shape != clean.shape:
-            raise ValueError(f"degraded {degraded.shape} and clean {clean.shape} training stacks differ in shape")
-        inputs, stats = normalise(degraded)
-        return inputs, apply_stats(clean, stats)
-    if isinstance(train_data, (tuple, list)):
-        raise ValueError(
-            f"{mode.value} training takes one array "
-            f"({'repeats (N, k, H, W)' if mode is TrainingMode.NOISE2NOISE else 'noisy images (N, H, W)'}), "
-            "not a tuple: it never uses a clean image")
-    if mode is TrainingMode.NOISE2NOISE:
-        repeats = np.asarray(train_data, dtype=np.float32)
-        if repeats.ndim != 4 or repeats.shape[1] < 2 or repeats.size == 0:
-            raise ValueError("noise2noise training takes repeats (N, k, H, W) with k >= 2 noisy frames "
-                             f"of each field; got shape {repeats.shape}")
-        if not np.all(np.isfinite(repeats)):
-            raise ValueError("noise2noise repeats hold NaN or Inf values")
-        n, k, h, w = repeats.shape
-        total = repeats.sum(axis=1, keepdims=True, dtype=np.float64)
-        # Each repeat's target: the mean of the other k-1 repeats (independent noise, same field).
-        others = ((total - repeats) / (k - 1)).astype(np.float32)
-        inputs, stats = normalise(repeats.reshape(n * k, h, w))
-        return inputs, apply_stats(others.reshape(n * k, h, w), stats)
-    noisy = _as_stack(train_data, "blind-spot training images")
-    inputs, _ = normalise(noisy)
-    return inputs, inputs
-
-
-class PatchSampler:
-    """Draws random (augmented) patch batches from normalised arrays, reproducibly."""
-
-    def __init__(self, inputs: np.ndarray, targets: np.ndarray, config: TrainConfig,
-                 rng: np.random.Generator) -> None:
-        _, h, w = inputs.shape
-        if config.patch_px > min(h, w):
-            raise ValueError(f"patch_px {config.patch_px} exceeds the training images ({h}x{w} px); "
-                             f"use patch_px <= {min(h, w)}")
-        self.inputs, self.targets, self.config, self.rng = inputs, targets, config, rng
-
-    def batch(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """One batch: (inputs, targets, loss mask or None), each ``(B, P, P)``."""
-        cfg, rng = self.config, self.rng
-        m, h, w = self.inputs.shape
-        p, b = cfg.patch_px, cfg.batch_size
-        idx = rng.integers(0, m, b)
-        ys = rng.integers(0, h - p + 1, b)
-        xs = rng.integers(0, w - p + 1, b)
-        ar = np.arange(p)
-        rows = (ys[:, None] + ar)[:, :, None]
-        cols = (xs[:, None] + ar)[:, None, :]
-        x = self.inputs[idx[:, None, None], rows, cols]
-        y = self.targets[idx[:, None, None], rows, cols]
-        if cfg.augment:
-            rot = rng.integers(0, 4, b)
-            flip = rng.integers(0, 2, b).astype(bool)
-            x = np.stack([_dihedral(a, r, f) for a, r, f in zip(x, rot, flip)])
-            y = np.stack([_dihedral(a, r, f) for a, r, f in zip(y, rot, flip)])
-        if cfg.mode is TrainingMode.BLIND_SPOT:
-            x, mask = blind_spot_mask(x, fraction=cfg.blind_spot_fraction,
-                                      radius_px=cfg.blind_spot_radius_px, rng=rng)
-            return x, y, mask
-        return np.ascontiguousarray(x), np.ascontiguousarray(y), None
-
-
-class StreamSampler:
-    """Fresh supervised patches from a stream (e.g. ``stemreg.acquisition.stream.FieldPool``).
-
-    The stream's ``batch(batch_size, patch_px)`` returns ``(degraded, clean)`` stacks in the
-    images' own units; every patch is normalised by its own input's stats, as whole images are at
-    inference, and augmented like :class:`PatchSampler`'s.
-    """
-
-    def __init__(self, stream: Any, config: TrainConfig, rng: np.random.Generator) -> None:
-        if config.mode is not TrainingMode.SUPERVISED:
-            raise ValueError(f"a data stream trains supervised; {config.mode.value} training takes arrays")
-        self.stream, self.config, self.rng = stream, config, rng
-
-    def batch(self) -> tuple[np.ndarray, np.ndarray, None]:
-        cfg, rng = self.config, self.rng
-        degraded, clean = self.stream.batch(cfg.batch_size, cfg.patch_px)
-        x, stats = normalise(degraded)
-        y = apply_stats(clean, stats)
-        if cfg.augment:
-            rot, flip = rng.integers(0, 4, len(x)), rng.integers(0, 2, len(x)).astype(bool)
-            x = np.stack([_dihedral(a, r, f) for a, r, f in zip(x, rot, flip)])
-            y = np.stack([_dihedral(a, r, f) for a, r, f in zip(y, rot, flip)])
-        return np.ascontiguousarray(x), np.ascontiguousarray(y), None
-
-
-def is_stream(train_data: Any) -> bool:
-    """Whether ``train_data`` is a patch stream (has ``batch(batch_size, patch_px)``) rather than arrays."""
-    return callable(getattr(train_data, "batch", None))
-
-
 def lr_factor(step: int, total_steps: int, config: TrainConfig) -> float:
     """The learning-rate multiplier at ``step`` (0-based): linear warm-up, then cosine decay to 5 %
     (or constant)."""
@@ -238,51 +86,6 @@ def lr_factor(step: int, total_steps: int, config: TrainConfig) -> float:
         return 1.0
     progress = (step - warmup) / max(1, total_steps - warmup)
     return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def _dihedral(a: np.ndarray, rot: int, flip: bool) -> np.ndarray:
-    a = np.rot90(a, int(rot))
-    return a[:, ::-1] if flip else a
-
-
-def blind_spot_mask(patches: np.ndarray, *, fraction: float, radius_px: int,
-                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Noise2Void masking: replace a random share of pixels by a random neighbour.
-
-    Parameters
-    ----------
-    patches : ndarray
-        ``(B, P, P)`` noisy patches.
-    fraction : float
-        Share of pixels masked per patch (at least one).
-    radius_px : int
-        Neighbours are drawn from the ``(2r+1)^2`` window, the centre excluded.
-    rng : numpy.random.Generator
-
-    Returns
-    -------
-    masked : ndarray
-        Patches with the masked pixels replaced.
-    mask : ndarray, float32
-        1 where the loss is taken (the masked pixels), else 0.
-    """
-    b, p, q = patches.shape
-    n_mask = max(1, int(round(fraction * p * q)))
-    flat = np.stack([rng.choice(p * q, n_mask, replace=False) for _ in range(b)])
-    ys, xs = np.divmod(flat, q)
-    offsets = np.array([(dy, dx) for dy in range(-radius_px, radius_px + 1)
-                        for dx in range(-radius_px, radius_px + 1) if (dy, dx) != (0, 0)])
-    pick = offsets[rng.integers(0, len(offsets), (b, n_mask))]
-    ny, nx = ys + pick[..., 0], xs + pick[..., 1]
-    # Out of the patch: mirror the offset, which stays inside and never lands on the centre.
-    ny = np.where((ny < 0) | (ny >= p), ys - pick[..., 0], ny)
-    nx = np.where((nx < 0) | (nx >= q), xs - pick[..., 1], nx)
-    bi = np.arange(b)[:, None]
-    masked = np.array(patches, dtype=np.float32, copy=True)
-    masked[bi, ys, xs] = patches[bi, ny, nx]
-    mask = np.zeros((b, p, q), dtype=np.float32)
-    mask[bi, ys, xs] = 1.0
-    return masked, mask
 
 
 # ---------------------------------------------------------------------------- loop
@@ -296,8 +99,8 @@ def _check_val_data(val_data: Any, mode: TrainingMode) -> tuple[str, Any] | None
         if len(val_data) != 2:
             raise ValueError("val_data must be (degraded (N,H,W), clean (N,H,W)), held-out data of the "
                              "self-supervised kind, or None")
-        degraded = _as_stack(val_data[0], "degraded validation images")
-        clean = _as_stack(val_data[1], "clean validation images")
+        degraded = as_stack(val_data[0], "degraded validation images")
+        clean = as_stack(val_data[1], "clean validation images")
         if degraded.shape != clean.shape:
             raise ValueError(f"validation stacks differ in shape: {degraded.shape} vs {clean.shape}")
         return "scored", (degraded, clean)
@@ -308,7 +111,7 @@ def _check_val_data(val_data: Any, mode: TrainingMode) -> tuple[str, Any] | None
                              f"got shape {repeats.shape}")
         return "noise2noise", repeats
     if mode is TrainingMode.BLIND_SPOT:
-        return "blind-spot", _as_stack(val_data, "held-out blind-spot validation images")
+        return "blind-spot", as_stack(val_data, "held-out blind-spot validation images")
     raise ValueError("supervised validation takes val_data = (degraded (N,H,W), clean (N,H,W)) or None")
 
 

@@ -4,11 +4,16 @@
 Everything lands in one parent MLflow run (the `mlflow run` run when there is
 one) with a nested run per training and per study.
 
-Retraining from a shared base: the base condition (low-dose) runs first; every
-other condition's search then tries the base champion's architecture first,
-and when that architecture wins (or there is no search), the condition is
-fine-tuned from the base champion's weights for a fraction of the epochs
-instead of trained from scratch. The version records its parent (`parent` tag).
+Retraining from a shared base. By default the base is the pretrained network
+that ships with the package (`stemreg.models.pretrained`): it is registered
+once as a version of `stem-denoiser-low-dose` (tagged `pretrained`, with its
+card), and every condition, low-dose included, is fine-tuned from it on
+:data:`~stemreg.models.config.FINE_TUNE_BUDGET` (fresh noise every step over the
+condition's range). With `from_scratch` (or when the package holds no base)
+the base condition (low-dose) is trained first, and every other condition whose
+architecture matches is fine-tuned from its champion for a fraction of the
+epochs. With a search, the base's architecture is tried first; a different
+winner trains from scratch. The version records its parent (`parent` tag).
 """
 from __future__ import annotations
 
@@ -24,13 +29,15 @@ import optuna
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
 from stemreg.acquisition import list_conditions
-from stemreg.models.config import (FINE_TUNE_EPOCH_FRACTION, FINE_TUNE_LR_FACTOR, QUICK_BUDGET, ArchitectureName,
-                                   architecture)
+from stemreg.models.config import (FINE_TUNE_BUDGET, FINE_TUNE_EPOCH_FRACTION, FINE_TUNE_LR_FACTOR, QUICK_BUDGET,
+                                   ArchitectureName, architecture)
+from stemreg.models.pretrained import available as pretrained_available
 from stemreg.platform import registry
 from stemreg.platform.errors import BadInputError
 from stemreg.platform.registry import as_condition
 from stemreg.platform.store import configure
 from stemreg.platform.training import canonical_architecture, train_and_register
+from stemreg.platform.training.pretrained import register_pretrained
 from stemreg.tuning import SearchBudget, default_study_name, run_study
 from stemreg.tuning.budget import PIPELINE_BUDGET_FIELDS
 from stemreg.tuning.space import SEED_DEFAULT_PARAMS
@@ -112,6 +119,7 @@ class SharedBase:
     uri: str
     architecture: dict[str, Any]
     params: dict[str, Any] | None = None
+    pretrained: bool = False
 
 
 def shared_base(condition: str = BASE_CONDITION) -> SharedBase | None:
@@ -128,6 +136,15 @@ def shared_base(condition: str = BASE_CONDITION) -> SharedBase | None:
     params = version.tags.get("tuning.params")
     return SharedBase(uri=f"models:/{registry.model_name(condition)}/{version.version}",
                       architecture=architecture, params=json.loads(params) if params else None)
+
+
+def pretrained_base(progress: bool = False) -> SharedBase | None:
+    """The shipped pretrained base, registered (once) as a version of the base condition; None without one."""
+    if not pretrained_available():
+        return None
+    version, arch, _ = register_pretrained(BASE_CONDITION, progress=progress)
+    return SharedBase(uri=f"models:/{registry.model_name(BASE_CONDITION)}/{version}",
+                      architecture=canonical_architecture(arch), pretrained=True)
 
 
 def _tune(cond, trials: int, *, timeout_s: float | None, storage: str | None,
@@ -177,8 +194,13 @@ def run_condition(condition: Any, *, trials: int = 0, train: dict[str, Any] | No
                      "optuna.trial_number": str(study.best_trial_number)})
     outcome.phase_seconds["tune"] = time.perf_counter() - started
     config.update(train or {})
+    if base is not None and base.pretrained and trials == 0:
+        architecture = base.architecture
     init_from = base.uri if base is not None and base.architecture == architecture else None
-    if init_from:
+    if init_from and base.pretrained:
+        config = {**FINE_TUNE_BUDGET.train_options(), **(train or {})}
+        n_train, n_val = FINE_TUNE_BUDGET.n_train, FINE_TUNE_BUDGET.n_val
+    elif init_from:
         config["epochs"] = max(1, math.ceil(config["epochs"] * FINE_TUNE_EPOCH_FRACTION))
         config["lr"] = config["lr"] * FINE_TUNE_LR_FACTOR
     outcome.parent = init_from
@@ -212,13 +234,18 @@ def run_condition(condition: Any, *, trials: int = 0, train: dict[str, Any] | No
     return outcome
 
 
-def _description(conditions: list[Any], trials: int, share_base: bool) -> str:
+def _description(conditions: list[Any], trials: int, share_base: bool, from_scratch: bool = False) -> str:
     """The pipeline run's description in the MLflow UI: what it does, in one paragraph."""
     names = ", ".join(c.name for c in conditions)
     search = (f"an Optuna search of {trials} trial(s) (nested study runs), the winner retrained"
               if trials else "the quick default architecture trained (no search)")
-    shared = (f" Conditions other than {BASE_CONDITION} fine-tune from its champion when they end up with its "
-              f"architecture (`parent` version tag)." if share_base else "")
+    if share_base and not from_scratch and pretrained_available():
+        search = (f"{search}; the shipped pretrained base is registered once as a `stem-denoiser-{BASE_CONDITION}` "
+                  f"version and every condition is fine-tuned from it (`parent` version tag)")
+        shared = ""
+    else:
+        shared = (f" Conditions other than {BASE_CONDITION} fine-tune from its champion when they end up with its "
+                  f"architecture (`parent` version tag)." if share_base else "")
     # Markdown in the UI: names with <...> go in backticks or they vanish as HTML.
     return (f"stemreg main job over {names}. Per condition: {search}, registered as "
             f"`stem-denoiser-<condition>`, scored on the frozen benchmark set and promoted to champion "
@@ -230,7 +257,7 @@ def run_pipeline(conditions: list[str] | None = None, *, trials: int = 0, train:
                  arch: dict[str, Any] | None = None, n_train: int = QUICK_N_TRAIN, n_val: int = QUICK_N_VAL,
                  seed: int = 0, tune_timeout_s: float | None = None, storage: str | None = None,
                  tune_budget: dict[str, Any] | None = None, size_px: int | None = None,
-                 share_base: bool = True, progress: bool = True) -> PipelineResult:
+                 share_base: bool = True, from_scratch: bool = False, progress: bool = True) -> PipelineResult:
     """The main job over several conditions, in one parent MLflow run.
 
     Parameters
@@ -251,8 +278,11 @@ def run_pipeline(conditions: list[str] | None = None, *, trials: int = 0, train:
     tune_budget
         Overrides of :data:`QUICK_TUNE_BUDGET` (`stemreg.tuning.SearchBudget` fields).
     share_base
-        Fine-tune the other conditions from the :data:`BASE_CONDITION` champion when the
-        architectures match (the base condition runs first).
+        Fine-tune conditions from a shared base: the shipped pretrained base (registered once), or
+        with ``from_scratch`` the :data:`BASE_CONDITION` champion trained first, when the
+        architectures match.
+    from_scratch
+        Do not start from the shipped pretrained base.
     size_px
         Edge of the simulated training images (default: each condition's own).
     progress
@@ -286,12 +316,18 @@ def run_pipeline(conditions: list[str] | None = None, *, trials: int = 0, train:
                   "train": json.dumps({**QUICK_TRAIN, **(train or {})}),
                   "architecture": json.dumps(arch or QUICK_ARCHITECTURE),
                   "tune_budget": json.dumps({**QUICK_TUNE_BUDGET, **(tune_budget or {})}),
-                  "tune_timeout_s": tune_timeout_s, "share_base": share_base}
+                  "tune_timeout_s": tune_timeout_s, "share_base": share_base, "from_scratch": from_scratch}
         mlflow.log_params({f"pipeline.{key}": value for key, value in params.items()})
-        mlflow.set_tag(MLFLOW_RUN_NOTE, _description(resolved, trials, share_base))
+        mlflow.set_tag(MLFLOW_RUN_NOTE, _description(resolved, trials, share_base, from_scratch))
         out = PipelineResult(run_id=run.info.run_id)
+        pretrained = pretrained_base(progress) if share_base and not from_scratch else None
+        if pretrained is not None:
+            mlflow.set_tag("pretrained_base", pretrained.uri)
         for cond in resolved:
-            base = shared_base() if share_base and cond.name != BASE_CONDITION else None
+            if pretrained is not None:
+                base = pretrained
+            else:
+                base = shared_base() if share_base and cond.name != BASE_CONDITION else None
             outcome = run_condition(cond, trials=trials, train=train, arch=arch, n_train=n_train, n_val=n_val,
                                     seed=seed, tune_timeout_s=tune_timeout_s, storage=storage,
                                     tune_budget=tune_budget, size_px=size_px, base=base, progress=progress)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ from mlflow import MlflowClient
 from stemreg.acquisition import ImageWithCalibration, read_image
 from stemreg.models.prediction import load_pyfunc, predict
 from stemreg.platform.errors import BadInputError
-from stemreg.platform.registry.naming import CHAMPION, condition_name
+from stemreg.models import pretrained
+from stemreg.platform.registry.naming import CHAMPION, NotRegisteredError, condition_name
 from stemreg.platform.registry.versions import resolve
 from stemreg.platform.store import tracking_uri as default_tracking_uri
 
@@ -58,7 +60,7 @@ def load_version(client: MlflowClient, version: Any, *, alias: str | None = None
 
 
 def load_model(condition: Any = None, *, alias: str = CHAMPION, model_uri: str | None = None,
-               tracking_uri: str | None = None) -> LoadedModel:
+               tracking_uri: str | None = None, fallback_pretrained: bool = True) -> LoadedModel:
     """Load a condition's registered denoiser (its champion by default), or any model URI.
 
     Parameters
@@ -71,6 +73,9 @@ def load_model(condition: Any = None, *, alias: str = CHAMPION, model_uri: str |
         Instead of ``condition``: any MLflow model URI or local path of a stemreg pyfunc.
     tracking_uri
         The MLflow store; default `MLFLOW_TRACKING_URI`, else `sqlite:///mlflow.db`.
+    fallback_pretrained
+        When nothing is registered for the condition and the champion is asked for, use the
+        pretrained base that ships with stemreg (its ``name`` says so) instead of failing.
 
     Returns
     -------
@@ -88,9 +93,68 @@ def load_model(condition: Any = None, *, alias: str = CHAMPION, model_uri: str |
         return LoadedModel(pyfunc=load_pyfunc(model_uri), model_uri=model_uri)
     uri = tracking_uri or default_tracking_uri()
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    loaded = load_version(client, resolve(condition, alias, client=client), alias=alias)
+    try:
+        version = resolve(condition, alias, client=client)
+    except NotRegisteredError:
+        # A fresh install: nothing trained yet, but the package ships a pretrained base.
+        if not fallback_pretrained or alias != CHAMPION or not pretrained.available():
+            raise
+        return load_shipped_base(condition_name(condition))
+    loaded = load_version(client, version, alias=alias)
     loaded.condition = condition_name(condition)
     return loaded
+
+
+class _NetworkPyfunc:
+    """A bare network behind the pyfunc's ``predict(stack, params)``: tiling and normalisation included."""
+
+    def __init__(self, network: Any) -> None:
+        self.network = network
+
+    def predict(self, data: Any, params: dict | None = None) -> np.ndarray:
+        from stemreg.models.inference import denoise_array
+
+        options = {k: int(v) for k, v in (params or {}).items() if k in ("tile_px", "overlap_px", "batch_size")}
+        return denoise_array(self.network, np.asarray(data, dtype=np.float32), **options)
+
+
+def load_shipped_base(condition: str | None = None) -> LoadedModel:
+    """The pretrained base that ships with stemreg, as a :class:`LoadedModel` (``name`` says so)."""
+    network, card = pretrained.load_pretrained()
+    return LoadedModel(pyfunc=_NetworkPyfunc(network), model_uri=f"pretrained:{card['name']}",
+                       name=f"pretrained base '{card['name']}' (shipped with stemreg)", version=None,
+                       alias=None, condition=condition, tags={"pretrained": "true",
+                                                             "trained_pixel_size_pm": json.dumps(
+                                                                 card["condition"]["pixel_size_pm"])})
+
+
+def trained_pixel_range_pm(model: LoadedModel) -> tuple[float, float] | None:
+    """The samplings (pm/px) a loaded model was trained on, from its tags; None when unknown."""
+    tags = model.tags or {}
+    raw = tags.get("trained_pixel_size_pm") or tags.get("condition.pixel_size_pm")
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except (TypeError, ValueError):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value), float(value)
+    if isinstance(value, list) and len(value) == 2:
+        return float(value[0]), float(value[1])
+    return None
+
+
+def sampling_warning(model: LoadedModel, pixel_size_pm: float | None) -> str | None:
+    """A one-line warning when an image's pixel size lies outside the model's trained samplings."""
+    span = trained_pixel_range_pm(model)
+    if not pixel_size_pm or span is None:
+        return None
+    low, high = span
+    if low * 0.999 <= pixel_size_pm <= high * 1.001:
+        return None
+    return (f"the image's pixel size {pixel_size_pm:.3g} pm lies outside the {low:g}-{high:g} pm/px this model "
+            f"was trained on; it is denoised anyway, but expect less (resample it into that range for the best result)")
 
 
 def _is_signal(image: Any) -> bool:

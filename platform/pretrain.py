@@ -19,6 +19,7 @@ import torch
 from stemreg.acquisition.conditions import Condition, load_condition
 from stemreg.acquisition.stream import FieldPool
 from stemreg.models.architectures import build_model
+from stemreg.models.config import ArchitectureName, architecture
 from stemreg.models.binned import mean_over_bins, per_bin
 from stemreg.models.flops import flops_per_pixel
 from stemreg.models.inference import denoise_array
@@ -28,12 +29,8 @@ from stemreg.models.training import TrainConfig, train
 
 log = logging.getLogger(__name__)
 
-#: The base's architecture: pixel-unshuffle by 2, four levels whose widths grow as the resolution
-#: halves, additive skips; ~37 kFLOP per pixel, a receptive radius of ~120 px (two SrTiO3 cells at
-#: 4 pm/px), 0.9 M parameters (3.5 MB).
-BASE_ARCHITECTURE: dict[str, Any] = {"kind": "reverse-hourglass", "levels": 4, "widths": [24, 48, 96, 128],
-                                     "convs_per_level": 2, "unshuffle": 2, "dilation": 1, "kernel_size": 3,
-                                     "residual": True}
+#: The base's architecture (3.5 MB of float32 weights).
+BASE_ARCHITECTURE: dict[str, Any] = architecture(ArchitectureName.MULTISCALE)
 #: Seeds of the base's training stream and validation set (never the benchmark seed).
 PRETRAIN_SEED, PRETRAIN_VAL_SEED = 101, 102
 

@@ -205,8 +205,7 @@ def denoise_command(inputs: tuple[Path, ...], condition_name: str, alias: str, o
 
     from stemreg.acquisition import read_image, write_image
     from stemreg.acquisition.io import READ_SUFFIXES
-    from stemreg.platform.prediction import denoise, load_model
-    from stemreg.platform.registry import model_uri
+    from stemreg.platform.prediction import denoise, load_model, sampling_warning
     from stemreg.platform.store import configure
 
     for path in inputs:
@@ -223,16 +222,21 @@ def denoise_command(inputs: tuple[Path, ...], condition_name: str, alias: str, o
     report = []
     for path, out in tqdm(list(zip(inputs, outs)), desc="denoise", disable=as_json or len(inputs) < 2):
         image = read_image(path, allow_stack=True)
+        warning = sampling_warning(model, image.calibration.pixel_size_pm())
+        if warning:
+            click.echo(f"warning: {path}: {warning}", err=True)
         start = time.perf_counter()
         denoised = denoise(image, model=model)
         seconds = time.perf_counter() - start
         write_image(out, denoised.data, denoised.calibration)
         report.append({"input": str(path), "output": str(out), "shape": list(denoised.data.shape),
-                       "seconds": round(seconds, 3)})
-    uri = model_uri(cond, alias)
+                       "seconds": round(seconds, 3), **({"warning": warning} if warning else {})})
     text = "\n".join(f"{r['input']} -> {r['output']} ({r['seconds']:.2f} s)" for r in report)
-    emit({"model": uri, "version": model.version, "files": report}, as_json,
-         f"{text}\n(denoised with {model.name} v{model.version}, {alias})")
+    used = (f"{model.name} v{model.version}, {alias}" if model.version is not None else
+            f"{model.name}: nothing is registered for {cond.name} yet; train or run the main job for a "
+            f"model of its own")
+    emit({"model": model.model_uri, "version": model.version, "files": report}, as_json,
+         f"{text}\n(denoised with {used})")
 
 
 # --------------------------------------------------------------------------- promote / rollback
@@ -306,22 +310,28 @@ def rollback_command(condition_name: str, reason: str | None, as_json: bool) -> 
 @click.option("--tune-timeout", type=click.FloatRange(min=1), default=None, help="Seconds per study at most.")
 @click.option("--storage", default=None, metavar="URL", help="Optuna storage (default sqlite:///optuna.db).")
 @click.option("--share-base/--no-share-base", default=True, show_default=True,
-              help="Fine-tune the other conditions from the low-dose champion when they end up with its "
-                   "architecture (--no-share-base: every condition from scratch).")
+              help="Fine-tune conditions from a shared base: the shipped pretrained base, or with "
+                   "--from-scratch the low-dose champion (--no-share-base: every condition from scratch).")
+@click.option("--from-scratch", is_flag=True,
+              help="Do not start from the pretrained base that ships with stemreg: train low-dose from scratch "
+                   "and fine-tune the others from its champion.")
 @json_option
 def pipeline_command(conditions: str | None, trials: int, epochs, steps_per_epoch, n_train, seed: int,
-                     tune_timeout: float | None, storage: str | None, share_base: bool, as_json: bool) -> None:
-    """The main job: per condition, tune (with --trials), train, register, score and promote if better."""
-    from stemreg.models.config import QUICK_BUDGET
+                     tune_timeout: float | None, storage: str | None, share_base: bool, from_scratch: bool,
+                     as_json: bool) -> None:
+    """The main job: register the shipped pretrained base and fine-tune every condition from it (with
+    --trials: search first), register, score on the range benchmark and promote if better."""
+    from stemreg.models.config import FINE_TUNE_BUDGET, QUICK_BUDGET
     from stemreg.platform.pipeline import run_pipeline
 
     names = [c.strip() for c in (conditions or "").split(",") if c.strip() and c.strip() != "all"] or None
     for name in names or []:
         load_condition(name)
     train = {k: v for k, v in {"epochs": epochs, "steps_per_epoch": steps_per_epoch}.items() if v is not None}
-    result = run_pipeline(names, trials=trials, train=train, n_train=n_train or QUICK_BUDGET.n_train, seed=seed,
+    n_train = n_train or (QUICK_BUDGET.n_train if from_scratch else FINE_TUNE_BUDGET.n_train)
+    result = run_pipeline(names, trials=trials, train=train, n_train=n_train, seed=seed,
                           tune_timeout_s=tune_timeout, storage=storage, share_base=share_base,
-                          progress=not as_json)
+                          from_scratch=from_scratch, progress=not as_json)
     lines = [f"{o.condition}: v{o.version} ({o.alias or 'no alias'}), benchmark PSNR {fmt(o.benchmark_psnr)} dB "
              f"vs noisy {fmt(o.noisy_psnr)} dB; champion v{o.champion}; {o.note} [{o.seconds:.0f} s]"
              for o in result.outcomes]

@@ -22,6 +22,7 @@ import mlflow.artifacts
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
+from stemreg.acquisition.stream import FieldPool
 from stemreg.models import mlflow_model
 from stemreg.models.architectures import architecture_of, build_model
 from stemreg.models.config import ArchitectureName, architecture, training_seeds
@@ -123,13 +124,16 @@ def load_parent(model_uri: str, arch: dict[str, Any] | None):
 
 
 def _datasets(cond, mode: str, n_train: int, n_val: int, seed: int, *, size_px: int | None = None,
-              repeats: int = 2):
+              repeats: int = 2, targets: list | None = None, target_fraction: float = 0.0):
     train_seed, val_seed = training_seeds(seed, getattr(cond, "benchmark_seed", None))
-    train = cond.sample_pairs(n_train, size_px=size_px, seed=train_seed)
     val = cond.sample_pairs(n_val, size_px=size_px, seed=val_seed)
     if mode == "supervised":
-        train_data: Any = (train.degraded, train.clean)
-    elif mode == "noise2noise":
+        # Fresh noise, dose and scan for every patch: `n_train` rendered fields, one re-rendered per step.
+        train_data: Any = FieldPool(cond, n_fields=n_train, size_px=size_px or cond.image_size_px, seed=train_seed,
+                                    targets=targets, target_fraction=target_fraction)
+        return train_data, val, {"train_seed": train_seed, "val_seed": val_seed}
+    train = cond.sample_pairs(n_train, size_px=size_px, seed=train_seed)
+    if mode == "noise2noise":
         train_data = train.repeats(repeats, seed=train_seed)
     else:
         train_data = train.degraded
@@ -247,7 +251,8 @@ def train_and_register(condition: Any, *, arch: dict[str, Any] | str | None = No
                        n_train: int = 32, n_val: int = 8, seed: int = 0, init_from: str | None = None,
                        run_name: str | None = None, register: bool = True, alias_policy: str = "auto",
                        nested: bool = False, score: bool = True, progress: bool = True,
-                       extra_tags: dict[str, str] | None = None, size_px: int | None = None) -> TrainingRunResult:
+                       extra_tags: dict[str, str] | None = None, size_px: int | None = None,
+                       targets: list | None = None, target_fraction: float = 0.0) -> TrainingRunResult:
     """Train a denoiser for a condition in one MLflow run, log it, register it and score it.
 
     Parameters
@@ -283,6 +288,10 @@ def train_and_register(condition: Any, *, arch: dict[str, Any] | str | None = No
         More version and run tags (e.g. the tuning study).
     size_px
         Edge of the simulated training/validation images (default: the condition's).
+    targets, target_fraction
+        A lab's clean (high-dose) images as ``(array, pixel_size_pm or None, name)`` and the share
+        of training patches cut from them (supervised mode; degraded on the fly like the
+        simulated fields).
 
     Returns
     -------
@@ -307,7 +316,10 @@ def train_and_register(condition: Any, *, arch: dict[str, Any] | str | None = No
         architecture = canonical_architecture(arch if arch is not None else DEFAULT_ARCHITECTURE)
         network = build_model(architecture)
     mode = getattr(config.mode, "value", str(config.mode))
-    train_data, val, seeds = _datasets(cond, mode, n_train, n_val, seed, size_px=size_px)
+    if targets and mode != "supervised":
+        raise BadInputError("--targets (a lab's high-dose images) train supervised only")
+    train_data, val, seeds = _datasets(cond, mode, n_train, n_val, seed, size_px=size_px, targets=targets,
+                                       target_fraction=target_fraction)
 
     tags = {"stemreg.kind": "train", "condition": cond.name, **(extra_tags or {})}
     with mlflow.start_run(run_name=run_name or f"train-{cond.name}", nested=nested, tags=tags) as run:
@@ -336,9 +348,18 @@ def train_and_register(condition: Any, *, arch: dict[str, Any] | str | None = No
                         "best_epoch": str(result.best_epoch), "training_mode": mode, **(extra_tags or {})}
         if init_from:
             version_tags["parent"] = init_from
+        if targets:
+            names = [name for _, _, name in targets]
+            version_tags["training_data"] = "simulated+lab-targets"
+            version_tags["lab_targets"] = json.dumps(names)[:4000]
+            version_tags["lab_target_fraction"] = str(target_fraction)
+            mlflow.log_dict({"lab_targets": names, "fraction": target_fraction}, "lab_targets.json")
+        data = (f"{n_train} simulated '{cond.name}' field{'s' if n_train != 1 else ''} (fresh noise every step)"
+                if mode == "supervised" else f"{n_train} simulated '{cond.name}' image{'s' if n_train != 1 else ''}")
+        if targets:
+            data += f" and {len(targets)} lab high-dose image(s) ({target_fraction:.0%} of the patches)"
         description = (f"{architecture.get('kind')} (depth {architecture.get('depth', '?')}) trained "
-                       f"{mode} on {n_train} simulated '{cond.name}' image{'s' if n_train != 1 else ''} "
-                       f"for {config.epochs} epoch{'s' if config.epochs != 1 else ''}"
+                       f"{mode} on {data} for {config.epochs} epoch{'s' if config.epochs != 1 else ''}"
                        + (f", fine-tuned from {init_from}" if init_from else "")
                        + f"; validation PSNR {metrics['val_psnr']:.2f} dB, SSIM {metrics['val_ssim']:.3f}.")
         out = log_and_register(network, cond, val=val, register=register, alias_policy=alias_policy, score=score,
