@@ -14,7 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from stemreg.acquisition.conditions import NOISE_KEYS, Condition
+from pathlib import Path
+
 from stemreg.acquisition.dose import apply_dose_noise
+from stemreg.acquisition.io import READ_SUFFIXES, read_image
 from stemreg.acquisition.microscope import (Rendered, degrade_field, margin_px, normalise_user_image, render_field,
                                            scan_rendered)
 
@@ -129,3 +132,34 @@ class FieldPool:
         for _ in range(self.refresh_per_batch):
             self.entries[int(rng.integers(len(self.entries)))] = self._render()
         return degraded, clean
+
+
+def load_targets(directory: str | Path, *, min_px: int = 64) -> list[tuple[np.ndarray, float | None, str]]:
+    """A lab's high-dose images from ``directory`` as clean targets: ``(image, pixel_size_pm or None, name)``.
+
+    Every format :func:`~stemreg.acquisition.io.read_image` reads; a stack gives one target per frame.
+
+    Raises
+    ------
+    ValueError
+        Not a folder, no readable image in it, or images smaller than ``min_px``.
+    """
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise ValueError(f"--targets {folder}: not a folder; give a folder of high-dose images "
+                         f"({', '.join(sorted(READ_SUFFIXES))})")
+    paths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in READ_SUFFIXES
+                   and not p.name.endswith(".npy.json"))
+    if not paths:
+        raise ValueError(f"--targets {folder}: no image files; accepted: {', '.join(sorted(READ_SUFFIXES))}")
+    targets = []
+    for path in paths:
+        image = read_image(path, allow_stack=True)
+        frames = image.data if image.data.ndim == 3 else image.data[None]
+        if min(frames.shape[1:]) < min_px:
+            raise ValueError(f"--targets {path}: {frames.shape[1]}x{frames.shape[2]} px is smaller than the "
+                             f"{min_px} px training patches")
+        for k, frame in enumerate(frames):
+            name = path.name if len(frames) == 1 else f"{path.name}[{k}]"
+            targets.append((np.asarray(frame, dtype=np.float64), image.calibration.pixel_size_pm(), name))
+    return targets

@@ -1,10 +1,11 @@
-"""Inference speed of the default reverse hourglass against this machine's own matmul peak.
+"""Inference speed of the shipped base's architecture against this machine's own matmul peak.
 
 Prints: Mpixel/s through ``denoise_array`` (normalisation + tiling included)
 and through the bare network, FLOP per pixel, achieved GFLOP/s, and the
 float32 matmul GFLOP/s measured in the same run, so the figures say how
-far from the hardware's compute bound the convolutions run; also the time
-of one training step at TrainConfig's default batch (8 x 48^2 px).
+far from the hardware's compute bound the convolutions run; the seconds per
+frame and the tiling overhead (denoise_array against the bare network on the
+same image, side by side); also the time of one training step.
 
 Usage::
 
@@ -71,28 +72,32 @@ def main() -> None:
     parser.add_argument("--size-px", type=int, default=1024, help="edge of the square test image")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--arch", default=None, help="architecture JSON (default: the default hourglass)")
+    parser.add_argument("--arch", default=None, help="architecture JSON (default: the multi-scale preset, the "
+                                                     "shipped base's shape)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--tile-px", type=int, default=256)
+    parser.add_argument("--tile-px", type=int, default=0, help="tile edge (0: denoise_array's default, the whole "
+                                                               "image up to 1024 px)")
     parser.add_argument("--train-batch", type=int, default=8, help="patches per timed training step")
-    parser.add_argument("--train-patch-px", type=int, default=48)
+    parser.add_argument("--train-patch-px", type=int, default=128)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
 
-    from stemreg.models import (ReverseHourglass, architecture_of, build_model, denoise_array, flops_per_pixel,
-                                pick_device)
+    from stemreg.models import architecture_of, build_model, denoise_array, flops_per_pixel, pick_device
+    from stemreg.models.config import ArchitectureName, architecture
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     torch.manual_seed(0)
-    model = (build_model(json.loads(args.arch)) if args.arch else ReverseHourglass()).to(device).eval()
+    arch = json.loads(args.arch) if args.arch else architecture(ArchitectureName.MULTISCALE)
+    model = build_model(arch).to(device).eval()
     flops = flops_per_pixel(model)
     pixels = args.size_px ** 2
     image = np.random.default_rng(0).poisson(20, (args.size_px, args.size_px)).astype(np.float32)
 
-    tiled_s = best_seconds(lambda: denoise_array(model, image, tile_px=args.tile_px, device=device),
+    tile = args.tile_px or None
+    tiled_s = best_seconds(lambda: denoise_array(model, image, tile_px=tile, device=device),
                            repeats=args.repeats, sync=sync)
     x = torch.from_numpy(image)[None, None].to(device)
     with torch.inference_mode():
@@ -107,6 +112,9 @@ def main() -> None:
         "architecture": architecture_of(model),
         "image_px": [args.size_px, args.size_px],
         "flops_per_pixel": flops,
+        "denoise_array_seconds": tiled_s,
+        "bare_network_seconds": bare_s,
+        "tiling_overhead": tiled_s / bare_s - 1,
         "denoise_array_mpix_per_s": pixels / tiled_s / 1e6,
         "denoise_array_gflops": flops * pixels / tiled_s / 1e9,
         "bare_network_mpix_per_s": pixels / bare_s / 1e6,
@@ -130,9 +138,11 @@ def main() -> None:
     print(f"image                  {args.size_px} x {args.size_px} px")
     print(f"FLOP per pixel         {flops:,.0f}")
     print(f"denoise_array          {result['denoise_array_mpix_per_s']:.3f} Mpixel/s "
-          f"({result['denoise_array_gflops']:.1f} GFLOP/s, tiles of {args.tile_px} px)")
+          f"({result['denoise_array_gflops']:.1f} GFLOP/s, {'tiles of %d px' % args.tile_px if args.tile_px else 'default tiling'}); "
+          f"{tiled_s:.3f} s per frame")
     print(f"bare network           {result['bare_network_mpix_per_s']:.3f} Mpixel/s "
-          f"({result['bare_network_gflops']:.1f} GFLOP/s)")
+          f"({result['bare_network_gflops']:.1f} GFLOP/s); {bare_s:.3f} s per frame")
+    print(f"tiling overhead        {100 * result['tiling_overhead']:+.1f} % (denoise_array vs bare network)")
     print(f"training step          {train_s * 1e3:.0f} ms for {args.train_batch} x {args.train_patch_px}^2 px "
           f"({result['train_mpix_per_s']:.3f} Mpixel/s, ~{result['train_gflops']:.1f} GFLOP/s fwd+bwd)")
     print(f"matmul peak (float32)  {peak:.1f} GFLOP/s")

@@ -39,8 +39,8 @@ ARCHITECTURE_PRESETS: dict[ArchitectureName, dict[str, Any]] = {
 }
 
 #: The seed's default hourglass as a point of the search space (depth, base width, growth, kernel, lr).
-DEFAULT_SEARCH_PARAMS: dict[str, Any] = {"depth": 8, "base_width": 8, "growth": 2.0, "kernel_size": 3,
-                                         "lr": 2e-3}
+DEFAULT_SEARCH_PARAMS: dict[str, Any] = {"levels": 1, "depth": 8, "base_width": 8, "growth": 2.0,
+                                         "kernel_size": 3, "lr": 2e-3}
 
 
 def architecture(name: str | ArchitectureName) -> dict[str, Any]:

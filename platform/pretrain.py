@@ -125,7 +125,8 @@ def pretrain_base(condition: Condition | str = "low-dose", *, steps: int = 4000,
                      "device": str(next(result.model.parameters()).device)},
         "benchmark": figures,
         "commit": commit,
-        "command": f"stemreg pretrain --condition {cond.name} --steps {steps} --seed {seed}",
+        "command": f"stemreg pretrain --condition {cond.name} --steps {steps} --seed {seed}"
+                   + (f" --threads {threads}" if threads else ""),
         "torch": torch.__version__,
     }
     save_pretrained(result.model, card, name, directory)

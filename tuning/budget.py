@@ -31,6 +31,10 @@ class SearchBudget(BaseModel):
         :func:`stemreg.models.flops_per_pixel`); a larger draw is pruned before
         training. Bounds the time of a trial and of the winner's retrain, and
         the served model's latency. None: no cap.
+    min_receptive_cells : float or None
+        A trial whose receptive field spans fewer unit cells than this at the finest sampling of
+        the condition's range (the widest cell of its specimens) is pruned before training: it
+        cannot use the lattice's periodicity there. None: no rule.
     seed : int
         Seeds the trials' training (data seeds are fixed per search).
     """
@@ -46,6 +50,7 @@ class SearchBudget(BaseModel):
     batch_size: int = Field(8, ge=1)
     latency_image_px: int = Field(512, ge=16)
     max_flops_per_px: float | None = Field(None, gt=0)
+    min_receptive_cells: float | None = Field(None, gt=0)
     seed: int = 0
 
 
@@ -62,4 +67,4 @@ PIPELINE_BUDGET = SearchBudget(**PIPELINE_BUDGET_FIELDS)
 
 #: Named search budgets (`stemreg tune` defaults to SearchBudget's own field defaults).
 SEARCH_BUDGETS: dict[str, SearchBudget] = {"tiny": TINY_BUDGET, "pipeline": PIPELINE_BUDGET,
-                                           "tune": SearchBudget()}
+                                           "tune": SearchBudget(min_receptive_cells=2.0)}

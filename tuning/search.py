@@ -265,7 +265,7 @@ def _space_params(params: dict[str, Any]) -> dict[str, Any]:
     if missing or extra:
         raise ValueError(f"enqueued parameters must be exactly {sorted(SEED_DEFAULT_PARAMS)} "
                          f"(missing {sorted(missing)}, unknown {sorted(extra)})")
-    return {"depth": int(params["depth"]), "base_width": int(params["base_width"]),
+    return {"levels": int(params["levels"]), "depth": int(params["depth"]), "base_width": int(params["base_width"]),
             "growth": float(params["growth"]), "kernel_size": int(params["kernel_size"]),
             "lr": float(params["lr"])}
 
@@ -305,7 +305,7 @@ class _TrialObjective:
     def __call__(self, trial: "optuna.Trial") -> float | tuple[float, float]:
         import optuna
         from stemreg.models import TrainConfig, architecture_of, build_model, train
-        from stemreg.tuning.space import flops_per_pixel, suggest_architecture, suggest_lr
+        from stemreg.tuning.space import cell_spacing_px, flops_per_pixel, suggest_architecture, suggest_lr
 
         import torch
 
@@ -315,15 +315,26 @@ class _TrialObjective:
         arch = architecture_of(model)  # canonical form, as the registry records it
         lr = suggest_lr(trial)
         flops = flops_per_pixel(model)
+        radius = int(model.receptive_radius_px)
         trial.set_user_attr("architecture", arch)
         trial.set_user_attr("flops_per_pixel", flops)
+        trial.set_user_attr("receptive_field_px", 2 * radius + 1)
         run_id = self.tracker.start_trial(trial, {
-            "architecture": arch, "depth": arch["depth"], "widths": arch["widths"],
+            "architecture": arch, "levels": arch.get("levels", 1), "depth": model.depth, "widths": arch["widths"],
             "kernel_size": arch["kernel_size"], "base_width": trial.params["base_width"],
             "growth": trial.params["growth"], "lr": lr, "flops_per_pixel": flops,
+            "kflop_per_pixel": round(flops / 1e3, 1), "receptive_field_px": 2 * radius + 1,
             "n_parameters": sum(p.numel() for p in model.parameters())})
         trial.set_user_attr("mlflow_run_id", run_id)
         b = self.budget
+        if b.min_receptive_cells:
+            needed = b.min_receptive_cells * cell_spacing_px(self.condition)
+            if 2 * radius + 1 < needed:
+                # It cannot see the lattice's periodicity at the finest sampling: judged before any step.
+                self.tracker.end_trial(run_id, "pruned")
+                raise optuna.TrialPruned(f"receptive field {2 * radius + 1} px is smaller than "
+                                         f"{b.min_receptive_cells:g} unit cells ({needed:.0f} px) at the finest "
+                                         "sampling")
         if b.max_flops_per_px is not None and flops > b.max_flops_per_px:
             # Too big to train (and retrain, and serve) within this budget: judged before any step.
             self.tracker.end_trial(run_id, "pruned")

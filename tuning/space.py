@@ -1,9 +1,13 @@
 """The architecture search space: what one Optuna trial may choose.
 
-Depth (number of conv layers), the width of the outer hidden layers, the
-growth of the widths towards the middle (the "reverse hourglass"), the kernel
-size and the learning rate. Widths are capped so that no trial can ask for a
-network this CPU-only machine cannot train within a trial's budget.
+One reverse-hourglass family, filters growing towards the middle. ``levels``
+picks the member: 1 is the seed's plain full-resolution net (depth, width of
+the outer hidden layers, growth of the widths towards the middle); 2 to 4 the
+multi-scale net (space-to-depth input by ``unshuffle``, ``levels`` resolution
+levels whose widths grow by ``growth`` as the resolution halves, additive
+skips, ``convs_per_level``, a dilated deepest level). Kernel size and learning
+rate for both. Widths are capped so that no trial can ask for a network this
+CPU-only machine cannot train within a trial's budget.
 """
 from __future__ import annotations
 
@@ -23,6 +27,12 @@ KERNEL_SIZES = (3, 5)
 LR_RANGE = (1e-4, 3e-3)
 #: No hidden layer wider than this: a 10-layer net of 128s is already ~1 MFLOP/px.
 MAX_SEARCH_WIDTH = 96
+LEVELS = (1, 2, 3, 4)
+UNSHUFFLES = (1, 2, 4)
+CONVS_PER_LEVEL = (1, 2, 3)
+DILATIONS = (1, 2)
+#: The multi-scale member's deepest (widest) level at most: ~0.2 MFLOP/px at unshuffle 1 and 4 levels.
+MAX_LEVEL_WIDTH = 192
 #: The seed's 8-layer reverse hourglass (widths 8 -> 64 -> 8, 3x3) as a point of this space:
 #: enqueued as a search's first trial, so a few-trial search always weighs the known default.
 SEED_DEFAULT_PARAMS: dict[str, Any] = DEFAULT_SEARCH_PARAMS
@@ -38,17 +48,34 @@ def suggest_architecture(trial: "optuna.Trial") -> dict[str, Any]:
     Returns
     -------
     dict
-        ``{"kind": "reverse-hourglass", "depth", "widths", "kernel_size"}``,
-        accepted by :func:`stemreg.models.build_model`.
+        ``{"kind": "reverse-hourglass", "depth", "widths", "kernel_size"}`` (plain) or
+        ``{"kind": "reverse-hourglass", "levels", "widths", "convs_per_level", "unshuffle",
+        "dilation", "kernel_size"}`` (multi-scale), accepted by :func:`stemreg.models.build_model`.
     """
     from stemreg.models.hourglass import hourglass_widths
 
-    depth = trial.suggest_int("depth", *DEPTH_RANGE)
+    levels = trial.suggest_categorical("levels", list(LEVELS))
     base_width = trial.suggest_categorical("base_width", list(BASE_WIDTHS))
     growth = trial.suggest_float("growth", *GROWTH_RANGE, step=GROWTH_STEP)
     kernel_size = trial.suggest_categorical("kernel_size", list(KERNEL_SIZES))
-    widths = [min(MAX_SEARCH_WIDTH, w) for w in hourglass_widths(depth, base_width=base_width, growth=growth)]
-    return {"kind": "reverse-hourglass", "depth": depth, "widths": widths, "kernel_size": kernel_size}
+    if levels == 1:
+        depth = trial.suggest_int("depth", *DEPTH_RANGE)
+        widths = [min(MAX_SEARCH_WIDTH, w) for w in hourglass_widths(depth, base_width=base_width, growth=growth)]
+        return {"kind": "reverse-hourglass", "depth": depth, "widths": widths, "kernel_size": kernel_size}
+    unshuffle = trial.suggest_categorical("unshuffle", list(UNSHUFFLES))
+    convs = trial.suggest_categorical("convs_per_level", list(CONVS_PER_LEVEL))
+    dilation = trial.suggest_categorical("dilation", list(DILATIONS))
+    widths = [min(MAX_LEVEL_WIDTH, int(round(base_width * unshuffle * growth ** i))) for i in range(levels)]
+    return {"kind": "reverse-hourglass", "levels": levels, "widths": widths, "convs_per_level": convs,
+            "unshuffle": unshuffle, "dilation": dilation, "kernel_size": kernel_size}
+
+
+def cell_spacing_px(condition: Any) -> float:
+    """The widest unit cell of the condition's specimens at the finest sampling of its range, in px."""
+    from stemreg.acquisition.specimens import family_spacing_pm
+
+    finest = condition.pixel_size_range_pm()[0]
+    return max(family_spacing_pm(f) for f in condition.specimens) / finest
 
 
 def suggest_lr(trial: "optuna.Trial") -> float:

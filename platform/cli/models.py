@@ -34,7 +34,12 @@ from stemreg.platform.errors import BadInputError
               help="Train blind-spot on your own single noisy images from DIR. No clean image is used.")
 @click.option("--no-align", is_flag=True, help="With --frames: the frames are already aligned; skip the drift "
                                                "correction.")
-@click.option("--n-train", type=click.IntRange(min=1), default=None, help="Simulated training images.")
+@click.option("--targets", "targets_dir", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="Your own high-dose images (any format stemreg reads; pixel size from the file) as clean "
+                   "targets, degraded on the fly like the simulated fields and mixed with them.")
+@click.option("--target-fraction", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="With --targets: the share of training patches cut from your images.")
+@click.option("--n-train", type=click.IntRange(min=1), default=None, help="Simulated training fields.")
 @click.option("--n-val", type=click.IntRange(min=1), default=None, help="Simulated validation images.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the training data.")
 @click.option("--arch", default=None, metavar="JSON",
@@ -49,9 +54,9 @@ from stemreg.platform.errors import BadInputError
 @click.option("--no-register", is_flag=True, help="Log the run and model but do not register a version.")
 @json_option
 def train_command(condition_name: str, epochs, steps_per_epoch, batch_size, patch_px, lr, mode,
-                  frames_path: Path | None, images_dir: Path | None, no_align: bool, n_train, n_val,
-                  seed: int, arch: str | None, init_from: str | None, alias_policy: str, no_register: bool,
-                  as_json: bool) -> None:
+                  frames_path: Path | None, images_dir: Path | None, no_align: bool, targets_dir: Path | None,
+                  target_fraction: float, n_train, n_val, seed: int, arch: str | None, init_from: str | None,
+                  alias_policy: str, no_register: bool, as_json: bool) -> None:
     """Train a denoiser for a condition, log it to MLflow, register and score it.
 
     By default on data simulated for the condition (supervised). A lab
@@ -75,6 +80,9 @@ def train_command(condition_name: str, epochs, steps_per_epoch, batch_size, patc
                  "patch_px": patch_px, "lr": lr, "mode": mode}
     config.update({k: v for k, v in overrides.items() if v is not None})
     architecture = canonical_architecture(arch) if arch else (None if init_from else preset(ArchitectureName.QUICK))
+    if targets_dir is not None and (frames_path is not None or images_dir is not None):
+        raise BadInputError("--targets (clean high-dose images, supervised) cannot go with --frames or --images "
+                            "(noisy files, self-supervised); give one kind")
     if frames_path is not None or images_dir is not None:
         _train_on_lab_files(cond, config, architecture, mode=mode, frames_path=frames_path, images_dir=images_dir,
                             align=not no_align, n_given=(n_train, n_val), seed=seed, init_from=init_from,
@@ -82,9 +90,18 @@ def train_command(condition_name: str, epochs, steps_per_epoch, batch_size, patc
         return
     if no_align:
         raise BadInputError("--no-align goes with --frames (it skips their drift correction)")
+    targets = None
+    if targets_dir is not None:
+        from stemreg.acquisition.stream import load_targets
+
+        try:
+            targets = load_targets(targets_dir, min_px=config["patch_px"])
+        except ValueError as exc:
+            raise BadInputError(str(exc)) from None
     result = train_and_register(cond, arch=architecture, config=config,
                                 n_train=n_train or quick.n_train, n_val=n_val or quick.n_val, seed=seed,
-                                init_from=init_from, register=not no_register, alias_policy=alias_policy)
+                                init_from=init_from, register=not no_register, alias_policy=alias_policy,
+                                targets=targets, target_fraction=target_fraction if targets else 0.0)
     bench = result.benchmark
     _emit_training(result, as_json, f"run {result.run_id}: validation PSNR {result.metrics['val_psnr']:.2f} dB, "
                                     f"SSIM {result.metrics['val_ssim']:.3f} in {result.seconds:.0f} s",

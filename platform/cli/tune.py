@@ -66,12 +66,16 @@ def _parent_architecture(model_uri: str) -> dict:
               help="Fine-tune the retrain from this model (e.g. models:/stem-denoiser-low-dose@champion) "
                    "when its architecture matches the best one; otherwise the retrain starts from scratch.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the trials' training.")
+@click.option("--min-receptive-cells", type=click.FloatRange(min=0), default=_TUNE.min_receptive_cells,
+              show_default=True, help="Prune, before training, every architecture whose receptive field spans "
+                                      "fewer unit cells at the finest sampling of the condition (0: no rule).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
 def tune_command(condition_name: str, trials: int | None, timeout_s: float | None, storage: str | None,
                  study_name: str | None, objective: str, epochs: int, steps_per_epoch: int, n_train: int,
                  n_val: int, image_px: int, patch_px: int, batch_size: int, retrain_epochs: int | None,
-                 no_register: bool, init_from: str | None, seed: int, as_json: bool, progress: bool) -> None:
+                 no_register: bool, init_from: str | None, seed: int, min_receptive_cells: float,
+                 as_json: bool, progress: bool) -> None:
     """Search the reverse-hourglass architecture for one condition with Optuna.
 
     Every trial is an MLflow run nested under this worker's parent run. Then
@@ -94,7 +98,8 @@ def tune_command(condition_name: str, trials: int | None, timeout_s: float | Non
     except StorageError as exc:
         raise BadInputError(f"--storage: {exc}") from None
     budget = SearchBudget(epochs=epochs, steps_per_epoch=steps_per_epoch, n_train=n_train, n_val=n_val,
-                          image_px=image_px, patch_px=patch_px, batch_size=batch_size, seed=seed)
+                          image_px=image_px, patch_px=patch_px, batch_size=batch_size, seed=seed,
+                          min_receptive_cells=min_receptive_cells or None)
 
     from stemreg.platform.store import configure
 

@@ -1,0 +1,52 @@
+"""`stemreg pretrain`: the committed command that makes the pretrained base shipped with the package."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from stemreg.platform.cli.common import command, condition_option, emit, json_option, load_condition
+
+#: Defaults of the shipped base (see docs/RESULTS.md for the run that made it).
+DEFAULT_STEPS = 4000
+DEFAULT_SEED = 101
+
+
+@command("pretrain")
+@condition_option
+@click.option("--steps", type=click.IntRange(min=1), default=DEFAULT_STEPS, show_default=True,
+              help="Optimiser steps (batches of 16 patches of 128 px, fresh noise every patch).")
+@click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True,
+              help="Seeds the data stream, the initial weights and the patch order.")
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+              help="torch CPU threads (0: torch's default).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where to write <name>.pth and <name>.json [default: the package's models/pretrained/].")
+@json_option
+def pretrain_command(condition_name: str, steps: int, seed: int, threads: int, out_dir: Path | None,
+                     as_json: bool) -> None:
+    """Train the pretrained base over the condition's whole range and write its weights and card.
+
+    The base is what `stemreg denoise` uses before anything is registered, and
+    what the main job fine-tunes every condition from. The card records the
+    architecture, the condition's hash, the steps and recipe, the commit and
+    the benchmark per bin. At the defaults this takes about 30-60 minutes on
+    2 CPU cores (a few minutes on a GPU).
+    """
+    from stemreg.platform.pretrain import pretrain_base
+
+    cond = load_condition(condition_name)
+
+    def show(epoch: int, metrics: dict[str, float]) -> None:
+        if not as_json:
+            click.echo(f"epoch {epoch}: val PSNR {metrics['val_psnr']:.2f} dB, SSIM {metrics['val_ssim']:.3f}, "
+                       f"lr {metrics['lr']:.2g} ({metrics['seconds']:.0f} s)", err=True)
+
+    card = pretrain_base(cond, steps=steps, seed=seed, threads=threads or None, directory=out_dir, on_epoch=show,
+                         progress=not as_json)
+    bench = card["benchmark"]
+    emit(card, as_json, f"wrote {card['weights_file']} (sha256 {card['weights_sha256'][:12]}...): benchmark mean over "
+                        f"bins {bench['model_psnr_mean']:.2f} dB PSNR against {bench['noisy_psnr_mean']:.2f} dB noisy")
+
+
+COMMANDS: list[click.Command] = [pretrain_command]
