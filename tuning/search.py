@@ -260,6 +260,7 @@ def _space_params(params: dict[str, Any]) -> dict[str, Any]:
     """Parameters to enqueue, typed as the search space suggests them (else Optuna re-queues duplicates)."""
     from stemreg.tuning.space import SEED_DEFAULT_PARAMS
 
+    params = {"levels": 1, **params}  # a point without `levels` is the plain net (as before the family grew)
     missing = set(SEED_DEFAULT_PARAMS) - set(params)
     extra = set(params) - set(SEED_DEFAULT_PARAMS)
     if missing or extra:
@@ -327,6 +328,11 @@ class _TrialObjective:
             "n_parameters": sum(p.numel() for p in model.parameters())})
         trial.set_user_attr("mlflow_run_id", run_id)
         b = self.budget
+        multiple = int(getattr(model, "size_multiple", 1) or 1)
+        if b.patch_px % multiple:
+            self.tracker.end_trial(run_id, "pruned")
+            raise optuna.TrialPruned(f"its down-sampling needs patches a multiple of {multiple} px "
+                                     f"(the budget's are {b.patch_px} px)")
         if b.min_receptive_cells:
             needed = b.min_receptive_cells * cell_spacing_px(self.condition)
             if 2 * radius + 1 < needed:

@@ -76,7 +76,7 @@ def test_dashboard_lists_a_stemreg_study_and_its_trials(tmp_path):
         # What a microscopist looks for: each trial's architecture and the MLflow run beside it.
         attrs = {a["key"]: a["value"] for a in trials[0]["user_attrs"]}
         assert "reverse-hourglass" in attrs["architecture"] and attrs["mlflow_run_id"]
-        assert {p["name"] for p in trials[0]["params"]} >= {"depth", "base_width", "lr"}
+        assert {p["name"] for p in trials[0]["params"]} >= {"levels", "base_width", "lr"}
         best = detail["best_trials"][0]
         assert best["number"] == study.best_trial.number
         assert best["values"][0] == pytest.approx(study.best_value)

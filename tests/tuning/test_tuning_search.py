@@ -114,9 +114,9 @@ def test_queued_trials_run_first_once_and_oversized_nets_are_pruned_untrained(ml
                        enqueue=[SEED_DEFAULT_PARAMS, small], progress=False)
 
     trials = optuna.load_study(study_name=result.study_name, storage=storage).trials
-    assert [t.params for t in trials] == [SEED_DEFAULT_PARAMS, small]
+    assert [t.params for t in trials] == [SEED_DEFAULT_PARAMS, {"levels": 1, **small}]
     assert trials[0].state == TrialState.PRUNED and not trials[0].intermediate_values  # never trained
-    assert trials[1].state == TrialState.COMPLETE and result.best_params == small
+    assert trials[1].state == TrialState.COMPLETE and result.best_params == {"levels": 1, **small}
     client = MlflowClient(mlflow_store)
     states = {c.data.tags["optuna.trial_number"]: c.data.tags["optuna.state"]
               for c in _children(client, result.parent_run_id)}
@@ -130,3 +130,24 @@ def test_queued_trials_run_first_once_and_oversized_nets_are_pruned_untrained(ml
 
     with pytest.raises(ValueError, match="enqueued parameters"):
         run_study(CONDITION, n_trials=1, storage=storage, budget=budget, enqueue=[{"depth": 4}], progress=False)
+
+
+def test_the_family_spans_plain_and_multiscale_and_blind_nets_are_pruned_before_training():
+    import optuna
+
+    from stemreg.acquisition import get_condition
+    from stemreg.models import build_model
+    from stemreg.tuning.space import cell_spacing_px, suggest_architecture
+
+    plain = suggest_architecture(optuna.trial.FixedTrial({"levels": 1, "depth": 8, "base_width": 8, "growth": 2.0,
+                                                          "kernel_size": 3}))
+    scaled = suggest_architecture(optuna.trial.FixedTrial({"levels": 4, "base_width": 12, "growth": 2.0,
+                                                           "kernel_size": 3, "unshuffle": 2,
+                                                           "convs_per_level": 2, "dilation": 1}))
+    assert plain["depth"] == 8 and "levels" not in plain
+    assert scaled["levels"] == 4 and scaled["widths"] == sorted(scaled["widths"])
+    # at the finest sampling (4 pm/px) the widest cell spans ~100 px: the seed's 17-px net sees a sixth
+    # of one, the multi-scale member two
+    cells = cell_spacing_px(get_condition("low-dose"))
+    assert 95 < cells < 150
+    assert 2 * build_model(plain).receptive_radius_px + 1 < 2 * cells <= 2 * build_model(scaled).receptive_radius_px + 1
