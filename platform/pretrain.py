@@ -24,7 +24,7 @@ from stemreg.models.binned import mean_over_bins, per_bin
 from stemreg.models.flops import flops_per_pixel
 from stemreg.models.inference import denoise_array
 from stemreg.models.metrics import psnr_batch, ssim_batch
-from stemreg.models.pretrained import BASE_NAME, save_pretrained
+from stemreg.models.pretrained import BASE_NAME, load_pretrained, save_pretrained
 from stemreg.models.training import TrainConfig, train
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ def pretrain_base(condition: Condition | str = "low-dose", *, steps: int = 4000,
                   batch_size: int = 16, patch_px: int = 128, lr: float = 2e-3, seed: int = PRETRAIN_SEED,
                   n_fields: int = 256, n_val: int = 24, architecture: dict[str, Any] | None = None,
                   name: str = BASE_NAME, directory: Path | None = None, threads: int | None = None,
+                  from_base: str | None = None, from_directory: Path | None = None,
                   on_epoch: Callable[[int, dict[str, float]], None] | None = None,
                   progress: bool = True) -> dict[str, Any]:
     """Train the base and write it with its card; returns the card.
@@ -79,6 +80,9 @@ def pretrain_base(condition: Condition | str = "low-dose", *, steps: int = 4000,
         Rendered fields in the pool (one re-rendered per step).
     n_val
         Validation images (256 px, from the range, another seed) scored each epoch.
+    from_base, from_directory
+        Continue from a pretrained model's weights (its name, and the folder holding it; default
+        the package's): its architecture is kept and its card is recorded as the parent.
     """
     cond = load_condition(condition) if isinstance(condition, str) else condition
     commit = git_commit()  # the code that trains, before anything can move HEAD
@@ -89,7 +93,16 @@ def pretrain_base(condition: Condition | str = "low-dose", *, steps: int = 4000,
     config = TrainConfig(epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, patch_px=patch_px,
                          lr=lr, seed=seed, device="auto")
     torch.manual_seed(seed)
-    model = build_model(arch)
+    parent = None
+    if from_base:
+        model, parent_card = load_pretrained(from_base, from_directory)
+        model.train()
+        arch = model.config()
+        parent = {"name": parent_card["name"], "weights_sha256": parent_card["weights_sha256"],
+                  "command": parent_card.get("command"), "steps": parent_card["training"]["steps"],
+                  "commit": parent_card.get("commit")}
+    else:
+        model = build_model(arch)
     started = time.perf_counter()
     stream = FieldPool(cond, n_fields=n_fields, size_px=256, seed=seed)
     val = cond.sample_pairs(n_val, size_px=256, seed=PRETRAIN_VAL_SEED)
@@ -124,9 +137,10 @@ def pretrain_base(condition: Condition | str = "low-dose", *, steps: int = 4000,
                      "seconds": round(seconds, 1), "threads": torch.get_num_threads(),
                      "device": str(next(result.model.parameters()).device)},
         "benchmark": figures,
+        "parent": parent,
         "commit": commit,
-        "command": f"stemreg pretrain --condition {cond.name} --steps {steps} --seed {seed}"
-                   + (f" --threads {threads}" if threads else ""),
+        "command": f"stemreg pretrain --condition {cond.name} --steps {steps} --seed {seed} --lr {lr:g}"
+                   + (f" --threads {threads}" if threads else "") + (f" --from-base {from_base}" if from_base else ""),
         "torch": torch.__version__,
     }
     save_pretrained(result.model, card, name, directory)
