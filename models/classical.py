@@ -11,16 +11,20 @@ close to unit-variance Gaussian, and come back through the *exact unbiased*
 inverse (Makitalo & Foi, IEEE TIP 2011/2013), computed numerically for the
 fitted noise model. The Gaussian filter works on the raw image.
 
-The noise model (``var = gain * mean + offset_var``) and each method's
-strength are fitted on validation images, never on the images scored: the
-GAT makes the "known noise level" sigma = 1, and a small grid of multipliers
-around it (or of the filter width for ``gaussian``) is searched for the best
-validation PSNR.
+Each image gets its own noise model (``var = gain * mean + offset_var``):
+over a range of doses one model for all images would be wrong for most of
+them. For simulated images it is known exactly from the acquisition
+parameters (:func:`noise_model_from_params`, the *oracle* model); for an image
+of unknown acquisition it is estimated from the image itself
+(:func:`estimate_noise_model`). Each method's strength is fitted on validation
+images, never on the images scored: the GAT makes the "known noise level"
+sigma = 1, and a small grid of multipliers around it (or of the filter width
+for ``gaussian``) is searched for the best validation PSNR.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -29,6 +33,8 @@ __all__ = [
     "NoiseModel",
     "ClassicalDenoiser",
     "fit_noise_model",
+    "noise_model_from_params",
+    "estimate_noise_model",
     "fit_classical",
     "denoise_classical",
     "gat_forward",
@@ -128,6 +134,75 @@ def fit_noise_model(noisy: np.ndarray, reference: np.ndarray, *, independent_rep
     return _sane(float(gain), float(offset_var), float(mean.min()), float(residual.var()))
 
 
+ELEMENTARY_CHARGE_C = 1.602176634e-19  # exact (SI 2019)
+
+
+def noise_model_from_params(params: dict[str, Any]) -> NoiseModel:
+    """The exact noise model of one simulated acquisition (the *oracle*), in signal units.
+
+    With ``lam = detector_efficiency * I * t / e`` detected electrons per unit signal (``I`` the
+    effective ``beam_current_pA``, ``t`` the ``dwell_time_us``), the simulation's noise is
+    ``var = (1 - bias) / lam * s + bias / lam + read_noise_e^2 / lam^2`` (see
+    :mod:`stemreg.acquisition.dose`), so ``gain = (1 - bias) / lam`` and
+    ``offset_var = bias / lam + read_noise_e^2 / lam^2``.
+
+    Parameters
+    ----------
+    params
+        One image's acquisition parameters (``PairBatch.params[i]``): ``beam_current_pA``,
+        ``dwell_time_us``, ``bias``, ``detector_efficiency``, ``read_noise_e``.
+
+    Raises
+    ------
+    ValueError
+        A key is missing or the dose is not positive.
+    """
+    keys = ("beam_current_pA", "dwell_time_us", "bias", "detector_efficiency", "read_noise_e")
+    missing = [k for k in keys if k not in params]
+    if missing:
+        raise ValueError(f"acquisition parameters lack {', '.join(missing)}; needed: {', '.join(keys)}")
+    lam = (float(params["detector_efficiency"]) * float(params["beam_current_pA"]) * 1e-12
+           * float(params["dwell_time_us"]) * 1e-6 / ELEMENTARY_CHARGE_C)
+    if not lam > 0:
+        raise ValueError(f"detected electrons per unit signal must be > 0, got {lam} from {params}")
+    bias, read = float(params["bias"]), float(params["read_noise_e"])
+    return NoiseModel(gain=(1.0 - bias) / lam, offset_var=bias / lam + read * read / (lam * lam))
+
+
+def estimate_noise_model(image: np.ndarray, *, n_bins: int = 16) -> NoiseModel:
+    """Estimate ``var = gain * mean + offset_var`` from one noisy image alone (no clean target, no repeat).
+
+    The finest diagonal Haar coefficient of each 2x2 block, ``(x00 - x01 - x10 + x11) / 2``, has the
+    noise variance of one pixel and little of a smooth signal; its robust (MAD) variance per bin of
+    block means is regressed on the bin mean (Foi et al., IEEE TIP 2008, in its simplest form).
+    """
+    x = np.asarray(image, np.float64)
+    if x.ndim != 2 or min(x.shape) < 8:
+        raise ValueError(f"expected one (H, W) image of at least 8x8 px, got shape {x.shape}")
+    h, w = (x.shape[0] // 2) * 2, (x.shape[1] // 2) * 2
+    a, b = x[0:h:2, 0:w:2], x[0:h:2, 1:w:2]
+    c, d = x[1:h:2, 0:w:2], x[1:h:2, 1:w:2]
+    detail = ((a - b - c + d) / 2).ravel()
+    mean = ((a + b + c + d) / 4).ravel()
+    edges = np.unique(np.quantile(mean, np.linspace(0, 1, n_bins + 1)))
+    which = np.clip(np.searchsorted(edges, mean, side="right") - 1, 0, len(edges) - 2)
+    centres, variances, counts = [], [], []
+    for k in range(len(edges) - 1):
+        sel = detail[which == k]
+        if sel.size >= 32:
+            mad = np.median(np.abs(sel - np.median(sel)))
+            centres.append(mean[which == k].mean())
+            variances.append((1.4826 * mad) ** 2)
+            counts.append(sel.size)
+    centre_a, var_a = np.asarray(centres), np.asarray(variances)
+    total = float(np.var(detail))
+    if len(centre_a) >= 2 and np.ptp(centre_a) > 0:
+        gain, offset_var = np.polyfit(centre_a, var_a, 1, w=np.sqrt(np.asarray(counts, float)))
+    else:
+        gain, offset_var = 0.0, float(var_a[0]) if len(var_a) else total
+    return _sane(float(gain), float(offset_var), float(mean.min()), total)
+
+
 def _sane(gain: float, offset_var: float, min_mean: float, total_var: float) -> NoiseModel:
     """Keep the fitted model usable by the GAT: positive gain, non-negative variance over the data."""
     # a non-positive slope means no measurable shot noise: keep a tiny gain so the GAT stays
@@ -216,7 +291,7 @@ def _run_one(method: str, image: np.ndarray, params: dict[str, float], noise: No
     return gat_inverse(out, noise)
 
 
-def denoise_classical(image: np.ndarray, method: str, *, noise: NoiseModel | None = None,
+def denoise_classical(image: np.ndarray, method: str, *, noise: NoiseModel | Sequence[NoiseModel] | None = None,
                       **params: float) -> np.ndarray:
     """Denoise ``(H, W)`` or ``(N, H, W)`` with one classical method and fixed parameters.
 
@@ -227,7 +302,7 @@ def denoise_classical(image: np.ndarray, method: str, *, noise: NoiseModel | Non
     method
         One of :data:`CLASSICAL_METHODS`.
     noise
-        The noise model (needed by every method but ``gaussian``).
+        The noise model (needed by every method but ``gaussian``), or one per image of a stack.
     **params
         The method's strength: ``sigma_px`` (gaussian), ``h`` (nlm), ``weight`` (tv),
         ``sigma`` (wavelet, bm3d; GAT-domain noise std, 1 = the known level).
@@ -243,8 +318,18 @@ def denoise_classical(image: np.ndarray, method: str, *, noise: NoiseModel | Non
     if arr.ndim not in (2, 3):
         raise ValueError(f"expected an (H, W) image or an (N, H, W) stack, got shape {arr.shape}")
     stack = arr[None] if arr.ndim == 2 else arr
-    out = np.stack([_run_one(method, im, params, noise) for im in stack]).astype(np.float32)
+    models = _per_image(noise, len(stack))
+    out = np.stack([_run_one(method, im, params, model) for im, model in zip(stack, models)]).astype(np.float32)
     return out[0] if arr.ndim == 2 else out
+
+
+def _per_image(noise: NoiseModel | Sequence[NoiseModel] | None, n: int) -> list[NoiseModel | None]:
+    if noise is None or isinstance(noise, NoiseModel):
+        return [noise] * n
+    models = list(noise)
+    if len(models) != n:
+        raise ValueError(f"{len(models)} noise models for {n} images; give one model, or one per image")
+    return models
 
 
 @dataclass(frozen=True)
@@ -260,6 +345,10 @@ class ClassicalDenoiser:
     def __call__(self, image: np.ndarray) -> np.ndarray:
         return denoise_classical(image, self.method, noise=self.noise, **self.params)
 
+    def with_noise(self, noise: NoiseModel | None) -> "ClassicalDenoiser":
+        """The same fitted strength applied with another image's noise model."""
+        return replace(self, noise=noise)
+
     def describe(self) -> dict[str, Any]:
         """JSON-able summary (method, fitted parameters, noise model, validation PSNR)."""
         return {"method": self.method, "params": dict(self.params),
@@ -267,7 +356,7 @@ class ClassicalDenoiser:
 
 
 def fit_classical(method: str, val_degraded: np.ndarray, val_clean: np.ndarray, *,
-                  noise: NoiseModel | None = None, grid: dict[str, list[float]] | None = None,
+                  noise: NoiseModel | Sequence[NoiseModel] | None = None, grid: dict[str, list[float]] | None = None,
                   on_step: Callable[[], None] | None = None) -> ClassicalDenoiser:
     """Fit one method's strength by grid search of mean PSNR on a validation set.
 
@@ -278,7 +367,8 @@ def fit_classical(method: str, val_degraded: np.ndarray, val_clean: np.ndarray, 
     val_degraded, val_clean
         Validation images ``(N, H, W)``, drawn with a seed other than the test set's.
     noise
-        Noise model; fitted from the validation pairs when not given.
+        Noise model, or one per validation image (e.g. :func:`noise_model_from_params` of each);
+        fitted from the validation pairs when not given.
     grid
         ``{param: [values]}`` to search; default :data:`DEFAULT_GRIDS`.
     on_step
@@ -309,5 +399,6 @@ def fit_classical(method: str, val_degraded: np.ndarray, val_clean: np.ndarray, 
         if on_step is not None:
             on_step()
     best_params, best_score = max(scores, key=lambda s: s[1])
-    return ClassicalDenoiser(method=method, params=best_params, noise=noise, val_psnr=best_score,
+    single = noise if noise is None or isinstance(noise, NoiseModel) else None
+    return ClassicalDenoiser(method=method, params=best_params, noise=single, val_psnr=best_score,
                              grid_scores=scores)
