@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     for line in lines:
         print(line)
     if "bm3d" in record["by_bin"] and not args.no_save:
-        out = Path(__file__).resolve().parent / "results" / f"bm3d_{board.condition}_by_bin.json"
+        out = Path(__file__).resolve().parent / "results" / f"bm3d_{board.condition.replace('-', '_')}_by_bin.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(_json_safe(record), indent=2) + "\n")
         print(f"  saved {out}")
