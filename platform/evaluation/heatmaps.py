@@ -50,7 +50,7 @@ def _draw(fig, grid_spec, values: dict[str, float], *, title: str, cmap: str, li
     ax.set_ylabel("column spacing (sampling)")
     ax.set_title(title, fontsize=9)
     for (i, j), v in np.ndenumerate(matrix):
-        ax.text(j, i, _label(v), ha="center", va="center", fontsize=8, color=_ink(v, limits))
+        ax.text(j, i, _label(v), ha="center", va="center", fontsize=8, color=_ink(v, limits, cmap))
     if seeds:
         side = fig.add_subplot(grid_spec[1])
         panel.append(side)
@@ -59,16 +59,18 @@ def _draw(fig, grid_spec, values: dict[str, float], *, title: str, cmap: str, li
         side.set_xticks(range(len(seeds)), [f"seed point\n{b.removeprefix('seed:')}" for b in seeds], fontsize=8)
         side.set_yticks([])
         for j, v in enumerate(seeds.values()):
-            side.text(j, 0, _label(v), ha="center", va="center", fontsize=8, color=_ink(v, limits))
+            side.text(j, 0, _label(v), ha="center", va="center", fontsize=8, color=_ink(v, limits, cmap))
     fig.colorbar(image, ax=panel, shrink=0.85, pad=0.04, label="dB")
 
 
-def _ink(value: float, limits: tuple[float, float]) -> str:
-    """Black on light cells, white on dark ones (both ends of the colour maps used here are dark)."""
+def _ink(value: float, limits: tuple[float, float], cmap: str = "RdBu") -> str:
+    """Black on light cells, white on dark ones (viridis is dark at its low end only, RdBu at both)."""
     if not math.isfinite(value):
         return "black"
     low, high = limits
     share = (value - low) / (high - low) if high > low else 0.5
+    if cmap == "viridis":
+        return "white" if share < 0.45 else "black"
     return "white" if share < 0.2 or share > 0.8 else "black"
 
 
