@@ -4,7 +4,11 @@ Runs :func:`stemreg.platform.evaluation.evaluate` (the same code as `stemreg eva
 with the hourglass trained here under the same budget as the other CNNs (never
 a registered champion, whose training budget differs), then prints
 
-- the leaderboard (mean ± std over the benchmark images; best value in bold);
+- the leaderboard (unweighted mean over the benchmark's sampling x dose bins, key bins;
+  best value in bold);
+- PSNR / SSIM per bin of the noisy input and of BM3D (GAT, oracle noise model per image),
+  saved with the benchmark id to ``benchmarks/results/bm3d_<condition>_by_bin.json``
+  (``--no-save`` to skip) for comparing other models against;
 - what each method was fitted on: training mode, data, steps, whether it saw a
   clean image, and the check that no training/validation image is a test image;
 - a check that every CNN had the same data draw and the same step budget;
@@ -16,7 +20,8 @@ Usage::
         [--methods hourglass,autoencoder,...] [--seed 0] [--device auto] [--threads 2]
         [--output-dir DIR] [--mlflow] [--json]
 
-``--budget quick`` is sized for CPU (tens of minutes on 2 cores); ``full`` for a GPU.
+``--budget quick`` is sized for CPU (tens of minutes on 2 cores for all methods; BM3D alone,
+``--methods bm3d``, takes a few minutes); ``full`` for a GPU.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from stemreg.platform import evaluation
+from stemreg.platform.evaluation.leaderboard import _json_safe
 
 
 def budget_check(board: evaluation.Leaderboard) -> list[str]:
@@ -57,27 +63,51 @@ def budget_check(board: evaluation.Leaderboard) -> list[str]:
     return lines
 
 
-def wins_and_losses(board: evaluation.Leaderboard) -> list[str]:
+def by_bin_block(board: evaluation.Leaderboard, methods: tuple[str, ...] = (evaluation.NOISY, "bm3d")
+                 ) -> tuple[list[str], dict[str, Any]]:
+    """Lines of PSNR / SSIM per bin for ``methods``, and the same as a JSON-able record."""
+    per_bin = board.per_bin()
+    present = [m for m in methods if m in per_bin]
+    lines = [f"  {'bin':<14}" + "".join(f"{m + ' PSNR / SSIM':>26}" for m in present)]
+    for name in board.bins:
+        lines.append(f"  {name:<14}" + "".join(
+            f"{per_bin[m][name]['psnr']:>17.2f} / {per_bin[m][name]['ssim']:.3f}" for m in present))
+    rows = {r["method"]: r for r in board.rows()}
+    lines.append(f"  {'mean of bins':<14}" + "".join(
+        f"{rows[m]['psnr']:>17.2f} / {rows[m]['ssim']:.3f}" for m in present))
+    record = {"condition": board.condition, "benchmark_id": board.benchmark_id, "budget": board.budget.name,
+              "n_images": board.n_images, "image_shape": list(board.image_shape),
+              "aggregate": "unweighted mean over bins",
+              "bm3d": board.results[[r.method for r in board.results].index("bm3d")].source
+              if "bm3d" in per_bin else None,
+              "bm3d_details": next((r.details for r in board.results if r.method == "bm3d"), None),
+              "by_bin": {m: {b: {"psnr": v["psnr"], "ssim": v["ssim"], "n_images": v["n_images"]}
+                             for b, v in per_bin[m].items()} for m in present},
+              "mean_over_bins": {m: {"psnr": rows[m]["psnr"], "ssim": rows[m]["ssim"]} for m in present}}
+    return lines, record
+
+
+def wins_and_losses(board: evaluation.Leaderboard, mine_name: str = "hourglass") -> list[str]:
     """Per metric: the hourglass's rank among the methods, and who beats it by how much."""
     rows = {r["method"]: r for r in board.rows() if r["method"] != evaluation.NOISY}
-    if "hourglass" not in rows:
+    if mine_name not in rows:
         return []
     lines = []
-    mine = rows["hourglass"]
+    mine = rows[mine_name]
     for key, heading, higher in evaluation.METRICS:
         if not math.isfinite(mine[key]):
             continue
-        others = {m: r[key] for m, r in rows.items() if m != "hourglass" and math.isfinite(r[key])}
+        others = {m: r[key] for m, r in rows.items() if m != mine_name and math.isfinite(r[key])}
         better = {m: v for m, v in others.items() if (v > mine[key] if higher else v < mine[key])}
         rank = 1 + len(better)
         if better:
             gaps = ", ".join(f"{m} {abs(v - mine[key]):.3g}" for m, v in
                              sorted(better.items(), key=lambda kv: -kv[1] if higher else kv[1]))
-            lines.append(f"  {heading}: hourglass {mine[key]:.4g}, rank {rank}/{len(others) + 1}; better: {gaps}")
+            lines.append(f"  {heading}: {mine_name} {mine[key]:.4g}, rank {rank}/{len(others) + 1}; better: {gaps}")
         else:
             runner = max(others.items(), key=lambda kv: kv[1] if higher else -kv[1]) if others else None
             margin = f" (next: {runner[0]}, by {abs(mine[key] - runner[1]):.3g})" if runner else ""
-            lines.append(f"  {heading}: hourglass {mine[key]:.4g}, rank 1/{len(others) + 1}{margin}")
+            lines.append(f"  {heading}: {mine_name} {mine[key]:.4g}, rank 1/{len(others) + 1}{margin}")
     return lines
 
 
@@ -93,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mlflow", action="store_true", help="also log the MLflow run (store: MLFLOW_TRACKING_URI "
                                                              "or ./mlflow.db)")
     parser.add_argument("--json", action="store_true", help="print the leaderboard JSON instead")
+    parser.add_argument("--no-save", action="store_true", help="do not write benchmarks/results/bm3d_*_by_bin.json")
     args = parser.parse_args(argv)
 
     import logging
@@ -131,10 +162,24 @@ def main(argv: list[str] | None = None) -> int:
     prov = board.provenance
     print(f"  seeds {prov.get('seeds')} vs benchmark seed {prov.get('benchmark_seed')}; "
           f"test images found in the fitting data: {prov.get('test_images_in_fitting_data')}")
+    lines, record = by_bin_block(board)
     print()
-    print("hourglass wins and losses:")
-    for line in wins_and_losses(board):
+    print(f"=== PSNR (dB) / SSIM per bin on the {board.condition} benchmark ({board.benchmark_id}): noisy input "
+          f"and BM3D (GAT, oracle noise model per image) ===")
+    for line in lines:
         print(line)
+    if "bm3d" in record["by_bin"] and not args.no_save:
+        out = Path(__file__).resolve().parent / "results" / f"bm3d_{board.condition.replace('-', '_')}_by_bin.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(_json_safe(record), indent=2) + "\n")
+        print(f"  saved {out}")
+    for name in ("hourglass", "hourglass-family"):
+        found = wins_and_losses(board, name)
+        if found:
+            print()
+            print(f"{name} wins and losses (means over bins):")
+            for line in found:
+                print(line)
     if args.output_dir:
         print(f"\nartifacts in {Path(args.output_dir).resolve()}: {', '.join(board.artifacts)}")
     print(f"total {time.perf_counter() - started:.0f} s")

@@ -11,24 +11,32 @@ close to unit-variance Gaussian, and come back through the *exact unbiased*
 inverse (Makitalo & Foi, IEEE TIP 2011/2013), computed numerically for the
 fitted noise model. The Gaussian filter works on the raw image.
 
-The noise model (``var = gain * mean + offset_var``) and each method's
-strength are fitted on validation images, never on the images scored: the
-GAT makes the "known noise level" sigma = 1, and a small grid of multipliers
-around it (or of the filter width for ``gaussian``) is searched for the best
-validation PSNR.
+Each image gets its own noise model (``var = gain * mean + offset_var``):
+over a range of doses one model for all images would be wrong for most of
+them. For simulated images it is known exactly from the acquisition
+parameters (:func:`noise_model_from_params`, the *oracle* model); for an image
+of unknown acquisition it is estimated from the image itself
+(:func:`estimate_noise_model`). Each method's strength is fitted on validation
+images, never on the images scored: the GAT makes the "known noise level"
+sigma = 1, and a small grid of multipliers around it (or of the filter width
+for ``gaussian``) is searched for the best validation PSNR.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Sequence
 
 import numpy as np
+
+from .noise_models import NoiseModel, estimate_noise_model, fit_noise_model, noise_model_from_params
 
 __all__ = [
     "CLASSICAL_METHODS",
     "NoiseModel",
     "ClassicalDenoiser",
     "fit_noise_model",
+    "noise_model_from_params",
+    "estimate_noise_model",
     "fit_classical",
     "denoise_classical",
     "gat_forward",
@@ -46,96 +54,6 @@ DEFAULT_GRIDS: dict[str, dict[str, list[float]]] = {
     "wavelet": {"sigma": [0.5, 0.75, 1.0, 1.5, 2.0, 3.0]},
     "bm3d": {"sigma": [0.75, 1.0, 1.4, 2.0]},
 }
-
-
-@dataclass(frozen=True)
-class NoiseModel:
-    """Affine Poisson-Gaussian noise model: ``variance = gain * mean + offset_var``.
-
-    Attributes
-    ----------
-    gain
-        Image units per detected electron (the Poisson scale ``a``).
-    offset_var
-        Signal-independent variance (Gaussian read noise minus ``gain * offset``),
-        in squared image units; may be negative when the image has a dark offset.
-    """
-
-    gain: float
-    offset_var: float
-
-    def to_dict(self) -> dict[str, float]:
-        return {"gain": float(self.gain), "offset_var": float(self.offset_var)}
-
-
-def fit_noise_model(noisy: np.ndarray, reference: np.ndarray, *, independent_repeat: bool = False,
-                    n_bins: int = 24) -> NoiseModel:
-    """Fit ``var = gain * mean + offset_var`` from validation images.
-
-    Parameters
-    ----------
-    noisy
-        Noisy images ``(N, H, W)`` (or ``(H, W)``).
-    reference
-        Either the clean targets (same shape), or a second, independent noisy
-        acquisition of the same fields when ``independent_repeat`` is true
-        (then the noise is ``(a - b) / sqrt(2)`` and the mean ``(a + b) / 2``;
-        this needs no clean image and is immune to blur or distortions the
-        clean target lacks).
-    n_bins
-        Intensity bins (quantiles of the mean) for the variance regression.
-
-    Returns
-    -------
-    NoiseModel
-    """
-    noisy = np.asarray(noisy, dtype=np.float64)
-    reference = np.asarray(reference, dtype=np.float64)
-    if noisy.shape != reference.shape:
-        raise ValueError(f"noisy {noisy.shape} and reference {reference.shape} must have the same shape")
-    if independent_repeat:
-        # Moments, not bins: the mean of two noisy frames is itself noisy, and binning by it (or by a
-        # smoothed copy) biases the slope. With r = (a - b)/sqrt(2), m = (a + b)/2 and true mean t:
-        # E[r^2] = gain t + offset, Var(t) = Var(m) - E[r^2] / 2, and
-        # Cov(r^2, m) = gain Var(t) + gain^2 E[t] / 2 (the second term: Poisson's third moment).
-        r2 = (((noisy - reference) / np.sqrt(2.0)) ** 2).ravel()
-        m = ((noisy + reference) / 2).ravel()
-        signal_var, mean_level, cov = m.var() - r2.mean() / 2, m.mean(), np.cov(r2, m)[0, 1]
-        if signal_var <= 0:
-            gain = 0.0
-        elif mean_level > 0 and signal_var**2 + 2 * mean_level * cov > 0:
-            gain = float((np.sqrt(signal_var**2 + 2 * mean_level * cov) - signal_var) / mean_level)
-        else:
-            gain = float(cov / signal_var)
-        offset_var = float(r2.mean() - gain * m.mean())
-        return _sane(gain, offset_var, float(m.min()), float(r2.mean()))
-    residual = noisy - reference
-    mean = reference
-    mean, residual = mean.ravel(), residual.ravel()
-    edges = np.unique(np.quantile(mean, np.linspace(0, 1, n_bins + 1)))
-    which = np.clip(np.searchsorted(edges, mean, side="right") - 1, 0, len(edges) - 2)
-    bin_mean, bin_var = [], []
-    for b in range(len(edges) - 1):
-        sel = which == b
-        if sel.sum() >= 16:
-            bin_mean.append(mean[sel].mean())
-            bin_var.append(residual[sel].var())
-    bin_mean_a, bin_var_a = np.asarray(bin_mean), np.asarray(bin_var)
-    if len(bin_mean_a) >= 2 and np.ptp(bin_mean_a) > 0:
-        gain, offset_var = np.polyfit(bin_mean_a, bin_var_a, 1)
-    else:
-        gain, offset_var = 0.0, float(residual.var())
-    return _sane(float(gain), float(offset_var), float(mean.min()), float(residual.var()))
-
-
-def _sane(gain: float, offset_var: float, min_mean: float, total_var: float) -> NoiseModel:
-    """Keep the fitted model usable by the GAT: positive gain, non-negative variance over the data."""
-    # a non-positive slope means no measurable shot noise: keep a tiny gain so the GAT stays
-    # defined and behaves as plain scaling by the Gaussian std
-    gain = max(gain, 1e-6 * max(total_var, 1e-12) ** 0.5)
-    if offset_var + gain * min_mean < 0:
-        offset_var = -gain * min_mean
-    return NoiseModel(gain=float(gain), offset_var=float(offset_var))
 
 
 def gat_forward(image: np.ndarray, noise: NoiseModel) -> np.ndarray:
@@ -216,7 +134,7 @@ def _run_one(method: str, image: np.ndarray, params: dict[str, float], noise: No
     return gat_inverse(out, noise)
 
 
-def denoise_classical(image: np.ndarray, method: str, *, noise: NoiseModel | None = None,
+def denoise_classical(image: np.ndarray, method: str, *, noise: NoiseModel | Sequence[NoiseModel] | None = None,
                       **params: float) -> np.ndarray:
     """Denoise ``(H, W)`` or ``(N, H, W)`` with one classical method and fixed parameters.
 
@@ -227,7 +145,7 @@ def denoise_classical(image: np.ndarray, method: str, *, noise: NoiseModel | Non
     method
         One of :data:`CLASSICAL_METHODS`.
     noise
-        The noise model (needed by every method but ``gaussian``).
+        The noise model (needed by every method but ``gaussian``), or one per image of a stack.
     **params
         The method's strength: ``sigma_px`` (gaussian), ``h`` (nlm), ``weight`` (tv),
         ``sigma`` (wavelet, bm3d; GAT-domain noise std, 1 = the known level).
@@ -243,8 +161,18 @@ def denoise_classical(image: np.ndarray, method: str, *, noise: NoiseModel | Non
     if arr.ndim not in (2, 3):
         raise ValueError(f"expected an (H, W) image or an (N, H, W) stack, got shape {arr.shape}")
     stack = arr[None] if arr.ndim == 2 else arr
-    out = np.stack([_run_one(method, im, params, noise) for im in stack]).astype(np.float32)
+    models = _per_image(noise, len(stack))
+    out = np.stack([_run_one(method, im, params, model) for im, model in zip(stack, models)]).astype(np.float32)
     return out[0] if arr.ndim == 2 else out
+
+
+def _per_image(noise: NoiseModel | Sequence[NoiseModel] | None, n: int) -> list[NoiseModel | None]:
+    if noise is None or isinstance(noise, NoiseModel):
+        return [noise] * n
+    models = list(noise)
+    if len(models) != n:
+        raise ValueError(f"{len(models)} noise models for {n} images; give one model, or one per image")
+    return models
 
 
 @dataclass(frozen=True)
@@ -260,6 +188,10 @@ class ClassicalDenoiser:
     def __call__(self, image: np.ndarray) -> np.ndarray:
         return denoise_classical(image, self.method, noise=self.noise, **self.params)
 
+    def with_noise(self, noise: NoiseModel | None) -> "ClassicalDenoiser":
+        """The same fitted strength applied with another image's noise model."""
+        return replace(self, noise=noise)
+
     def describe(self) -> dict[str, Any]:
         """JSON-able summary (method, fitted parameters, noise model, validation PSNR)."""
         return {"method": self.method, "params": dict(self.params),
@@ -267,7 +199,7 @@ class ClassicalDenoiser:
 
 
 def fit_classical(method: str, val_degraded: np.ndarray, val_clean: np.ndarray, *,
-                  noise: NoiseModel | None = None, grid: dict[str, list[float]] | None = None,
+                  noise: NoiseModel | Sequence[NoiseModel] | None = None, grid: dict[str, list[float]] | None = None,
                   on_step: Callable[[], None] | None = None) -> ClassicalDenoiser:
     """Fit one method's strength by grid search of mean PSNR on a validation set.
 
@@ -278,7 +210,8 @@ def fit_classical(method: str, val_degraded: np.ndarray, val_clean: np.ndarray, 
     val_degraded, val_clean
         Validation images ``(N, H, W)``, drawn with a seed other than the test set's.
     noise
-        Noise model; fitted from the validation pairs when not given.
+        Noise model, or one per validation image (e.g. :func:`noise_model_from_params` of each);
+        fitted from the validation pairs when not given.
     grid
         ``{param: [values]}`` to search; default :data:`DEFAULT_GRIDS`.
     on_step
@@ -309,5 +242,6 @@ def fit_classical(method: str, val_degraded: np.ndarray, val_clean: np.ndarray, 
         if on_step is not None:
             on_step()
     best_params, best_score = max(scores, key=lambda s: s[1])
-    return ClassicalDenoiser(method=method, params=best_params, noise=noise, val_psnr=best_score,
+    single = noise if noise is None or isinstance(noise, NoiseModel) else None
+    return ClassicalDenoiser(method=method, params=best_params, noise=single, val_psnr=best_score,
                              grid_scores=scores)

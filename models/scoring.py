@@ -42,21 +42,23 @@ class Scores:
     first_output: np.ndarray | None = None
 
 
-def score_predictions(predict: PredictFn, degraded: Sequence[np.ndarray], clean: Sequence[np.ndarray], *,
-                      columns: Sequence[np.ndarray] | None = None, pixel_size_pm: float | None = None,
+def score_predictions(predict: PredictFn | Sequence[PredictFn], degraded: Sequence[np.ndarray],
+                      clean: Sequence[np.ndarray], *, columns: Sequence[np.ndarray] | None = None,
+                      pixel_size_pm: float | Sequence[float] | None = None,
                       desc: str = "score", progress: bool = False) -> Scores:
     """Run ``predict`` on each degraded image (one frame at a time, as from a microscope) and score it.
 
     Parameters
     ----------
     predict
-        ``(H, W) -> (H, W)`` denoiser.
+        ``(H, W) -> (H, W)`` denoiser, or one per image (e.g. a filter given each image's noise model).
     degraded, clean
         Images (lists of ``(H, W)`` or stacks ``(N, H, W)``); sizes may differ between images.
     columns
         Per image, ``(K, 2)`` true column positions in pixels; empty or None: no column metrics.
     pixel_size_pm
-        Pixel size, for the column position error (needed with ``columns``).
+        Pixel size, for the column position error (needed with ``columns``): one for all images or
+        one per image.
     desc, progress
         tqdm bar label and switch.
 
@@ -67,14 +69,20 @@ def score_predictions(predict: PredictFn, degraded: Sequence[np.ndarray], clean:
     degraded = [np.asarray(d, np.float32) for d in degraded]
     clean = [np.asarray(c, np.float32) for c in clean]
     columns = list(columns) if columns is not None else [np.zeros((0, 2))] * len(degraded)
-    predict(degraded[0])  # warm-up, not timed: lazy init, allocator, thread pools
+    predicts = list(predict) if isinstance(predict, Sequence) else [predict] * len(degraded)
+    sizes = (list(pixel_size_pm) if isinstance(pixel_size_pm, (Sequence, np.ndarray))
+             else [pixel_size_pm] * len(degraded))
+    if len(predicts) != len(degraded) or len(sizes) != len(degraded):
+        raise ValueError(f"{len(degraded)} images but {len(predicts)} predict functions and {len(sizes)} pixel "
+                         "sizes; give one for all images or one per image")
+    predicts[0](degraded[0])  # warm-up, not timed: lazy init, allocator, thread pools
     seconds, pixels = 0.0, 0
     psnrs, ssims, f1s, errors = [], [], [], []
     first = None
     for i, (image, target, cols) in enumerate(tqdm(list(zip(degraded, clean, columns)), desc=desc,
                                                    disable=not progress, leave=False)):
         start = time.perf_counter()
-        out = np.asarray(predict(image), np.float32).reshape(image.shape)
+        out = np.asarray(predicts[i](image), np.float32).reshape(image.shape)
         seconds += time.perf_counter() - start
         pixels += image.size
         if i == 0:
@@ -82,7 +90,7 @@ def score_predictions(predict: PredictFn, degraded: Sequence[np.ndarray], clean:
         psnrs.append(psnr(out, target))
         ssims.append(ssim(out, target))
         if len(cols):
-            score = score_columns(out, cols, pixel_size_pm=float(pixel_size_pm), clean=target)
+            score = score_columns(out, cols, pixel_size_pm=float(sizes[i]), clean=target)
             f1s.append(score.f1)
             errors.append(score.position_error_pm)
         else:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +10,7 @@ import numpy as np
 
 from stemreg.acquisition import read_image
 from stemreg.acquisition.io import READ_SUFFIXES
-from stemreg.models.classical import fit_noise_model
+from stemreg.models.classical import NoiseModel, fit_noise_model, noise_model_from_params
 from stemreg.models.config import TrainBudget, off_benchmark
 from stemreg.platform.errors import BadInputError
 
@@ -22,25 +22,63 @@ def derived_seed(condition: Any, seed: int, purpose: str) -> int:
     return value
 
 
+#: The bin of images that belong to no benchmark stratum (a user's images).
+ALL_IMAGES = "all images"
+
+
 @dataclass
 class TestSet:
-    """What the methods are scored on: per-image lists (user images may differ in size)."""
+    """What the methods are scored on: per-image lists (user images may differ in size).
+
+    ``pixel_sizes_pm[i]`` is image i's sampling, ``bins[i]`` its benchmark stratum, and
+    ``noise_models[i]`` its Poisson-Gaussian noise model when the acquisition is known (the
+    simulation's exact one: the *oracle*), else None (the classical filters then estimate it from
+    the image itself).
+    """
 
     degraded: list[np.ndarray]
     clean: list[np.ndarray]
     columns: list[np.ndarray]
-    pixel_size_pm: float
+    pixel_sizes_pm: list[float]
     description: str
+    bins: list[str] = field(default_factory=list)
+    noise_models: list[NoiseModel | None] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        n = len(self.degraded)
+        self.bins = list(self.bins) or [ALL_IMAGES] * n
+        self.noise_models = list(self.noise_models) or [None] * n
+        self.pixel_sizes_pm = [float(p) for p in self.pixel_sizes_pm]
+        lengths = {len(self.clean), len(self.pixel_sizes_pm), len(self.bins), len(self.noise_models)}
+        if lengths != {n}:
+            raise ValueError(f"a test set needs one clean image, pixel size, bin and noise model per image "
+                             f"({n} images)")
+
+    @property
+    def noise_source(self) -> str:
+        """How the classical filters get each image's noise model (said in the leaderboard)."""
+        known = sum(m is not None for m in self.noise_models)
+        if known == len(self.noise_models):
+            return "oracle noise model per image"
+        if known == 0:
+            return "noise model estimated per image from the image itself"
+        return f"oracle noise model for {known} image(s), estimated from the image for the others"
+
+
+def oracle_noise_models(batch: Any) -> list[NoiseModel]:
+    """The exact noise model of each simulated image of a ``PairBatch``, from its acquisition parameters."""
+    return [noise_model_from_params(p) for p in batch.params]
 
 
 def benchmark_test_set(condition: Any) -> TestSet:
-    """The condition's frozen benchmark set."""
+    """The condition's frozen, stratified benchmark set, with each image's sampling, bin and noise model."""
     bench = condition.benchmark_set()
     return TestSet(degraded=list(np.asarray(bench.degraded, np.float32)),
                    clean=list(np.asarray(bench.clean, np.float32)),
                    columns=[np.asarray(c, float).reshape(-1, 2) for c in bench.columns],
-                   pixel_size_pm=float(bench.pixel_size_pm),
-                   description=f"benchmark set of {condition.name} (seed {condition.benchmark_seed})")
+                   pixel_sizes_pm=list(bench.pixel_sizes_pm),
+                   description=f"benchmark set of {condition.name} (seed {condition.benchmark_seed})",
+                   bins=list(bench.bins), noise_models=oracle_noise_models(bench))
 
 
 IMAGE_SUFFIXES = tuple(READ_SUFFIXES)
@@ -63,7 +101,7 @@ def user_test_set(condition: Any, images_dir: str | Path, *, seed: int = 0) -> T
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise BadInputError(f"--images {folder}: no image files found; accepted suffixes: {', '.join(IMAGE_SUFFIXES)}")
-    degraded, clean, columns = [], [], []
+    degraded, clean, columns, sizes, noise = [], [], [], [], []
     base = derived_seed(condition, seed, "images")
     for i, path in enumerate(paths):
         image = read_image(path)
@@ -74,8 +112,9 @@ def user_test_set(condition: Any, images_dir: str | Path, *, seed: int = 0) -> T
         degraded.append(np.asarray(batch.degraded[0], np.float32))
         clean.append(np.asarray(batch.clean[0], np.float32))
         columns.append(np.zeros((0, 2)))
-    return TestSet(degraded=degraded, clean=clean, columns=columns,
-                   pixel_size_pm=float(np.sqrt(np.prod(condition.pixel_size_range_pm()))),
+        sizes.append(float(batch.pixel_sizes_pm[0]))
+        noise.append(noise_model_from_params(batch.params[0]))  # we degraded it: its noise is known
+    return TestSet(degraded=degraded, clean=clean, columns=columns, pixel_sizes_pm=sizes, noise_models=noise,
                    description=f"{len(paths)} image(s) from {folder} degraded as {condition.name}")
 
 
@@ -119,6 +158,10 @@ class _Data:
             self._repeats = np.asarray(self._train_batch().repeats(
                 self.budget.repeats, seed=derived_seed(self.condition, self.seed, "repeats")), np.float32)
         return self._repeats
+
+    def val_noise_models(self, n: int) -> list[NoiseModel]:
+        """The exact noise model of each of the first ``n`` validation images (drawn across the ranges)."""
+        return oracle_noise_models(self._val_batch()[np.arange(n)])
 
     def noise_model(self, n: int) -> Any:
         """The Poisson-Gaussian noise model from two repeats of the first ``n`` validation fields.

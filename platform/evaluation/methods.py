@@ -5,36 +5,43 @@ import logging
 from typing import Any, Sequence
 
 from stemreg.models.architectures import build_model
-from stemreg.models.classical import fit_classical
+from stemreg.models.classical import estimate_noise_model, fit_classical
 from stemreg.models.config import ArchitectureName, TrainBudget, architecture
 from stemreg.models.inference import denoise_array
 from stemreg.models.prediction import predict_fn
 from stemreg.models.scoring import PredictFn
 from stemreg.models.training import pick_device, train
 from stemreg.platform.errors import BadInputError
-from stemreg.platform.evaluation.data import _Data
+from stemreg.platform.evaluation.data import TestSet, _Data
 from stemreg.platform.prediction import load_model
 from stemreg.platform.registry import CHAMPION, NotRegisteredError, model_uri
 
 log = logging.getLogger(__name__)
 
-LEARNED_METHODS: tuple[str, ...] = ("hourglass", "autoencoder", "sdndti", "n2v")
+LEARNED_METHODS: tuple[str, ...] = ("hourglass", "hourglass-family", "autoencoder", "sdndti", "n2v")
 CLASSICAL: tuple[str, ...] = ("gaussian", "nlm", "tv", "wavelet", "bm3d")
 METHODS: tuple[str, ...] = LEARNED_METHODS + CLASSICAL
 NOISY = "noisy"
 
 METHOD_DESCRIPTIONS: dict[str, str] = {
     NOISY: "noisy input (no denoising)",
-    "hourglass": "reverse-hourglass CNN, supervised",
+    "hourglass": "reverse-hourglass CNN, supervised: the condition's registered champion (what a user gets), "
+                 "else the seed's net trained here",
+    "hourglass-family": "the reverse-hourglass family's multi-scale member, supervised, trained here at the "
+                        "same budget and data as the other CNNs",
     "autoencoder": "STEM denoising autoencoder (Gambini et al. 2023), supervised",
     "sdndti": "DnCNN trained noise2noise on repeats (SDnDTI, Tian et al. 2022), no clean data",
     "n2v": "reverse hourglass trained blind-spot (Noise2Void), no clean data",
     "gaussian": "Gaussian filter, width fitted on validation",
-    "nlm": "non-local means in the Anscombe domain, h fitted on validation",
-    "tv": "total variation (Chambolle) in the Anscombe domain, weight fitted on validation",
-    "wavelet": "wavelet BayesShrink in the Anscombe domain, sigma fitted on validation",
-    "bm3d": "BM3D, generalised Anscombe + exact unbiased inverse, sigma fitted on validation",
+    "nlm": "non-local means in the Anscombe domain (noise model per image), h fitted on validation",
+    "tv": "total variation (Chambolle) in the Anscombe domain (noise model per image), weight fitted on validation",
+    "wavelet": "wavelet BayesShrink in the Anscombe domain (noise model per image), sigma fitted on validation",
+    "bm3d": "BM3D + GAT (exact unbiased inverse), noise model per image, sigma multiplier fitted on validation",
 }
+
+#: The family's multi-scale member (models/hourglass.py, ScaledReverseHourglass) as the leaderboard trains it.
+FAMILY_MULTISCALE: dict[str, Any] = {"kind": "reverse-hourglass", "levels": 4, "widths": [24, 48, 96, 128],
+                                     "convs_per_level": 2, "unshuffle": 2, "dilation": 1}
 
 
 def parse_methods(methods: str | Sequence[str] | None) -> list[str]:
@@ -92,9 +99,11 @@ def _registered_champion(condition: Any) -> tuple[PredictFn, str, dict[str, Any]
     return predict_fn(model.pyfunc), f"registered champion v{model.version}", details
 
 
-def _build_method(method: str, condition: Any, data: _Data, budget: TrainBudget, *, seed: int, device: str,
-                  use_registry: bool, progress: bool) -> tuple[PredictFn, str, dict[str, Any]]:
-    """A predict function for one method, trained or fitted on the shared non-benchmark data."""
+def _build_method(method: str, condition: Any, data: _Data, budget: TrainBudget, test: TestSet, *, seed: int,
+                  device: str, use_registry: bool, progress: bool
+                  ) -> tuple[PredictFn | list[PredictFn], str, dict[str, Any]]:
+    """A predict function for one method (or one per test image), trained or fitted on the shared
+    non-benchmark data."""
     if method == "hourglass":
         if use_registry:
             found = _registered_champion(condition)
@@ -104,6 +113,11 @@ def _build_method(method: str, condition: Any, data: _Data, budget: TrainBudget,
                                       (data.train_degraded, data.train_clean), data, budget, seed=seed,
                                       device=device, use_val=True, progress=progress)
         return predict, f"trained here ({budget.name})", details
+    if method == "hourglass-family":
+        predict, details = _train_cnn(method, dict(FAMILY_MULTISCALE), "supervised",
+                                      (data.train_degraded, data.train_clean), data, budget, seed=seed,
+                                      device=device, use_val=True, progress=progress)
+        return predict, f"trained here ({budget.name}), multi-scale member", details
     if method == "autoencoder":
         predict, details = _train_cnn(method, architecture(ArchitectureName.AUTOENCODER), "supervised",
                                       (data.train_degraded, data.train_clean), data, budget, seed=seed,
@@ -121,7 +135,13 @@ def _build_method(method: str, condition: Any, data: _Data, budget: TrainBudget,
     if method in CLASSICAL:
         n = budget.n_classical_val
         val_degraded, val_clean = data.val_degraded[:n], data.val_clean[:n]
-        noise = data.noise_model(n) if method != "gaussian" else None
-        fitted = fit_classical(method, val_degraded, val_clean, noise=noise)
-        return fitted, f"fitted on {n} validation images", fitted.describe()
+        if method == "gaussian":
+            fitted = fit_classical(method, val_degraded, val_clean)
+            return fitted, f"width fitted on {n} validation images", fitted.describe()
+        # each validation image with its own exact noise model, as each test image below
+        fitted = fit_classical(method, val_degraded, val_clean, noise=data.val_noise_models(n))
+        per_image = [fitted.with_noise(model if model is not None else estimate_noise_model(image))
+                     for model, image in zip(test.noise_models, test.degraded)]
+        details = {**fitted.describe(), "noise": test.noise_source}
+        return per_image, f"{test.noise_source}, strength fitted on {n} validation images", details
     raise ValueError(f"unknown method {method!r}; accepted: {', '.join(METHODS)}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -17,7 +18,8 @@ from tqdm.auto import tqdm
 from stemreg.models.config import TrainBudget, leaderboard_budget
 from stemreg.platform.evaluation.data import TestSet, _Data, benchmark_test_set, user_test_set
 from stemreg.platform.evaluation.figures import bar_chart, gallery
-from stemreg.platform.evaluation.leaderboard import METRICS, Leaderboard, _json_safe, score_method
+from stemreg.platform.evaluation.heatmaps import gain_heatmap, hourglass_vs_bm3d
+from stemreg.platform.evaluation.leaderboard import METRICS, Leaderboard, _json_safe, grid_bin, score_method
 from stemreg.platform.evaluation.methods import METHOD_DESCRIPTIONS, NOISY, _build_method, parse_methods
 from stemreg.platform.registry import as_condition, benchmark_id
 from stemreg.platform.store import configure
@@ -71,7 +73,7 @@ def evaluate(condition: Any, *, methods: str | Sequence[str] | None = None, budg
     bar = tqdm(method_list, desc=f"evaluate {cond.name}", disable=not progress, unit="method")
     for method in bar:
         bar.set_postfix(method=method)
-        predict, source, details = _build_method(method, cond, data, plan, seed=seed, device=device,
+        predict, source, details = _build_method(method, cond, data, plan, test, seed=seed, device=device,
                                                  use_registry=use_registry, progress=progress)
         details = {"description": METHOD_DESCRIPTIONS[method], **details}
         results.append(score_method(method, predict, test, source=source, details=details, progress=progress))
@@ -81,7 +83,7 @@ def evaluate(condition: Any, *, methods: str | Sequence[str] | None = None, budg
     board = Leaderboard(condition=cond.name, benchmark_id=benchmark_id(cond), budget=plan,
                         test_set=test.description, n_images=len(test.degraded),
                         image_shape=tuple(test.degraded[0].shape), results=results,
-                        provenance=data.provenance(test))
+                        provenance=data.provenance(test), noise_source=test.noise_source)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(output_dir) if output_dir is not None else Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
@@ -95,16 +97,27 @@ def evaluate(condition: Any, *, methods: str | Sequence[str] | None = None, budg
 
 
 def write_artifacts(board: Leaderboard, test: TestSet, folder: Path) -> list[Path]:
-    """Write leaderboard.csv / .json / .md, leaderboard_bars.png and gallery.png into ``folder``."""
+    """Write the tables (leaderboard.csv / .json / .md: means over bins; leaderboard_by_bin.csv / .json:
+    every bin), leaderboard_bars.png, gallery.png, one heat map per method (heatmap_<method>.png) and
+    hourglass_vs_bm3d.png into ``folder``."""
     paths = []
     for name, text in (("leaderboard.csv", board.csv()),
                        ("leaderboard.json", json.dumps(board.to_dict(), indent=2)),
-                       ("leaderboard.md", board.markdown() + "\n")):
+                       ("leaderboard.md", board.markdown() + "\n"),
+                       ("leaderboard_by_bin.csv", board.per_bin_csv()),
+                       ("leaderboard_by_bin.json", json.dumps(_json_safe(board.per_bin()), indent=2))):
         path = folder / name
         path.write_text(text)
         paths.append(path)
     paths.append(bar_chart(board, folder / "leaderboard_bars.png"))
     paths.append(gallery(board, test, folder / "gallery.png"))
+    if any(grid_bin(b) for b in board.bins):  # a stratified benchmark, not a user's folder
+        for result in board.results:
+            if result.method != NOISY:
+                paths.append(gain_heatmap(board, result.method, folder / f"heatmap_{result.method}.png"))
+        comparison = hourglass_vs_bm3d(board, folder / "hourglass_vs_bm3d.png")
+        if comparison is not None:
+            paths.append(comparison)
     return paths
 
 
@@ -116,9 +129,12 @@ def log_leaderboard(board: Leaderboard, condition: Any, paths: list[Path], metho
                          "benchmark.id": board.benchmark_id, "test_set": board.test_set,
                          MLFLOW_RUN_NOTE: (
                              f"Leaderboard of {len(methods)} method(s) on {board.test_set} ({board.n_images} "
-                             f"images), {board.budget.name} training budget for the CNNs. Artifacts: the "
-                             f"table (CSV, Markdown), a bar chart and a before/after gallery, one row per "
-                             f"method.")})
+                             f"images in {len(board.bins)} bin(s)), {board.budget.name} training budget for "
+                             f"the CNNs; figures are unweighted means over bins. Classical GAT filters: "
+                             f"{board.noise_source}. Artifacts: the table (CSV, Markdown), the table per "
+                             f"bin (leaderboard_by_bin.csv/.json), PSNR-gain heat maps per method "
+                             f"(sampling x dose), hourglass_vs_bm3d.png, a bar chart and a before/after "
+                             f"gallery.")})
         params = dict(condition.flat_params())
         params.update({"evaluate.budget": board.budget.name, "evaluate.methods": ",".join(methods),
                        "evaluate.n_images": str(board.n_images)})
@@ -130,6 +146,11 @@ def log_leaderboard(board: Leaderboard, condition: Any, paths: list[Path], metho
                 value = row[key]
                 if math.isfinite(value):
                     metrics[f"{row['method']}.{key}"] = value
+        for method, by_bin in board.per_bin().items():
+            for name, figures in by_bin.items():
+                for key in ("psnr", "ssim", "psnr_gain_db"):
+                    if math.isfinite(figures[key]):
+                        metrics[f"{method}.{key}.{_metric_safe(name)}"] = figures[key]
         mlflow.log_metrics(metrics)
         for path in paths:
             mlflow.log_artifact(str(path))
@@ -139,3 +160,8 @@ def log_leaderboard(board: Leaderboard, condition: Any, paths: list[Path], metho
         except Exception as exc:  # noqa: BLE001 - the CSV/JSON artifacts already hold the table
             log.warning("mlflow.log_table failed (%s); the CSV and JSON artifacts hold the table", exc)
         return run.info.run_id
+
+
+def _metric_safe(name: str) -> str:
+    """A bin name as an MLflow metric key part (``seed:8pm@1x`` -> ``seed_8pm_1x``)."""
+    return re.sub(r"[^0-9A-Za-z_.-]", "_", name)

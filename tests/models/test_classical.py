@@ -7,7 +7,8 @@ import pytest
 
 from stemreg.models import psnr_batch
 from stemreg.models.classical import (CLASSICAL_METHODS, DEFAULT_GRIDS, NoiseModel, denoise_classical,
-                                      fit_classical, fit_noise_model, gat_forward, gat_inverse)
+                                      estimate_noise_model, fit_classical, fit_noise_model, gat_forward,
+                                      gat_inverse, noise_model_from_params)
 
 GAIN, READ_STD = 0.05, 0.02  # image units per electron, Gaussian read noise in image units
 
@@ -79,3 +80,73 @@ def test_single_images_and_bad_names():
         denoise_classical(noisy, "median")
     with pytest.raises(ValueError, match="needs a NoiseModel"):
         denoise_classical(noisy, "bm3d", sigma=1.0)
+
+
+MIXED_DOSE = """\
+name: mixed-dose
+description: a 16x dose range, as the ranged conditions draw it
+image_size_px: 48
+beam_current_pA: 50
+dwell_time_us: 1.4
+bias: 0.2
+"""
+
+
+def _mixed_dose_pairs(tmp_path, n: int, size_px: int, seed: int):
+    from stemreg.acquisition import load_condition
+
+    path = tmp_path / "mixed-dose.yaml"
+    path.write_text(MIXED_DOSE)
+    return load_condition(str(path)).sample_pairs(n, size_px=size_px, seed=seed)
+
+
+def test_the_oracle_noise_model_of_each_simulated_image_makes_its_gat_noise_unit_variance(tmp_path):
+    batch = _mixed_dose_pairs(tmp_path, 8, 64, seed=3)
+    doses = [p["dose_scale"] for p in batch.params]
+    assert max(doses) / min(doses) > 6  # the set does span the range
+    repeats = batch.repeats(2, seed=4)
+    single = fit_noise_model(repeats[:, 0], repeats[:, 1], independent_repeat=True)  # one model for all
+
+    def gat_noise_var(i, model):
+        dark = batch.signal[i] < np.percentile(batch.signal[i], 30)  # the flat, background-dominated part
+        diff = gat_forward(repeats[i, 0], model) - gat_forward(repeats[i, 1], model)
+        return float((diff[dark] ** 2).mean() / 2)
+
+    oracle = [gat_noise_var(i, noise_model_from_params(p)) for i, p in enumerate(batch.params)]
+    pooled = [gat_noise_var(i, single) for i in range(len(batch))]
+    assert np.allclose(oracle, 1.0, atol=0.12)  # unit variance on every image, whatever its dose
+    assert max(abs(v - 1) for v in pooled) > 0.6  # one model for a 16x range is wrong on some images
+
+
+def test_a_noise_model_estimated_from_the_image_alone_predicts_its_noise_level(tmp_path):
+    batch = _mixed_dose_pairs(tmp_path, 8, 64, seed=3)
+    for image, signal, params in zip(batch.degraded, batch.signal, batch.params):
+        oracle, estimate = noise_model_from_params(params), estimate_noise_model(image)
+        level = float(signal.mean())
+        ratio = (estimate.gain * level + estimate.offset_var) / (oracle.gain * level + oracle.offset_var)
+        assert 0.75 < ratio < 1.33
+
+
+def test_bm3d_with_each_images_noise_model_beats_one_fitted_model_on_a_mixed_dose_set(tmp_path):
+    batch = _mixed_dose_pairs(tmp_path, 8, 48, seed=3)
+    doses = np.array([p["dose_scale"] for p in batch.params])
+    pick = [int(doses.argmin()), int(doses.argmax())]  # the lowest and the highest dose
+    repeats = batch.repeats(2, seed=4)
+    single = fit_noise_model(repeats[:, 0], repeats[:, 1], independent_repeat=True)
+    degraded, clean = batch.degraded[pick], batch.clean[pick]
+    per_image = denoise_classical(degraded, "bm3d", noise=[noise_model_from_params(batch.params[i]) for i in pick],
+                                  sigma=1.0)
+    pooled = denoise_classical(degraded, "bm3d", noise=single, sigma=1.0)
+    gain = np.array(psnr_batch(per_image, clean)) - np.array(psnr_batch(pooled, clean))
+    # far better at the lowest dose (one model underestimates its noise 3x), no worse at the highest
+    assert gain[0] > 2.0 and gain[1] > -0.2
+
+
+def test_noise_models_must_be_one_or_one_per_image():
+    noisy, _ = _pairs(2, 32, seed=3)
+    model = NoiseModel(gain=GAIN, offset_var=READ_STD**2)
+    with pytest.raises(ValueError, match="3 noise models for 2 images"):
+        denoise_classical(noisy, "wavelet", noise=[model] * 3, sigma=1.0)
+    with pytest.raises(ValueError, match="lack read_noise_e"):
+        noise_model_from_params({"beam_current_pA": 50, "dwell_time_us": 1.4, "bias": 0.2,
+                                 "detector_efficiency": 0.1})

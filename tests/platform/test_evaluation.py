@@ -40,7 +40,7 @@ def test_evaluate_tiny_budget_gives_every_requested_method_and_an_mlflow_run(tmp
     import matplotlib.image
     import mlflow
 
-    methods = ["hourglass", "sdndti", "gaussian", "nlm"]
+    methods = ["hourglass", "hourglass-family", "sdndti", "gaussian", "bm3d"]
     result = _invoke("evaluate", "--condition", _condition_file(tmp_path), "--methods", ",".join(methods),
                      "--budget", "tiny", "--json")
     assert result.exit_code == 0, result.output
@@ -54,6 +54,10 @@ def test_evaluate_tiny_budget_gives_every_requested_method_and_an_mlflow_run(tmp
     assert by_method["hourglass"]["source"].startswith("trained here")  # no champion in a fresh store
     assert by_method["gaussian"]["psnr"] > by_method["noisy"]["psnr"]
     assert board["details"]["sdndti"]["clean_images_seen"] is False
+    family, seed_net = board["details"]["hourglass-family"], board["details"]["hourglass"]
+    assert family["architecture"]["levels"] == 4  # the family's multi-scale member ...
+    budget_keys = ("epochs", "steps_per_epoch", "batch_size", "patch_px")
+    assert [family[k] for k in budget_keys] == [seed_net[k] for k in budget_keys]  # ... at the same budget
     overlaps = board["provenance"]["test_images_in_fitting_data"]
     assert set(overlaps) == {"train", "val", "repeats"} and not any(overlaps.values())
 
@@ -64,10 +68,19 @@ def test_evaluate_tiny_budget_gives_every_requested_method_and_an_mlflow_run(tmp
     assert f"Leaderboard of {len(methods)} method(s)" in run.data.tags["mlflow.note.content"]
     assert run.data.metrics["gaussian.psnr"] == pytest.approx(by_method["gaussian"]["psnr"])
     artifacts = {a.path for a in client.list_artifacts(board["run_id"])}
-    assert {"leaderboard.csv", "leaderboard.json", "leaderboard_bars.png", "gallery.png"} <= artifacts
+    assert {"leaderboard.csv", "leaderboard.json", "leaderboard_bars.png", "gallery.png", "leaderboard_by_bin.csv",
+            "leaderboard_by_bin.json", "hourglass_vs_bm3d.png"} <= artifacts
+    assert {f"heatmap_{m}.png" for m in methods} <= artifacts  # one sampling x dose heat map per method
+    assert run.data.metrics["bm3d.psnr.16px_4x"] == pytest.approx(board["per_bin"]["bm3d"]["16px@4x"]["psnr"])
     local = client.download_artifacts(board["run_id"], "", str(tmp_path / "artifacts"))
     csv_lines = (tmp_path / "artifacts" / "leaderboard.csv").read_text().splitlines()
     assert csv_lines[0].startswith("method,") and len(csv_lines) == 1 + len(rows)
+    by_bin_lines = (tmp_path / "artifacts" / "leaderboard_by_bin.csv").read_text().splitlines()
+    assert by_bin_lines[0].startswith("method,bin,n_images,psnr,")
+    assert len(by_bin_lines) == 1 + len(rows) * len(board["bins"])
+    heat = matplotlib.image.imread(f"{local}/heatmap_bm3d.png")
+    assert heat.ndim == 3 and min(heat.shape[:2]) > 200  # a readable picture, not an empty file
+    assert "oracle noise model per image" in board["details"]["bm3d"]["noise"]
     gallery = matplotlib.image.imread(f"{local}/gallery.png")
     bars = matplotlib.image.imread(f"{local}/leaderboard_bars.png")
     assert gallery.shape[0] > gallery.shape[1]  # one row per method
@@ -81,8 +94,41 @@ def test_text_output_is_a_markdown_leaderboard(tmp_path, mlflow_store):
     lines = result.output.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("| method |"))
     assert "PSNR (dB)" in lines[header] and "column F1" in lines[header] and "ms / Mpx" in lines[header]
+    # the key bins: the seed's point, the hardest (coarsest, lowest dose) and the easiest
+    assert "PSNR / SSIM @ seed:8pm@1x" in lines[header] and "@ 16px@1x" in lines[header]
+    assert "@ 16px@4x" in lines[header]
     assert lines[header + 2].startswith("| noisy |")
-    assert any(line.startswith("| tv |") and "±" in line for line in lines)
+    assert any(line.startswith("| tv |") and line.count("/") >= 3 for line in lines)
+    assert "unweighted mean over bins" in result.output
+    assert "GAT filters (nlm, tv, wavelet, bm3d): oracle noise model per image" in result.output
+
+
+def test_every_figure_is_reported_per_bin_and_as_the_mean_over_bins(tmp_path, mlflow_store):
+    from stemreg.models.binned import mean_over_bins, per_bin
+
+    result = _invoke("evaluate", "--condition", _condition_file(tmp_path), "--methods", "gaussian,wavelet",
+                     "--budget", "tiny", "--no-log", "--json")
+    assert result.exit_code == 0, result.output
+    board = json.loads(result.stdout)
+    assert board["bins"] == ["16px@1x", "16px@4x", "seed:8pm@1x"]  # every bin of the benchmark, in order
+    assert board["key_bins"] == ["seed:8pm@1x", "16px@1x", "16px@4x"]
+    assert board["aggregate"].startswith("unweighted mean over bins")
+    for row in board["rows"]:
+        by_bin = board["per_bin"][row["method"]]
+        assert list(by_bin) == board["bins"] and all(b["n_images"] == 1 for b in by_bin.values())
+        for key in ("psnr", "ssim", "column_f1"):
+            assert row[key] == pytest.approx(mean_over_bins({b: v[key] for b, v in by_bin.items()}))
+        assert row["psnr@seed:8pm@1x"] == by_bin["seed:8pm@1x"]["psnr"]
+        noisy = board["per_bin"]["noisy"]
+        for name, figures in by_bin.items():
+            assert figures["psnr_gain_db"] == pytest.approx(figures["psnr"] - noisy[name]["psnr"])
+    # the helpers the lead's code uses agree with the report
+    from stemreg.acquisition import load_condition
+    from stemreg.platform.evaluation import benchmark_test_set
+
+    test = benchmark_test_set(load_condition(_condition_file(tmp_path)))
+    assert len(test.pixel_sizes_pm) == 3 and len(set(test.pixel_sizes_pm)) > 1  # each image its own sampling
+    assert per_bin([1.0, 2.0, 4.0], test.bins) == {"16px@1x": 1.0, "16px@4x": 2.0, "seed:8pm@1x": 4.0}
 
 
 @pytest.mark.parametrize("args, message", [
@@ -158,10 +204,10 @@ def test_an_evaluation_whose_fitting_data_hold_a_test_image_refuses_to_score(tmp
     condition = load_condition(_condition_file(tmp_path))
     data = _Data(condition, BUDGETS["tiny"], seed=0)
     honest = TestSet(degraded=list(condition.benchmark_set().degraded), clean=list(condition.benchmark_set().clean),
-                     columns=[], pixel_size_pm=1.0, description="benchmark")
+                     columns=[], pixel_sizes_pm=[1.0] * 3, description="benchmark")
     data.train_degraded  # draw the training set
     assert data.provenance(honest)["test_images_in_fitting_data"] == {"train": 0}
-    leaked = TestSet(degraded=[data.train_degraded[1]], clean=[data.train_clean[1]], columns=[], pixel_size_pm=1.0,
-                     description="a training image")
+    leaked = TestSet(degraded=[data.train_degraded[1]], clean=[data.train_clean[1]], columns=[],
+                     pixel_sizes_pm=[1.0], description="a training image")
     with pytest.raises(RuntimeError, match="share images with the test set"):
         data.provenance(leaked)
