@@ -40,8 +40,7 @@ METHOD_DESCRIPTIONS: dict[str, str] = {
 }
 
 #: The family's multi-scale member (models/hourglass.py, ScaledReverseHourglass) as the leaderboard trains it.
-FAMILY_MULTISCALE: dict[str, Any] = {"kind": "reverse-hourglass", "levels": 4, "widths": [24, 48, 96, 128],
-                                     "convs_per_level": 2, "unshuffle": 2, "dilation": 1}
+FAMILY_MULTISCALE: dict[str, Any] = architecture(ArchitectureName.MULTISCALE)
 
 
 def parse_methods(methods: str | Sequence[str] | None) -> list[str]:
