@@ -43,7 +43,8 @@ class Scores:
 
 
 def score_predictions(predict: PredictFn, degraded: Sequence[np.ndarray], clean: Sequence[np.ndarray], *,
-                      columns: Sequence[np.ndarray] | None = None, pixel_size_pm: float | None = None,
+                      columns: Sequence[np.ndarray] | None = None,
+                      pixel_size_pm: float | Sequence[float] | None = None,
                       desc: str = "score", progress: bool = False) -> Scores:
     """Run ``predict`` on each degraded image (one frame at a time, as from a microscope) and score it.
 
@@ -56,7 +57,8 @@ def score_predictions(predict: PredictFn, degraded: Sequence[np.ndarray], clean:
     columns
         Per image, ``(K, 2)`` true column positions in pixels; empty or None: no column metrics.
     pixel_size_pm
-        Pixel size, for the column position error (needed with ``columns``).
+        Pixel size in pm, for the column position error (needed with ``columns``): one for all
+        images, or one per image (images of a ranged condition each have their own sampling).
     desc, progress
         tqdm bar label and switch.
 
@@ -67,12 +69,16 @@ def score_predictions(predict: PredictFn, degraded: Sequence[np.ndarray], clean:
     degraded = [np.asarray(d, np.float32) for d in degraded]
     clean = [np.asarray(c, np.float32) for c in clean]
     columns = list(columns) if columns is not None else [np.zeros((0, 2))] * len(degraded)
+    sizes = np.asarray(np.nan if pixel_size_pm is None else pixel_size_pm, np.float64)
+    sizes = np.full(len(degraded), float(sizes)) if sizes.ndim == 0 else sizes
+    if len(sizes) != len(degraded):
+        raise ValueError(f"{len(sizes)} pixel sizes for {len(degraded)} images; give one, or one per image")
     predict(degraded[0])  # warm-up, not timed: lazy init, allocator, thread pools
     seconds, pixels = 0.0, 0
     psnrs, ssims, f1s, errors = [], [], [], []
     first = None
-    for i, (image, target, cols) in enumerate(tqdm(list(zip(degraded, clean, columns)), desc=desc,
-                                                   disable=not progress, leave=False)):
+    for i, (image, target, cols, size_pm) in enumerate(tqdm(list(zip(degraded, clean, columns, sizes)), desc=desc,
+                                                            disable=not progress, leave=False)):
         start = time.perf_counter()
         out = np.asarray(predict(image), np.float32).reshape(image.shape)
         seconds += time.perf_counter() - start
@@ -82,7 +88,9 @@ def score_predictions(predict: PredictFn, degraded: Sequence[np.ndarray], clean:
         psnrs.append(psnr(out, target))
         ssims.append(ssim(out, target))
         if len(cols):
-            score = score_columns(out, cols, pixel_size_pm=float(pixel_size_pm), clean=target)
+            if not np.isfinite(size_pm):
+                raise ValueError(f"image {i} has column positions but no pixel size; pass pixel_size_pm")
+            score = score_columns(out, cols, pixel_size_pm=float(size_pm), clean=target)
             f1s.append(score.f1)
             errors.append(score.position_error_pm)
         else:
