@@ -83,14 +83,15 @@ def _register_scored(tmp_path, sigma_px: float) -> str:
     source = tmp_path / f"m{sigma_px}"
     source.mkdir()
     version, _ = registry.register_version(str(source), "low-dose", alias_policy="none")
-    benchmark.score_version("low-dose", version.version, predict_fn=lambda image: gaussian_filter(image, sigma_px))
+    benchmark.score_version("low-dose", version.version, predict_fn=lambda image: gaussian_filter(image, sigma_px),
+                            columns=False)
     registry.assign_initial_alias("low-dose", version.version)
     return str(version.version)
 
 
 def test_promote_and_rollback_commands(mlflow_store, tmp_path):
-    v1 = _register_scored(tmp_path, 0.8)
-    v2 = _register_scored(tmp_path, 1.2)
+    v1 = _register_scored(tmp_path, 0.7)
+    v2 = _register_scored(tmp_path, 0.8)
     promoted = _invoke("promote", "--condition", "low-dose", "--json")
     assert promoted.exit_code == 0, promoted.output
     assert json.loads(promoted.output)["to_version"] == v2
