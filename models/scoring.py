@@ -79,8 +79,8 @@ def score_predictions(predict: PredictFn | Sequence[PredictFn], degraded: Sequen
     seconds, pixels = 0.0, 0
     psnrs, ssims, f1s, errors = [], [], [], []
     first = None
-    for i, (image, target, cols) in enumerate(tqdm(list(zip(degraded, clean, columns)), desc=desc,
-                                                   disable=not progress, leave=False)):
+    for i, (image, target, cols, size_pm) in enumerate(tqdm(list(zip(degraded, clean, columns, sizes)), desc=desc,
+                                                            disable=not progress, leave=False)):
         start = time.perf_counter()
         out = np.asarray(predicts[i](image), np.float32).reshape(image.shape)
         seconds += time.perf_counter() - start
@@ -90,7 +90,9 @@ def score_predictions(predict: PredictFn | Sequence[PredictFn], degraded: Sequen
         psnrs.append(psnr(out, target))
         ssims.append(ssim(out, target))
         if len(cols):
-            score = score_columns(out, cols, pixel_size_pm=float(sizes[i]), clean=target)
+            if size_pm is None or not np.isfinite(size_pm):
+                raise ValueError(f"image {i} has column positions but no pixel size; pass pixel_size_pm")
+            score = score_columns(out, cols, pixel_size_pm=float(size_pm), clean=target)
             f1s.append(score.f1)
             errors.append(score.position_error_pm)
         else:

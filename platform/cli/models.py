@@ -159,7 +159,12 @@ def _train_on_lab_files(cond, config: dict[str, Any], architecture, *, mode: str
               help="Only this condition's model.")
 @json_option
 def models_command(condition_name: str | None, as_json: bool) -> None:
-    """List registered condition models: versions, aliases, champion and challenger with benchmark figures."""
+    """List registered condition models: versions, aliases, champion and challenger with benchmark figures.
+
+    Benchmark figures are means over the benchmark's sampling x dose bins; a table gives the PSNR
+    per bin of the noisy input, the champion and the challenger. --json has every per-bin figure
+    under `benchmark.by_bin`.
+    """
     from stemreg.platform.registry import list_condition_models
     from stemreg.platform.store import configure
 
@@ -182,8 +187,34 @@ def models_command(condition_name: str | None, as_json: bool) -> None:
                 continue
             bench = entry["benchmark"]
             click.echo(f"  {role:<10} v{entry['version']}: benchmark PSNR {fmt(bench.get('psnr'))} dB "
-                       f"(noisy {fmt(bench.get('noisy_psnr'))}), SSIM {fmt(bench.get('ssim'), '.3f')}, "
-                       f"{fmt(bench.get('ms_per_mpx'), '.0f')} ms/Mpx; val PSNR {fmt(entry.get('val_psnr'))} dB")
+                       f"(noisy {fmt(bench.get('noisy_psnr'))}), SSIM {fmt(bench.get('ssim'), '.3f')} (means over "
+                       f"bins), {fmt(bench.get('ms_per_mpx'), '.0f')} ms/Mpx; val PSNR {fmt(entry.get('val_psnr'))} dB")
+        table = _bin_table(model)
+        if table:
+            click.echo(table)
+
+
+def _bin_table(model: dict[str, Any]) -> str:
+    """Benchmark PSNR per bin (rows) for the noisy input, the champion and the challenger (columns)."""
+    entries = [(role, model[role]) for role in ("champion", "challenger") if model[role] is not None]
+    columns = []
+    for role, entry in entries:
+        by_bin = entry["benchmark"].get("by_bin", {})
+        if not columns and by_bin.get("noisy_psnr"):
+            columns.append(("noisy", by_bin["noisy_psnr"], entry["benchmark"].get("noisy_psnr")))
+        if by_bin.get("psnr"):
+            columns.append((f"{role} v{entry['version']}", by_bin["psnr"], entry["benchmark"].get("psnr")))
+    if len(columns) < 2:
+        return ""
+    bins = list(dict.fromkeys(name for _, values, _ in columns for name in values))
+    width = max(len(b) for b in [*bins, "mean over bins"]) + 2
+    heads = [max(len(head), 7) for head, _, _ in columns]
+    lines = ["  PSNR (dB) per bin".ljust(width + 2) + "  ".join(h.rjust(w) for (h, _, _), w in zip(columns, heads))]
+    for name in [*bins, None]:
+        cells = [fmt(mean if name is None else values.get(name)).rjust(w)
+                 for (_, values, mean), w in zip(columns, heads)]
+        lines.append("  " + ("mean over bins" if name is None else name).ljust(width) + "  ".join(cells))
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- denoise
@@ -270,13 +301,19 @@ def _promotion_text(result) -> str:
               help="Version to promote (default: the challenger).")
 @click.option("--force", is_flag=True, help="Promote even if it does not beat the champion (needs --reason).")
 @click.option("--reason", default=None, metavar="TEXT", help="Why; recorded in the promotion history.")
+@click.option("--rescore", is_flag=True,
+              help="First re-score the candidate and the champion on the condition's current benchmark where "
+                   "they were scored on another one (loads both models; tens of seconds).")
 @json_option
-def promote_command(condition_name: str, version: str | None, force: bool, reason: str | None,
+def promote_command(condition_name: str, version: str | None, force: bool, reason: str | None, rescore: bool,
                     as_json: bool) -> None:
-    """Move the `champion` alias to the challenger (or --version) if its benchmark PSNR beats the champion's.
+    """Move the `champion` alias to the challenger (or --version) if it beats the champion over the whole range.
 
-    Refuses (exit 1) with both figures otherwise; --force --reason overrides
-    and records who and why.
+    The candidate's benchmark PSNR, the mean over the benchmark's sampling x dose
+    bins, must beat the champion's, and it must not lose more than 1 dB to the
+    champion in any one bin. Refuses (exit 1) with the figures otherwise, and when
+    the two were scored on different benchmarks (--rescore scores both on the
+    current one); --force --reason overrides and records who and why.
     """
     from dataclasses import asdict
 
@@ -288,7 +325,7 @@ def promote_command(condition_name: str, version: str | None, force: bool, reaso
     cond = load_condition(condition_name)
     configure()
     try:
-        result = registry.promote(cond, version, force=force, reason=reason)
+        result = registry.promote(cond, version, force=force, reason=reason, rescore=rescore)
     except registry.RegistryError as exc:
         if as_json:
             click.echo(json.dumps({"promoted": False, "reason": str(exc)}))

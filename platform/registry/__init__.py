@@ -4,7 +4,8 @@
 - :mod:`~stemreg.platform.registry.history`: the champion lock and the recorded history;
 - :mod:`~stemreg.platform.registry.versions`: register, first alias, resolve, list;
 - :mod:`~stemreg.platform.registry.benchmark`: score a version on the frozen benchmark set;
-- :mod:`~stemreg.platform.registry.promotion`: the benchmark-gated promotion and rollback.
+- :mod:`~stemreg.platform.registry.promotion`: the benchmark-gated promotion and rollback;
+- :mod:`~stemreg.platform.registry.card`: the model cards (Markdown descriptions) of models and versions.
 """
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ from stemreg.platform.registry.naming import (ALIAS_POLICIES, BENCHMARK_KEYS, CH
                                               as_condition, benchmark_id, benchmark_of, condition_name, model_name,
                                               model_uri)
 from stemreg.platform.registry.promotion import PromotionResult, promote, rollback
-from stemreg.platform.registry.versions import (assign_initial_alias, list_condition_models, register_version,
-                                                resolve)
+from stemreg.platform.registry.card import model_card, refresh_cards, version_card
+from stemreg.platform.registry.versions import (artifact_digests, assign_initial_alias, list_condition_models,
+                                                register_version, resolve)
 
 __all__ = [
+    "artifact_digests", "model_card", "refresh_cards", "version_card",
     "ALIAS_POLICIES", "BENCHMARK_KEYS", "CHALLENGER", "CHAMPION", "HISTORY_TAG", "MODEL_PREFIX",
     "ChampionChange", "NotRegisteredError", "PromotionRefused", "PromotionResult", "RegistryError",
     "as_condition", "assign_initial_alias", "benchmark_id", "benchmark_of", "champion_lock", "condition_name",

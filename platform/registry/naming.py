@@ -4,6 +4,7 @@ Also the registry's errors, and :func:`as_condition` (a `Condition` from a name 
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from stemreg.acquisition import load_condition
@@ -16,7 +17,13 @@ HISTORY_TAG = "promotion.history"
 # Tag values in the registry may hold 100 000 characters; keep well under it.
 MAX_HISTORY_ENTRIES = 200
 ALIAS_POLICIES = ("auto", "champion", "challenger", "none")
-BENCHMARK_KEYS = ("psnr", "psnr_std", "ssim", "ssim_std", "noisy_psnr", "noisy_ssim", "ms_per_mpx", "id")
+BENCHMARK_KEYS = ("psnr", "psnr_std", "ssim", "ssim_std", "noisy_psnr", "noisy_ssim", "column_f1",
+                  "column_error_pm", "ms_per_mpx", "n_images", "n_bins", "id")
+#: Per-bin figures live in `benchmark.<figure>_by_bin` tags (compact JSON {bin: value}).
+BY_BIN_SUFFIX = "_by_bin"
+#: Figures that may carry per-bin tags; `bm3d_*` appear when the evaluation has scored BM3D.
+BY_BIN_FIGURES = ("psnr", "ssim", "noisy_psnr", "noisy_ssim", "column_f1", "column_error_pm",
+                  "bm3d_psnr", "bm3d_ssim")
 
 
 class RegistryError(StemregError):
@@ -60,11 +67,25 @@ def model_uri(condition: Any, alias: str = CHAMPION) -> str:
 
 
 def benchmark_of(version) -> dict[str, Any]:
-    """The `benchmark.*` tags of a model version as numbers (text for `id`); {} when unscored."""
+    """The `benchmark.*` tags of a model version as numbers (text for `id`); {} when unscored.
+
+    Per-bin figures, where the version has them, come as `by_bin`: {figure: {bin: value}}
+    (bins in benchmark order; a value is None where the figure was undefined in that bin).
+    """
     out: dict[str, Any] = {}
     for key in BENCHMARK_KEYS:
         value = version.tags.get(f"benchmark.{key}")
         if value is None:
             continue
         out[key] = value if key == "id" else float(value)
+    by_bin = {}
+    for figure in BY_BIN_FIGURES:
+        text = version.tags.get(f"benchmark.{figure}{BY_BIN_SUFFIX}")
+        if text:
+            try:
+                by_bin[figure] = json.loads(text)
+            except ValueError:
+                continue  # a hand-edited tag: show the rest
+    if by_bin:
+        out["by_bin"] = by_bin
     return out

@@ -13,14 +13,18 @@ from typing import Any
 
 from stemreg.platform.errors import BadInputError
 from stemreg.platform.registry.benchmark import score_version
+from stemreg.platform.registry.card import refresh_cards
 from stemreg.platform.registry.history import (ChampionChange, alias_version, set_champion, champion_lock,
                                                current_user)
 from stemreg.platform.registry.naming import (CHALLENGER, CHAMPION, HISTORY_TAG, PromotionRefused,
-                                              RegistryError, benchmark_of, model_name)
+                                              RegistryError, as_condition, benchmark_of, model_name)
 from stemreg.platform.registry.versions import resolve
 from stemreg.platform.store import client as _client
 
 log = logging.getLogger(__name__)
+
+#: A candidate that loses more than this to the champion in any one benchmark bin is refused.
+MAX_BIN_LOSS_DB = 1.0
 
 
 @dataclass
@@ -48,8 +52,12 @@ def _psnr_or_none(version) -> float | None:
 
 def promote(condition: Any, version: str | int | None = None, *, force: bool = False,
             reason: str | None = None, user: str | None = None,
-            score_missing: bool = True) -> PromotionResult:
-    """Move `champion` to the challenger (or `version`) if its benchmark PSNR is higher.
+            score_missing: bool = True, rescore: bool = False) -> PromotionResult:
+    """Move `champion` to the challenger (or `version`) if it beats the champion over the whole range.
+
+    The gate (:func:`gate`): the candidate's benchmark PSNR, the unweighted mean over the
+    benchmark's sampling x dose bins, must beat the champion's, and it must not lose more than
+    1 dB to the champion in any one bin. Versions scored on different benchmarks are not compared.
 
     Parameters
     ----------
@@ -65,6 +73,9 @@ def promote(condition: Any, version: str | int | None = None, *, force: bool = F
         Who (default :func:`current_user`).
     score_missing
         Score versions without `benchmark.*` tags before comparing them.
+    rescore
+        Re-score the candidate and the champion on the condition's current benchmark where they
+        were scored on another one (or without per-bin figures), so they can be compared.
 
     Returns
     -------
@@ -75,41 +86,29 @@ def promote(condition: Any, version: str | int | None = None, *, force: bool = F
     NotRegisteredError
         No such model / version / challenger.
     PromotionRefused
-        The candidate's benchmark PSNR does not beat the champion's (both figures in
-        the message), or the candidate already is champion.
+        The candidate's mean over bins does not beat the champion's, or it loses more than
+        1 dB in a bin (the bins and both figures in the message), or the two were scored on
+        different benchmarks, or the candidate already is champion.
     """
     if force and not (reason and reason.strip()):
         raise BadInputError("--force needs --reason TEXT saying why the benchmark gate is overridden")
     client = _client()
     name = model_name(condition)
+    cond = as_condition(condition)
     target = resolve(condition, str(version) if version is not None else CHALLENGER)
-    if score_missing:
-        _ensure_scored(condition, target.version)
+    champion = alias_version(client, name, CHAMPION)
+    # Scoring loads a model and takes seconds: done before the lock (it is idempotent).
+    for mv in (target, champion):
+        if mv is not None and not (mv is champion and str(mv.version) == str(target.version)):
+            _score_if_needed(cond, mv, rescore=rescore, missing=score_missing)
     with champion_lock(condition):
         target = client.get_model_version(name, target.version)
         champion = alias_version(client, name, CHAMPION)
         if champion is not None and str(champion.version) == str(target.version):
             raise PromotionRefused(f"{name} version {target.version} already is the champion")
-        if champion is not None and score_missing and "psnr" not in benchmark_of(champion):
-            # Scoring loads a model: release nothing, it is idempotent and rare.
-            _ensure_scored(condition, champion.version)
-            champion = client.get_model_version(name, champion.version)
         to_psnr, from_psnr = _psnr_or_none(target), _psnr_or_none(champion)
         if not force and champion is not None:
-            if to_psnr is None:
-                raise PromotionRefused(f"{name} version {target.version} has no benchmark score; "
-                                       f"score it first (stemreg evaluate) or use --force --reason")
-            same_bench = (benchmark_of(target).get("id", "").split(":")[-1]
-                          == benchmark_of(champion).get("id", "").split(":")[-1])
-            if from_psnr is not None and not same_bench:
-                raise PromotionRefused(
-                    f"{name} versions {target.version} and {champion.version} were scored on different "
-                    f"benchmark sets ({benchmark_of(target).get('id')} vs {benchmark_of(champion).get('id')}); "
-                    f"rescore both or use --force --reason")
-            if from_psnr is not None and not to_psnr > from_psnr:
-                raise PromotionRefused(
-                    f"refused: {name} version {target.version} benchmark PSNR {to_psnr:.3f} dB does not beat "
-                    f"champion version {champion.version} at {from_psnr:.3f} dB")
+            gate(name, target, champion, current_id=cond.benchmark_id())
         change = ChampionChange(
             kind="force-promote" if force else "promote",
             to_version=str(target.version),
@@ -118,6 +117,7 @@ def promote(condition: Any, version: str | int | None = None, *, force: bool = F
             reason=reason, user=user or current_user(),
         )
         set_champion(client, name, change)
+        _refresh(client, cond, change)
     log.info("%s: champion %s -> %s", name, change.from_version, change.to_version)
     return _result(name, change)
 
@@ -169,13 +169,70 @@ def rollback(condition: Any, *, reason: str | None = None, user: str | None = No
             reason=reason, user=user or current_user(),
         )
         set_champion(client, name, change)
+        _refresh(client, as_condition(condition), change)
     log.info("%s: rolled champion back %s -> %s", name, change.from_version, change.to_version)
     return _result(name, change)
 
 
-def _ensure_scored(condition: Any, version: str) -> None:
-    client = _client()
-    mv = client.get_model_version(model_name(condition), version)
-    if "psnr" in benchmark_of(mv):
-        return
-    score_version(condition, version)
+def _score_if_needed(cond: Any, mv, *, rescore: bool, missing: bool) -> None:
+    """Score `mv` if it has no score (with `missing`), or (with `rescore`) if it was scored on
+    another benchmark than the condition's current one or without per-bin figures."""
+    bench = benchmark_of(mv)
+    if missing and "psnr" not in bench:
+        score_version(cond, mv.version)
+    elif rescore and (bench.get("id") != cond.benchmark_id() or "psnr" not in bench.get("by_bin", {})):
+        log.info("%s v%s: re-scoring on the current benchmark %s", model_name(cond), mv.version,
+                 cond.benchmark_id())
+        score_version(cond, mv.version)
+
+
+def _refresh(client, cond: Any, change: ChampionChange) -> None:
+    """Rewrite the cards of the versions whose alias moved and of the model."""
+    for number in (change.from_version, change.to_version):
+        if number is not None:
+            refresh_cards(client, cond, number)
+
+
+def gate(name: str, target, champion, *, current_id: str | None = None,
+         max_bin_loss_db: float = MAX_BIN_LOSS_DB) -> None:
+    """Refuse (raise :class:`PromotionRefused`) unless `target` may replace `champion`.
+
+    The target must be scored; both on the same benchmark, with per-bin figures; its PSNR mean
+    over bins must beat the champion's; and it may lose at most `max_bin_loss_db` dB to the
+    champion in any one bin. Every refusal names both versions and both figures.
+    """
+    tb, cb = benchmark_of(target), benchmark_of(champion)
+    t, c = target.version, champion.version
+    if "psnr" not in tb:
+        raise PromotionRefused(f"{name} version {t} has no benchmark score; score it first "
+                               f"(stemreg promote scores it unless told not to) or use --force --reason")
+    if "psnr" not in cb:
+        return  # an unscored champion (scoring it failed or was declined): nothing to compare against
+    if tb.get("id") != cb.get("id"):
+        current = f"; the current benchmark is {current_id}" if current_id else ""
+        raise PromotionRefused(
+            f"refused: champion version {c} of {name} was scored on another benchmark ({cb.get('id')}) than "
+            f"version {t} ({tb.get('id')}){current}; figures from different benchmarks are not compared: "
+            f"re-score both with `stemreg promote --rescore`, or use --force --reason")
+    t_bins, c_bins = tb.get("by_bin", {}).get("psnr"), cb.get("by_bin", {}).get("psnr")
+    if not t_bins or not c_bins:
+        which = " and ".join(f"version {v}" for v, b in ((t, t_bins), (c, c_bins)) if not b)
+        raise PromotionRefused(
+            f"refused: {name} {which} has no per-bin benchmark figures (scored before the stratified "
+            f"benchmark); re-score with `stemreg promote --rescore`, or use --force --reason")
+    losses = [f"{b} {_fmt(t_bins.get(b))} vs {_fmt(v)} dB" for b, v in c_bins.items()
+              if v is not None and (t_bins.get(b) is None or t_bins[b] < v - max_bin_loss_db)]
+    reasons = []
+    if not tb["psnr"] > cb["psnr"]:
+        reasons.append(f"its benchmark PSNR (mean over bins) {tb['psnr']:.3f} dB does not beat champion version "
+                       f"{c} at {cb['psnr']:.3f} dB")
+    if losses:
+        reasons.append(f"it loses more than {max_bin_loss_db:g} dB to champion version {c} in "
+                       f"{len(losses)} bin{'s' if len(losses) > 1 else ''} ({'; '.join(losses)}; mean over bins "
+                       f"{tb['psnr']:.3f} vs {cb['psnr']:.3f} dB)")
+    if reasons:
+        raise PromotionRefused(f"refused: {name} version {t}: " + ", and ".join(reasons))
+
+
+def _fmt(value: Any) -> str:
+    return "none" if value is None else f"{value:.2f}"

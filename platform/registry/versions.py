@@ -5,17 +5,21 @@
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import logging
+from pathlib import Path
 from typing import Any
 
 from mlflow.exceptions import MlflowException
 
 from stemreg.acquisition import list_conditions
 from stemreg.platform.errors import BadInputError
+from stemreg.platform.registry.card import refresh_cards, summary_tag
 from stemreg.platform.registry.history import (ChampionChange, alias_version, registered_model,
                                                set_champion, champion_lock)
 from stemreg.platform.registry.naming import (ALIAS_POLICIES, CHALLENGER, CHAMPION, MODEL_PREFIX,
-                                              NotRegisteredError, benchmark_of, condition_name, model_name)
+                                              NotRegisteredError, as_condition, benchmark_of, condition_name,
+                                              model_name)
 from stemreg.platform.store import client as _client
 
 log = logging.getLogger(__name__)
@@ -108,6 +112,7 @@ def assign_initial_alias(condition: Any, version: str, *, policy: str = "auto") 
         champion = alias_version(client, name, CHAMPION)
         if policy == "challenger" or (policy == "auto" and champion is not None):
             client.set_registered_model_alias(name, CHALLENGER, version)
+            refresh_cards(client, as_condition(condition), version)
             return CHALLENGER
         new = client.get_model_version(name, version)
         set_champion(client, name, ChampionChange(
@@ -118,6 +123,7 @@ def assign_initial_alias(condition: Any, version: str, *, policy: str = "auto") 
             from_psnr=benchmark_of(champion).get("psnr") if champion is not None else None,
             reason="first version of the condition" if champion is None else "registered as champion",
         ))
+        refresh_cards(client, as_condition(condition), version)
         return CHAMPION
 
 
@@ -135,13 +141,14 @@ def register_version(source_uri: str, condition: Any, *, run_id: str | None = No
     run_id
         The run that produced it (recorded on the version).
     description
-        The version's description.
+        A one-line summary of how it was made (e.g. the training); the version's description is
+        its model card (:mod:`~stemreg.platform.registry.card`), which quotes this line.
     tags
         Version tags (values turned to text).
     alias_policy
         See :func:`assign_initial_alias`.
     model_description
-        Description of the registered model, set when it is created.
+        Description of the registered model until its first card is written (right after).
 
     Returns
     -------
@@ -163,9 +170,26 @@ def register_version(source_uri: str, condition: Any, *, run_id: str | None = No
     model_id = source_uri[len("models:/"):] if source_uri.startswith("models:/m-") else None
     version = client.create_model_version(
         name, source_uri, run_id=run_id, description=description,
-        tags={k: str(v) for k, v in (tags or {}).items()}, model_id=model_id)
+        tags={**{k: str(v) for k, v in (tags or {}).items()}, **summary_tag(description)}, model_id=model_id)
+    refresh_cards(client, as_condition(condition), version.version)
     alias = assign_initial_alias(condition, version.version, policy=alias_policy)
     return client.get_model_version(name, version.version), alias
+
+
+def artifact_digests(weights_path: str | Path, architecture_path: str | Path) -> dict[str, str]:
+    """`weights_sha256` and `architecture_sha256` version tags: the SHA-256 of the two local artifact files.
+
+    Computed from the files as written, before they are logged, so a loader can check that
+    what it fetched is what was registered.
+    """
+    def digest(path: str | Path) -> str:
+        sha = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                sha.update(block)
+        return sha.hexdigest()
+
+    return {"weights_sha256": digest(weights_path), "architecture_sha256": digest(architecture_path)}
 
 
 def _summary(version) -> dict[str, Any] | None:

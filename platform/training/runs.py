@@ -32,8 +32,8 @@ from stemreg.models.mlflow_model import ARCHITECTURE_FILE, WEIGHTS_FILE, load_de
 from stemreg.models.training import TrainConfig, train
 from stemreg.platform.errors import BadInputError
 from stemreg.platform.evaluation.figures import comparison_panel
-from stemreg.platform.registry import (as_condition, assign_initial_alias, model_name, register_version,
-                                       run_metrics, score_model, score_version)
+from stemreg.platform.registry import (artifact_digests, as_condition, assign_initial_alias, model_name,
+                                       register_version, run_metrics, score_model, score_version)
 from stemreg.platform.store import configure
 
 log = logging.getLogger(__name__)
@@ -209,12 +209,13 @@ def log_and_register(network, condition: Any, *, val: Any = None, register: bool
                                          title=f"{cond.name}: noisy / denoised / target (validation)")
                 mlflow.log_artifact(str(panel), artifact_path="panels")
             info = _log_model(network, artifacts_dir=Path(tmp) / "artifacts")
+            digests = artifact_digests(Path(tmp) / "artifacts" / WEIGHTS_FILE, Path(tmp) / "artifacts" / ARCHITECTURE_FILE)
 
         out = TrainingRunResult(run_id=run.info.run_id, model_uri=info.model_uri, logged_model_uri=info.model_uri,
                                 version=None, alias=None, name=None, architecture=architecture)
         if register:
             version_tags = {"condition": cond.name, **cond.flat_params(), "architecture": json.dumps(architecture),
-                            **(tags or {})}
+                            **digests, **(tags or {})}
             commit = git_commit()
             if commit:
                 version_tags["git_commit"] = commit

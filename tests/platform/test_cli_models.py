@@ -39,8 +39,18 @@ def test_models_lists_the_champion_with_benchmark_figures(fixture_env):
     assert low_dose["aliases"]["champion"] == fixture_env.version
     bench = low_dose["champion"]["benchmark"]
     assert bench["psnr"] > bench["noisy_psnr"]
+    bins = [b.name for b in get_condition("low-dose").benchmark_bins()]
+    assert list(bench["by_bin"]["psnr"]) == bins and list(bench["by_bin"]["noisy_psnr"]) == bins
     text = _invoke("models")
     assert "stem-denoiser-low-dose" in text.output and "champion" in text.output
+    # The per-bin table: a row per bin with the noisy input's and the champion's PSNR, then the mean.
+    lines = text.output.splitlines()
+    assert any("PSNR (dB) per bin" in line and f"champion v{fixture_env.version}" in line for line in lines)
+    for name in bins:
+        row = next(line for line in lines if line.split() and line.split()[0] == name)
+        assert row.split()[1:] == [f"{bench['by_bin']['noisy_psnr'][name]:.2f}", f"{bench['by_bin']['psnr'][name]:.2f}"]
+    mean_row = next(line for line in lines if line.strip().startswith("mean over bins"))
+    assert mean_row.split()[-2:] == [f"{bench['noisy_psnr']:.2f}", f"{bench['psnr']:.2f}"]
 
 
 @pytest.mark.parametrize("suffix", [".npy", ".tif", ".png"])
@@ -83,20 +93,26 @@ def _register_scored(tmp_path, sigma_px: float) -> str:
     source = tmp_path / f"m{sigma_px}"
     source.mkdir()
     version, _ = registry.register_version(str(source), "low-dose", alias_policy="none")
-    benchmark.score_version("low-dose", version.version, predict_fn=lambda image: gaussian_filter(image, sigma_px))
+    benchmark.score_version("low-dose", version.version, predict_fn=lambda image: gaussian_filter(image, sigma_px),
+                            columns=False)
     registry.assign_initial_alias("low-dose", version.version)
     return str(version.version)
 
 
 def test_promote_and_rollback_commands(mlflow_store, tmp_path):
-    v1 = _register_scored(tmp_path, 0.8)
-    v2 = _register_scored(tmp_path, 1.2)
+    v1 = _register_scored(tmp_path, 0.7)
+    v2 = _register_scored(tmp_path, 0.8)
     promoted = _invoke("promote", "--condition", "low-dose", "--json")
     assert promoted.exit_code == 0, promoted.output
     assert json.loads(promoted.output)["to_version"] == v2
     v3 = _register_scored(tmp_path, 0.5)
     refused = _invoke("promote", "--condition", "low-dose", "--version", v3)
     assert refused.exit_code == 1 and "does not beat" in refused.output
+    # Wider smoothing beats the mean but loses 1.8 dB at 8 px column spacing and 4x dose: refused, bin named.
+    v4 = _register_scored(tmp_path, 1.2)
+    lossy = _invoke("promote", "--condition", "low-dose", "--version", v4, "--json")
+    assert lossy.exit_code == 1
+    assert "8px@4x" in json.loads(lossy.output.splitlines()[0])["reason"]
     bad = _invoke("promote", "--condition", "low-dose", "--version", "latest")
     assert bad.exit_code == 2
     rolled = _invoke("rollback", "--condition", "low-dose", "--json")
