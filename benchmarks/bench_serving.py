@@ -44,7 +44,7 @@ def register_temp_model(root: Path) -> str:
     import mlflow
 
     from stemreg.models.hourglass import ReverseHourglass
-    from stemreg.models.mlflow_model import model_signature, models_from_code_path, save_artifacts
+    from stemreg.models.mlflow_model import log_model_args, model_signature
 
     uri = f"sqlite:///{root / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
@@ -52,8 +52,7 @@ def register_temp_model(root: Path) -> str:
     os.chdir(root)
     mlflow.set_experiment("bench-serving")
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run():
-        info = mlflow.pyfunc.log_model(name="model", python_model=models_from_code_path(),
-                                       artifacts=save_artifacts(ReverseHourglass(), tmp),
+        info = mlflow.pyfunc.log_model(name="model", **log_model_args(ReverseHourglass(), tmp),
                                        signature=model_signature(), pip_requirements=["torch==2.13.0"])
     version = mlflow.register_model(info.model_uri, "stem-denoiser-low-dose")
     mlflow.MlflowClient().set_registered_model_alias("stem-denoiser-low-dose", "champion", version.version)
