@@ -62,7 +62,54 @@ def _format_of(path: Path, table: dict[str, str], verb: str) -> str:
 
 
 # -- readers: each returns (array, Calibration) --------------------------------------------------
+class _Rewind:
+    """Use an open stream in a ``with`` block and put it back at its start afterwards."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+
+    def __enter__(self) -> BinaryIO:
+        self.stream.seek(0)
+        return self.stream
+
+    def __exit__(self, *exc: object) -> None:
+        self.stream.seek(0)
+
+
+def read_npy_header(stream: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """``(shape, fortran_order, dtype)`` from a .npy header, read with numpy's public API; the
+    stream is left at the first data byte.
+
+    Raises
+    ------
+    ValueError
+        No .npy magic, an unknown format version, or a damaged header.
+    """
+    version = np.lib.format.read_magic(stream)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+    elif version in ((2, 0), (3, 0)):  # 3.0 differs only in the header's text encoding
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+    else:
+        raise ValueError(f"unknown .npy format version {version}")
+    return tuple(int(n) for n in shape), bool(fortran), np.dtype(dtype)
+
+
 def _read_npy(path: Path | BinaryIO) -> tuple[np.ndarray, Calibration]:
+    # The header first: its dtype and its size against the bytes present, before numpy allocates.
+    with (open(path, "rb") if isinstance(path, Path) else _Rewind(path)) as stream:
+        shape, _, dtype = read_npy_header(stream)
+        start = stream.tell()
+        stream.seek(0, io.SEEK_END)
+        available = stream.tell() - start
+    if dtype.kind not in "uif":
+        raise ImageReadError(path if isinstance(path, Path) else Path("image.npy"),
+                             f"has dtype {dtype}, not a real-valued image (accepted: integer or floating point pixels)")
+    needed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if needed > available:
+        raise ImageReadError(path if isinstance(path, Path) else Path("image.npy"),
+                             f"declares shape {list(shape)} ({needed} bytes of pixels) but holds {available}: "
+                             "truncated or damaged")
     data = np.load(path, allow_pickle=False)
     calibration = Calibration()
     if not isinstance(path, Path):

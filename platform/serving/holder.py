@@ -18,7 +18,7 @@ from stemreg.models.prediction import predict, takes_stacks_only
 from stemreg.platform.errors import BadInputError
 from stemreg.platform.prediction import load_version
 from stemreg.platform.registry import CHAMPION, benchmark_of, model_name, resolve
-from stemreg.platform.serving.http_io import RequestError
+from stemreg.platform.serving.http_io import RequestError, public_message
 from stemreg.platform.store import tracking_uri as default_tracking_uri
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ class ModelHolder:
             try:
                 served = self._load_version(self.resolve())
             except Exception as exc:
-                self.load_error = f"{type(exc).__name__}: {exc}"
+                self.load_error = public_message(exc)
                 raise
             with self._swap_lock:
                 self._current = served
@@ -199,7 +199,7 @@ class ModelHolder:
                              self.name, served.version, previous)
                     result = RefreshResult(True, served.version, previous)
             except Exception as exc:  # noqa: BLE001 - keep serving whatever goes wrong
-                message = f"{type(exc).__name__}: {exc}"
+                message = public_message(exc)
                 log.error("could not refresh %s@%s, still serving v%s: %s", self.name, self.alias,
                           previous, message)
                 result = RefreshResult(False, previous, previous, error=message)
