@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
@@ -51,6 +52,9 @@ def default_max_work(max_pixels: int) -> int:
     return 2 * int(max_pixels) + 64 * PASS_COST_PX
 
 
+_BOOLEAN = re.compile(rb'(?<!")\b(?:true|false)\b(?!")')
+
+
 def _list_depth(value: Any) -> int:
     depth = 0
     while isinstance(value, list) and value and depth < 64:
@@ -89,6 +93,8 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             phrase = "error"
         self.close_connection = True
+        if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"  # an unparsable request line still gets a status line
         try:
             self._send_json(code, {"error": message or phrase, "error_code": _error_code(code)})
         except OSError:
@@ -248,6 +254,9 @@ class _Handler(BaseHTTPRequestHandler):
         if key == "inputs" and isinstance(request[key], dict):
             raise RequestError(400, '"inputs" holds named tensors; this model takes one unnamed tensor',
                                ACCEPTED_JSON)
+        if _BOOLEAN.search(body):  # MLflow's parser would turn them into 0.0 and 1.0 silently
+            raise RequestError(400, "input holds booleans (true/false); a real-valued image (integer or "
+                                    "float pixels) is needed", ACCEPTED_JSON)
         depth = _list_depth(request[key]) if key in ("inputs", "instances") else 0
         if depth > _MAX_INPUT_DEPTH:
             raise RequestError(400, f'"{key}" has rank {depth if depth < 64 else "64 or more"} (lists nested '
