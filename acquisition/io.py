@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -293,23 +295,31 @@ def write_image(path: str | Path, data: np.ndarray, calibration: Calibration | N
         calibration = like.calibration if like is not None else Calibration()
     data = np.asarray(data, dtype=np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if fmt in _READERS:
-        _encode(path, data, calibration, fmt)
-        if fmt == "npy":
-            sidecar = path.with_name(path.name + ".json")
-            if calibration.pixel_size is not None:
-                sidecar.write_text(json.dumps(calibration.to_dict()))
-            elif sidecar.exists():
-                sidecar.unlink()
-    else:
-        if fmt == "emd":
+    # Atomic: written under a temporary name beside the target (same suffix, so the same format),
+    # then renamed over it; a reader never sees a half-written file, a failure leaves none.
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}-{threading.get_ident()}{path.suffix}")
+    try:
+        if fmt in _READERS:
+            _encode(tmp, data, calibration, fmt)
+        elif fmt == "emd":
             from rsciio.emd import file_writer
 
-            file_writer(str(path), _rsciio_signal(data, calibration))
+            file_writer(str(tmp), _rsciio_signal(data, calibration))
         else:
             from rsciio.hspy import file_writer
 
-            file_writer(str(path), _rsciio_signal(data, calibration), show_progressbar=False)
+            file_writer(str(tmp), _rsciio_signal(data, calibration), show_progressbar=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if fmt == "npy":
+        sidecar = path.with_name(path.name + ".json")
+        if calibration.pixel_size is not None:
+            side_tmp = sidecar.with_name(f".{sidecar.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+            side_tmp.write_text(json.dumps(calibration.to_dict()))
+            os.replace(side_tmp, sidecar)
+        elif sidecar.exists():
+            sidecar.unlink()
     return path
 
 
