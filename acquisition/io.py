@@ -209,7 +209,7 @@ def _validate(data: Any, path: Path, allow_stack: bool) -> np.ndarray:
     bad = ~np.isfinite(data)
     if bad.any():
         raise ImageReadError(path, f"contains {int(bad.sum())} NaN or Inf value(s)")
-    return data.astype(np.float32)
+    return data.astype(np.float32, copy=False)  # a float32 body is used as read, not copied
 
 
 def read_image(path: str | Path, *, allow_stack: bool = False) -> ImageWithCalibration:

@@ -206,7 +206,8 @@ class DenoiserHTTPServer(HTTPServer):
 def make_server(condition: str, *, alias: str = DEFAULT_ALIAS, host: str = DEFAULT_HOST,
                 port: int = DEFAULT_PORT, max_pixels: int = DEFAULT_MAX_PIXELS,
                 poll_seconds: float = DEFAULT_POLL_SECONDS, tracking_uri: str | None = None,
-                loader: Callable[[str], Any] | None = None, **options: Any) -> DenoiserHTTPServer:
+                loader: Callable[[str], Any] | None = None, batch_images: int = 16,
+                **options: Any) -> DenoiserHTTPServer:
     """Check that `condition@alias` exists, then bind a server for it (model not loaded yet).
 
     Call :meth:`DenoiserHTTPServer.start_background` or :meth:`DenoiserHTTPServer.run`. ``options``
@@ -218,7 +219,7 @@ def make_server(condition: str, *, alias: str = DEFAULT_ALIAS, host: str = DEFAU
         Unknown condition, nothing registered, no version with the alias, bad
         size cap.
     """
-    holder = ModelHolder(condition, alias, tracking_uri=tracking_uri, loader=loader)
+    holder = ModelHolder(condition, alias, tracking_uri=tracking_uri, loader=loader, batch_images=batch_images)
     holder.resolve()  # start-up errors before we take a port
     return DenoiserHTTPServer(holder, host=host, port=port, max_pixels=max_pixels,
                               poll_seconds=poll_seconds, **options)

@@ -191,3 +191,46 @@ def test_idle_connections_are_bounded_by_the_pool_and_answered_503(url, server):
             sock.close()
     time.sleep(1.5)  # the idle ones time out; the server serves again
     assert request(url, "GET", "/health")[0] == 200
+
+
+# --------------------------------------------------------------------------- dynamic batching
+
+def test_concurrent_requests_share_forward_calls_and_get_their_own_answers(store):
+    from stemreg.models.prediction import load_pyfunc, predict
+    from stemreg.platform.serving import make_server
+
+    calls = []
+
+    class Counting:
+        def __init__(self, pyfunc):
+            self.pyfunc, self.metadata = pyfunc, pyfunc.metadata
+
+        def predict(self, data, params=None):
+            calls.append(np.asarray(data).shape[0])
+            time.sleep(0.05)  # long enough for the other requests to queue behind this one
+            return self.pyfunc.predict(data, params=params)
+
+    reference = load_pyfunc(f"models:/{NAME}/{store['versions'][0]}")
+    srv = make_server(CONDITION, port=0, poll_seconds=0, tracking_uri=store["uri"],
+                      loader=lambda uri: Counting(load_pyfunc(uri))).start_background()
+    try:
+        wait_healthy(srv.url)
+        images = [noisy_stack(1, 24, seed=i)[0] for i in range(8)]
+        answers: dict[int, np.ndarray] = {}
+
+        def client(i: int) -> None:
+            status, answer = post_json(srv.url, "/invocations", {"inputs": images[i][None].tolist()})
+            assert status == 200
+            answers[i] = np.asarray(answer["predictions"], np.float32)[0]
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(answers) == list(range(8))
+        assert len(calls) < 8 and max(calls) > 1  # batched: fewer forward calls than requests
+        for i, image in enumerate(images):
+            np.testing.assert_allclose(answers[i], predict(reference, image), rtol=1e-4, atol=1e-4)
+    finally:
+        srv.stop()
