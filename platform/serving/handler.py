@@ -11,7 +11,7 @@ import re
 import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import mlflow
@@ -24,9 +24,6 @@ from stemreg.platform.errors import BadInputError, StemregError
 from stemreg.platform.serving.http_io import (_RESPONSE_TYPES, ACCEPTED_JSON, JSON_INPUT_KEYS,
                                               RequestError, _shorten, check_image_array, decode_image,
                                               detect_image_format, encode_image, public_message)
-
-if TYPE_CHECKING:
-    from stemreg.platform.serving.server import DenoiserHTTPServer
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +68,7 @@ def _error_code(status: int) -> str:
 class _Handler(BaseHTTPRequestHandler):
     """Routes requests to the holder; every refusal is a JSON error naming the problem."""
 
-    server: "DenoiserHTTPServer"
+    server: Any  # the DenoiserHTTPServer (stemreg.platform.serving.server) that made this handler
     protocol_version = "HTTP/1.1"  # keep-alive: clients reuse the connection
     server_version = "stemreg-serve"
 
