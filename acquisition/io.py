@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +108,9 @@ def _read_npy(path: Path | BinaryIO) -> tuple[np.ndarray, Calibration]:
     if dtype.kind not in "uif":
         raise ImageReadError(path if isinstance(path, Path) else Path("image.npy"),
                              f"has dtype {dtype}, not a real-valued image (accepted: integer or floating point pixels)")
+    if any(n < 0 for n in shape):
+        raise ImageReadError(path if isinstance(path, Path) else Path("image.npy"),
+                             f"declares a negative dimension in shape {list(shape)}: damaged header")
     needed = int(np.prod(shape, dtype=object)) * dtype.itemsize
     if needed > available:
         raise ImageReadError(path if isinstance(path, Path) else Path("image.npy"),
@@ -244,8 +248,10 @@ def _read(source: Path | BinaryIO, name: Path, fmt: str, allow_stack: bool) -> I
     except ImageReadError:
         raise
     except Exception as exc:  # noqa: BLE001 - every reader fails its own way on a bad file
+        reason = re.sub(r"<[^<>]* object at 0x[0-9a-fA-F]+>", "the data", str(exc).strip().splitlines()[0]
+                        if str(exc).strip() else "unreadable")
         raise ImageReadError(name, f"is not a readable {fmt.upper()} image (truncated or corrupt?): "
-                                   f"{type(exc).__name__}: {exc}") from exc
+                                   f"{reason}") from None
     return ImageWithCalibration(_validate(data, name, allow_stack), calibration, fmt)
 
 

@@ -142,7 +142,7 @@ def classify_http(status: int | None, body: bytes, *, hung: bool = False) -> str
         return "hang"
     if status is None:
         return "lost"
-    if status >= 500 and status != 501:
+    if status >= 500 and status not in (501, 505):  # unsupported method / HTTP version: protocol refusals
         return "500"
     if status < 400:
         return "silent"
