@@ -119,7 +119,11 @@ def load_pyfunc(model_uri: str, *, expected: dict[str, str] | None = None) -> An
 
     from stemreg.models.mlflow_model import LOADER_MODULE, DenoiserModel, _load_pyfunc
 
-    local = Path(download_artifacts(artifact_uri=model_uri))
+    try:
+        local = Path(download_artifacts(artifact_uri=model_uri))
+    except Exception as exc:  # noqa: BLE001 - missing folder, unreachable store: one line
+        raise ModelLoadError(f"its artifacts cannot be read at {model_uri}: "
+                             f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'not found'}") from None
     if not (local / "MLmodel").is_file():
         raise ModelLoadError("it has no MLmodel file; it is not an MLflow model")
     meta = Model.load(str(local / "MLmodel"))

@@ -84,6 +84,31 @@ def artifact_location(uri: str) -> str | None:
     return (db.parent / "mlruns").as_uri()
 
 
+def local_artifacts(location: str, uri: str | None = None) -> str:
+    """An artifact location as this store sees it, so a copied or moved project reads its own files.
+
+    MLflow's SQLite store records absolute artifact paths. When ``location`` lies in some other
+    folder's ``mlruns/`` and the same relative path exists in the ``mlruns/`` beside this store's
+    database, that one is returned; otherwise ``location`` unchanged (other stores: unchanged).
+    """
+    uri = uri or tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        return location
+    raw = location[len("file://"):] if location.startswith("file://") else location
+    if "://" in raw or not raw.startswith("/"):
+        return location
+    own = Path(uri[len("sqlite:///"):].split("?", 1)[0]).expanduser().resolve().parent / "mlruns"
+    path = Path(raw)
+    if path.is_relative_to(own):
+        return location
+    parts = path.parts
+    if "mlruns" not in parts:
+        return location
+    cut = len(parts) - 1 - parts[::-1].index("mlruns")
+    candidate = own.joinpath(*parts[cut + 1:])
+    return str(candidate) if candidate.exists() else location
+
+
 def client():
     """An `MlflowClient` on the configured tracking and registry store."""
     from mlflow import MlflowClient

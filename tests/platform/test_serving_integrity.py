@@ -195,3 +195,34 @@ def test_outputs_are_written_atomically_and_replacing_is_reported(store, tmp_pat
     assert first.exit_code == 0 and second.exit_code == 0
     assert "replaced" not in first.output and "replaced the existing file" in second.output
     assert sorted(os.listdir(tmp_path / "out")) == ["frame.npy"]  # no temporary file left behind
+
+
+# --------------------------------------------------------------------------- moved project
+
+def test_a_copied_project_reads_its_own_artifacts(tmp_path, monkeypatch):
+    import shutil
+
+    import mlflow
+
+    from stemreg.platform.prediction import load_model
+
+    original = tmp_path / "original"
+    original.mkdir()
+    monkeypatch.chdir(original)
+    uri = f"sqlite:///{original / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        mlflow.set_experiment("moved")
+        version = log_and_register(5)
+        set_champion(version)
+    finally:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    shutil.rmtree(original / "mlruns")  # the original's artifacts are gone: the copy must not need them
+    monkeypatch.chdir(tmp_path)
+    loaded = load_model(CONDITION, tracking_uri=f"sqlite:///{copy / 'mlflow.db'}")
+    assert loaded.version == version
+    assert loaded.pyfunc.predict(noisy_stack(1, 8, seed=0)).shape == (1, 8, 8)
