@@ -75,7 +75,7 @@ def resolve_params(params: dict | None) -> dict[str, int]:
 def check_shape(shape: tuple[int, ...]) -> None:
     """Refuse a shape no surface accepts: not (H, W) or (N, H, W), empty, or a side below 2 px."""
     if len(shape) not in (2, 3):
-        raise ValueError(f"input has shape {list(shape)}; an image (H, W) or a stack (N, H, W) is needed")
+        raise ValueError(f"input has shape {list(shape)}; a 2-D image (H, W) or a 3-D stack (N, H, W) is needed")
     if 0 in shape:
         raise ValueError(f"input is empty (shape {list(shape)})")
     if min(shape[-2:]) < MIN_SIDE_PX:
