@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -62,7 +65,57 @@ def _format_of(path: Path, table: dict[str, str], verb: str) -> str:
 
 
 # -- readers: each returns (array, Calibration) --------------------------------------------------
+class _Rewind:
+    """Use an open stream in a ``with`` block and put it back at its start afterwards."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+
+    def __enter__(self) -> BinaryIO:
+        self.stream.seek(0)
+        return self.stream
+
+    def __exit__(self, *exc: object) -> None:
+        self.stream.seek(0)
+
+
+def read_npy_header(stream: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """``(shape, fortran_order, dtype)`` from a .npy header, read with numpy's public API; the
+    stream is left at the first data byte.
+
+    Raises
+    ------
+    ValueError
+        No .npy magic, an unknown format version, or a damaged header.
+    """
+    version = np.lib.format.read_magic(stream)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+    elif version in ((2, 0), (3, 0)):  # 3.0 differs only in the header's text encoding
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+    else:
+        raise ValueError(f"unknown .npy format version {version}")
+    return tuple(int(n) for n in shape), bool(fortran), np.dtype(dtype)
+
+
 def _read_npy(path: Path | BinaryIO) -> tuple[np.ndarray, Calibration]:
+    # The header first: its dtype and its size against the bytes present, before numpy allocates.
+    with (open(path, "rb") if isinstance(path, Path) else _Rewind(path)) as stream:
+        shape, _, dtype = read_npy_header(stream)
+        start = stream.tell()
+        stream.seek(0, io.SEEK_END)
+        available = stream.tell() - start
+    if dtype.kind not in "uif":
+        raise ImageReadError(path if isinstance(path, Path) else Path("image.npy"),
+                             f"has dtype {dtype}, not a real-valued image (accepted: integer or floating point pixels)")
+    if any(n < 0 for n in shape):
+        raise ImageReadError(path if isinstance(path, Path) else Path("image.npy"),
+                             f"declares a negative dimension in shape {list(shape)}: damaged header")
+    needed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if needed > available:
+        raise ImageReadError(path if isinstance(path, Path) else Path("image.npy"),
+                             f"declares shape {list(shape)} ({needed} bytes of pixels) but holds {available}: "
+                             "truncated or damaged")
     data = np.load(path, allow_pickle=False)
     calibration = Calibration()
     if not isinstance(path, Path):
@@ -160,7 +213,7 @@ def _validate(data: Any, path: Path, allow_stack: bool) -> np.ndarray:
     bad = ~np.isfinite(data)
     if bad.any():
         raise ImageReadError(path, f"contains {int(bad.sum())} NaN or Inf value(s)")
-    return data.astype(np.float32)
+    return data.astype(np.float32, copy=False)  # a float32 body is used as read, not copied
 
 
 def read_image(path: str | Path, *, allow_stack: bool = False) -> ImageWithCalibration:
@@ -195,8 +248,10 @@ def _read(source: Path | BinaryIO, name: Path, fmt: str, allow_stack: bool) -> I
     except ImageReadError:
         raise
     except Exception as exc:  # noqa: BLE001 - every reader fails its own way on a bad file
+        reason = re.sub(r"<[^<>]* object at 0x[0-9a-fA-F]+>", "the data", str(exc).strip().splitlines()[0]
+                        if str(exc).strip() else "unreadable")
         raise ImageReadError(name, f"is not a readable {fmt.upper()} image (truncated or corrupt?): "
-                                   f"{type(exc).__name__}: {exc}") from exc
+                                   f"{reason}") from None
     return ImageWithCalibration(_validate(data, name, allow_stack), calibration, fmt)
 
 
@@ -246,23 +301,31 @@ def write_image(path: str | Path, data: np.ndarray, calibration: Calibration | N
         calibration = like.calibration if like is not None else Calibration()
     data = np.asarray(data, dtype=np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if fmt in _READERS:
-        _encode(path, data, calibration, fmt)
-        if fmt == "npy":
-            sidecar = path.with_name(path.name + ".json")
-            if calibration.pixel_size is not None:
-                sidecar.write_text(json.dumps(calibration.to_dict()))
-            elif sidecar.exists():
-                sidecar.unlink()
-    else:
-        if fmt == "emd":
+    # Atomic: written under a temporary name beside the target (same suffix, so the same format),
+    # then renamed over it; a reader never sees a half-written file, a failure leaves none.
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}-{threading.get_ident()}{path.suffix}")
+    try:
+        if fmt in _READERS:
+            _encode(tmp, data, calibration, fmt)
+        elif fmt == "emd":
             from rsciio.emd import file_writer
 
-            file_writer(str(path), _rsciio_signal(data, calibration))
+            file_writer(str(tmp), _rsciio_signal(data, calibration))
         else:
             from rsciio.hspy import file_writer
 
-            file_writer(str(path), _rsciio_signal(data, calibration), show_progressbar=False)
+            file_writer(str(tmp), _rsciio_signal(data, calibration), show_progressbar=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if fmt == "npy":
+        sidecar = path.with_name(path.name + ".json")
+        if calibration.pixel_size is not None:
+            side_tmp = sidecar.with_name(f".{sidecar.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+            side_tmp.write_text(json.dumps(calibration.to_dict()))
+            os.replace(side_tmp, sidecar)
+        elif sidecar.exists():
+            sidecar.unlink()
     return path
 
 

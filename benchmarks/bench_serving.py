@@ -16,6 +16,12 @@ hourglass in a temporary store: speed does not depend on the weights.
 
     python benchmarks/bench_serving.py [--condition low-dose] [--requests 30]
         [--clients 4] [--seconds 10] [--temp-model] [--json]
+
+With --compare-mlflow it instead runs `stemreg serve` and `mlflow models serve`
+(same model, same interpreter) one after the other, 8 clients posting the same
+/invocations JSON for 256^2 and 1024^2 images (and stemreg's binary /denoise
+path beside), and prints frames/s, their ratio, p50/p95 latency and each
+server's RSS (its whole process tree).
 """
 from __future__ import annotations
 
@@ -44,7 +50,7 @@ def register_temp_model(root: Path) -> str:
     import mlflow
 
     from stemreg.models.hourglass import ReverseHourglass
-    from stemreg.models.mlflow_model import model_signature, models_from_code_path, save_artifacts
+    from stemreg.models.mlflow_model import log_model_args, model_signature
 
     uri = f"sqlite:///{root / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
@@ -52,8 +58,7 @@ def register_temp_model(root: Path) -> str:
     os.chdir(root)
     mlflow.set_experiment("bench-serving")
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run():
-        info = mlflow.pyfunc.log_model(name="model", python_model=models_from_code_path(),
-                                       artifacts=save_artifacts(ReverseHourglass(), tmp),
+        info = mlflow.pyfunc.log_model(name="model", **log_model_args(ReverseHourglass(), tmp),
                                        signature=model_signature(), pip_requirements=["torch==2.13.0"])
     version = mlflow.register_model(info.model_uri, "stem-denoiser-low-dose")
     mlflow.MlflowClient().set_registered_model_alias("stem-denoiser-low-dose", "champion", version.version)
@@ -75,10 +80,11 @@ def has_champion(uri: str, condition: str) -> bool:
         return False
 
 
-def start_server(uri: str, condition: str) -> tuple[subprocess.Popen, int]:
+def start_server(uri: str, condition: str, max_pixels: int = 8 * SIZE_PX * SIZE_PX) -> tuple[subprocess.Popen, int]:
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(["stemreg", "serve", "--condition", condition, "--port", "0",
-                             "--poll-seconds", "0", "--max-pixels", str(8 * SIZE_PX * SIZE_PX)],
+    proc = subprocess.Popen([sys.executable, "-c", "from stemreg.platform.cli import main; main()", "serve",
+                             "--condition", condition,
+                             "--port", "0", "--poll-seconds", "0", "--max-pixels", str(max_pixels)],
                             env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
     port = None
     deadline = time.monotonic() + 180
@@ -157,6 +163,125 @@ def bare_model_ms(uri: str, condition: str, image: np.ndarray, n: int) -> float:
     return (time.perf_counter() - start) / n * 1e3
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_mlflow_server(uri: str, condition: str, workdir: Path) -> tuple[subprocess.Popen, int]:
+    """`mlflow models serve` (1 worker, local env) whose uvicorn is this interpreter's."""
+    shim = workdir / "shim"
+    shim.mkdir(exist_ok=True)
+    (shim / "uvicorn").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m uvicorn "$@"\n')
+    (shim / "uvicorn").chmod(0o755)
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri,
+           "PATH": f"{shim}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m",
+                             f"models:/stem-denoiser-{condition}@champion", "--env-manager", "local",
+                             "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/ping")
+            if conn.getresponse().status == 200:
+                return proc, port
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError("mlflow models serve did not answer /ping within 180 s")
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and its descendants (from /proc), MB."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+            total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, StopIteration, ValueError):
+            continue
+    return total / 1024
+
+
+def load(port: int, path: str, body: bytes, content_type: str, clients: int, seconds: float) -> dict[str, float]:
+    """`clients` keep-alive clients posting `body` for `seconds`: frames/s, p50/p95 latency."""
+    times: list[float] = []
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+        while time.monotonic() < stop:
+            start = time.perf_counter()
+            post(conn, path, body, content_type)
+            with lock:
+                times.append((time.perf_counter() - start) * 1e3)
+        conn.close()
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    times.sort()
+    return {"frames_per_s": len(times) / elapsed, "requests": len(times),
+            "p50_ms": times[len(times) // 2] if times else float("nan"),
+            "p95_ms": times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))] if times else float("nan")}
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def compare_mlflow(uri: str, condition: str, workdir: Path, sizes: list[int], clients: int,
+                   seconds: float) -> dict:
+    rng = np.random.default_rng(0)
+    images = {n: (rng.poisson(20.0, size=(n, n)) / 20.0).astype(np.float32) for n in sizes}
+    bodies = {n: json.dumps({"inputs": img[None].tolist()}).encode() for n, img in images.items()}
+    npys = {}
+    for n, img in images.items():
+        buf = io.BytesIO()
+        np.save(buf, img)
+        npys[n] = buf.getvalue()
+    out: dict = {"clients": clients, "seconds_per_case": seconds}
+    for server in ("stemreg", "mlflow"):
+        proc, port = (start_server(uri, condition, max_pixels=4096 * 4096) if server == "stemreg"
+                      else start_mlflow_server(uri, condition, workdir))
+        try:
+            for n in sizes:
+                post(http.client.HTTPConnection("127.0.0.1", port, timeout=300), "/invocations", bodies[n],
+                     "application/json")  # warm-up
+                out[f"{server}_invocations_{n}"] = load(port, "/invocations", bodies[n], "application/json",
+                                                        clients, seconds)
+                out[f"{server}_invocations_{n}"]["rss_mb"] = tree_rss_mb(proc.pid)
+                if server == "stemreg":
+                    out[f"stemreg_denoise_npy_{n}"] = load(port, "/denoise", npys[n], "application/x-npy",
+                                                           clients, seconds)
+                    out[f"stemreg_denoise_npy_{n}"]["rss_mb"] = tree_rss_mb(proc.pid)
+        finally:
+            _stop(proc)
+    for n in sizes:
+        base = out[f"mlflow_invocations_{n}"]["frames_per_s"]
+        out[f"ratio_invocations_{n}"] = out[f"stemreg_invocations_{n}"]["frames_per_s"] / base if base else None
+        out[f"ratio_denoise_npy_{n}"] = out[f"stemreg_denoise_npy_{n}"]["frames_per_s"] / base if base else None
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--condition", default="low-dose")
@@ -166,6 +291,9 @@ def main() -> None:
     parser.add_argument("--temp-model", action="store_true",
                         help="register an untrained default hourglass in a temp store and serve that")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--compare-mlflow", action="store_true",
+                        help="frames/s of stemreg serve vs mlflow models serve, 256^2 and 1024^2, --clients 8")
+    parser.add_argument("--sizes", default="256,1024", help="image sizes for --compare-mlflow")
     args = parser.parse_args()
 
     from stemreg.acquisition import write_image
@@ -179,6 +307,24 @@ def main() -> None:
         source = "untrained default 8-layer reverse hourglass (temp store)"
     else:
         source = f"stem-denoiser-{args.condition}@champion in {uri}"
+
+    if args.compare_mlflow:
+        sizes = [int(n) for n in args.sizes.split(",")]
+        figures = compare_mlflow(uri, args.condition, Path(tmp.name), sizes, args.clients, args.seconds)
+        figures["model"] = source
+        if args.json:
+            print(json.dumps(figures, indent=2))
+            return
+        print(f"stemreg serve vs mlflow models serve, {args.clients} clients, {args.seconds:.0f} s per case, "
+              f"model: {source}")
+        for n in sizes:
+            for key in (f"stemreg_invocations_{n}", f"stemreg_denoise_npy_{n}", f"mlflow_invocations_{n}"):
+                f = figures[key]
+                print(f"  {key:28s} {f['frames_per_s']:7.2f} frames/s  p50 {f['p50_ms']:8.0f} ms  "
+                      f"p95 {f['p95_ms']:8.0f} ms  RSS {f['rss_mb']:6.0f} MB  ({f['requests']} requests)")
+            print(f"  {n}^2 ratio stemreg/mlflow: /invocations {figures[f'ratio_invocations_{n}']:.2f}x, "
+                  f"/denoise npy {figures[f'ratio_denoise_npy_{n}']:.2f}x")
+        return
 
     rng = np.random.default_rng(0)
     image = (rng.poisson(20.0, size=(SIZE_PX, SIZE_PX)) / 20.0).astype(np.float32)

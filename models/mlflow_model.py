@@ -1,17 +1,17 @@
-"""The MLflow model: a models-from-code pyfunc around weights + architecture JSON.
+"""The MLflow model: a ``loader_module`` pyfunc around weights + architecture JSON.
 
-No pickled code enters the registry: the model directory holds
-``weights.pt`` (a state_dict, loaded with ``weights_only=True``),
-``architecture.json`` and the code file ``pyfunc_entry.py``, which imports
-:class:`DenoiserPyfunc` from the installed stemreg. Normalisation and tiling
-live inside :meth:`DenoiserPyfunc.predict` (through ``denoise_array``), so
+No code enters the artifact store: the model directory holds only data,
+``data/weights.pt`` (a state_dict, loaded with ``weights_only=True``) and
+``data/architecture.json``. Its MLmodel names this installed module as the
+``loader_module``; MLflow imports it and calls :func:`_load_pyfunc` with the
+data directory. Normalisation and tiling live inside
+:meth:`DenoiserModel.predict` (through ``denoise_array``), so
 ``mlflow.pyfunc.load_model``, ``mlflow models serve`` and ``stemreg serve``
 all answer the same array.
 
 Logging, in the platform layer::
 
-    mlflow.pyfunc.log_model(name="model", python_model=models_from_code_path(),
-                            artifacts=save_artifacts(model, tmpdir),
+    mlflow.pyfunc.log_model(name="model", **log_model_args(network, tmpdir),
                             signature=model_signature(), input_example=input_example(),
                             pip_requirements=pip_requirements())
 """
@@ -29,11 +29,97 @@ ARCHITECTURE_FILE = "architecture.json"
 
 #: Inference options a caller may pass as ``params`` (also declared in the signature).
 DEFAULT_PARAMS: dict[str, int] = {"tile_px": 256, "overlap_px": 16, "batch_size": 8}
+#: Accepted range of each param (inclusive); overlap_px must also stay below tile_px / 4.
+PARAM_RANGES: dict[str, tuple[int, int]] = {"tile_px": (16, 4096), "overlap_px": (0, 128),
+                                            "batch_size": (1, 64)}
+#: The smallest image side every surface accepts (files, CLI, /denoise, /invocations).
+MIN_SIDE_PX = 2
+#: The fixed cost of one forward pass, in pixel-equivalents (Python + framework overhead per batch).
+PASS_COST_PX = 256 * 256
+#: This module, named as the pyfunc's ``loader_module``.
+LOADER_MODULE = "stemreg.models.mlflow_model"
+
+
+def resolve_params(params: dict | None) -> dict[str, int]:
+    """The inference options: defaults overridden by ``params``, each checked against its range.
+
+    Raises
+    ------
+    ValueError
+        A param that is no integer, out of its range, an unknown name, or an overlap of a quarter
+        of the tile or more; one line naming the accepted range.
+    """
+    options = dict(DEFAULT_PARAMS)
+    for key, value in (params or {}).items():
+        if key not in DEFAULT_PARAMS:
+            raise ValueError(f"unknown param {key!r}; accepted: {', '.join(DEFAULT_PARAMS)}")
+        if value is None:
+            continue
+        low, high = PARAM_RANGES[key]
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer, float, str)):
+            raise ValueError(f"param {key}={value!r} is not an integer; accepted: {low}..{high}")
+        try:
+            number = int(value)
+            exact = float(value) == number
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"param {key}={value!r} is not an integer; accepted: {low}..{high}") from None
+        if not exact or not low <= number <= high:
+            raise ValueError(f"param {key}={value!r} is out of range; accepted: integers {low}..{high}")
+        options[key] = number
+    if 4 * options["overlap_px"] >= options["tile_px"]:
+        raise ValueError(f"param overlap_px={options['overlap_px']} must be below a quarter of "
+                         f"tile_px={options['tile_px']}; accepted: 0..{max(0, (options['tile_px'] - 1) // 4)}")
+    return options
+
+
+def check_shape(shape: tuple[int, ...]) -> None:
+    """Refuse a shape no surface accepts: not (H, W) or (N, H, W), empty, or a side below 2 px."""
+    if len(shape) not in (2, 3):
+        raise ValueError(f"input has shape {list(shape)}; a 2-D image (H, W) or a 3-D stack (N, H, W) is needed")
+    if 0 in shape:
+        raise ValueError(f"input is empty (shape {list(shape)})")
+    if min(shape[-2:]) < MIN_SIDE_PX:
+        raise ValueError(f"input is too small (shape {list(shape)}); an image needs at least "
+                         f"{MIN_SIDE_PX} x {MIN_SIDE_PX} pixels")
+
+
+def work_of(shape: tuple[int, ...], options: dict[str, int]) -> int:
+    """The pixels the network processes for ``shape`` under ``options`` (tiles x padded tile area x
+    stack count), plus :data:`PASS_COST_PX` per forward pass: the cost one request asks for."""
+    height, width = int(shape[-2]), int(shape[-1])
+    n_images = int(shape[0]) if len(shape) == 3 else 1
+    overlap = options["overlap_px"]
+    core = options["tile_px"] - 2 * overlap
+    tiles_h, tiles_w = -(-height // core), -(-width // core)
+    in_h, in_w = -(-height // tiles_h) + 2 * overlap, -(-width // tiles_w) + 2 * overlap
+    tiles = n_images * tiles_h * tiles_w
+    passes = -(-tiles // options["batch_size"])
+    return tiles * in_h * in_w + passes * PASS_COST_PX
+
+
+def check_work(shape: tuple[int, ...], options: dict[str, int], max_work: int) -> int:
+    """:func:`work_of`, refused above ``max_work`` (ValueError naming both figures and what helps)."""
+    work = work_of(shape, options)
+    if work > max_work:
+        raise OverflowError(f"this request asks for {work} pixel-steps of work (shape {list(shape)}, "
+                            f"tile_px={options['tile_px']}, overlap_px={options['overlap_px']}, "
+                            f"batch_size={options['batch_size']}), more than the limit of {max_work}; "
+                            "send fewer or larger images per request, a larger tile_px or a smaller overlap_px")
+    return work
 
 
 def models_from_code_path() -> str:
-    """Path of ``pyfunc_entry.py``, the file MLflow logs as the model's code."""
+    """Path of ``pyfunc_entry.py`` (models logged before ``loader_module``; kept to read them)."""
     return str(Path(__file__).with_name("pyfunc_entry.py"))
+
+
+def log_model_args(model: Any, directory: str | Path) -> dict[str, str]:
+    """``loader_module`` and ``data_path`` for ``mlflow.pyfunc.log_model``: data only, no code stored.
+
+    Writes the two artifacts into ``directory`` (see :func:`save_artifacts`).
+    """
+    save_artifacts(model, directory)
+    return {"loader_module": LOADER_MODULE, "data_path": str(directory)}
 
 
 def save_artifacts(model: Any, directory: str | Path) -> dict[str, str]:
@@ -132,11 +218,40 @@ def as_image_array(model_input: Any) -> np.ndarray:
             model_input = np.stack([np.asarray(v, dtype=np.float32) for v in values.ravel()])
         else:
             model_input = values
+    if np.asarray(model_input).dtype == np.bool_:
+        raise ValueError("input holds booleans; a real-valued image (integer or float pixels) is needed")
     try:
         arr = np.asarray(model_input, dtype=np.float32)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"input is not a numeric (H, W) or (N, H, W) array: {exc}") from exc
     return arr
+
+
+def _load_pyfunc(data_path: str) -> "DenoiserModel":
+    """MLflow's ``loader_module`` hook: the denoiser from the data directory's two artifacts."""
+    data = Path(data_path)
+    return DenoiserModel(load_denoiser(data / WEIGHTS_FILE, data / ARCHITECTURE_FILE))
+
+
+def denoise_input(network: Any, model_input: Any, params: dict | None) -> np.ndarray:
+    """Validate params and input (one rule for every surface), then denoise."""
+    from stemreg.models.inference import denoise_array
+
+    options = resolve_params(params)
+    arr = as_image_array(model_input)
+    check_shape(arr.shape)
+    return denoise_array(network, arr, **options)
+
+
+class DenoiserModel:
+    """What :func:`_load_pyfunc` returns: ``predict`` on ``(H, W)`` or ``(N, H, W)`` float arrays."""
+
+    def __init__(self, network: Any) -> None:
+        self.model = network
+
+    def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> np.ndarray:
+        """Denoise; ``params`` may set ``tile_px``, ``overlap_px`` and ``batch_size``."""
+        return denoise_input(self.model, model_input, params)
 
 
 class DenoiserPyfunc(mlflow.pyfunc.PythonModel):
@@ -157,11 +272,6 @@ class DenoiserPyfunc(mlflow.pyfunc.PythonModel):
 
         ``params`` may set ``tile_px``, ``overlap_px`` and ``batch_size``.
         """
-        from stemreg.models.inference import denoise_array
-
         if self.model is None:
             raise RuntimeError("DenoiserPyfunc has no network: load it through mlflow.pyfunc.load_model")
-        options = dict(DEFAULT_PARAMS)
-        options.update({k: int(v) for k, v in (params or {}).items() if k in DEFAULT_PARAMS and v is not None})
-        arr = as_image_array(model_input)
-        return denoise_array(self.model, arr, **options)
+        return denoise_input(self.model, model_input, params)

@@ -15,11 +15,12 @@ import numpy as np
 from mlflow import MlflowClient
 
 from stemreg.acquisition import ImageWithCalibration, read_image
-from stemreg.models.prediction import load_pyfunc, predict
-from stemreg.platform.errors import BadInputError
 from stemreg.models import pretrained
+from stemreg.models.prediction import ModelLoadError, load_pyfunc, predict
+from stemreg.platform.errors import BadInputError, StemregError
 from stemreg.platform.registry.naming import CHAMPION, NotRegisteredError, condition_name
 from stemreg.platform.registry.versions import resolve
+from stemreg.platform.store import local_artifacts
 from stemreg.platform.store import tracking_uri as default_tracking_uri
 
 
@@ -52,7 +53,14 @@ def load_version(client: MlflowClient, version: Any, *, alias: str | None = None
     if loader is not None:
         pyfunc = loader(uri)
     else:
-        pyfunc = load_pyfunc(client.get_model_version_download_uri(version.name, version.version))
+        try:
+            location = local_artifacts(client.get_model_version_download_uri(version.name, version.version),
+                                       client.tracking_uri)  # a copied project reads its own artifacts
+            pyfunc = load_pyfunc(location, expected=dict(version.tags or {}))
+        except ModelLoadError as exc:  # one line naming the version and the way back
+            condition = (version.tags or {}).get("condition") or str(version.name).removeprefix("stem-denoiser-")
+            raise StemregError(f"{version.name} version {version.version} cannot be loaded: {exc}; point the "
+                               f"alias back to a good version with `stemreg rollback --condition {condition}`") from None
     name = str(version.name)
     return LoadedModel(pyfunc=pyfunc, model_uri=uri, name=name, version=str(version.version), alias=alias,
                        condition=(version.tags or {}).get("condition"), tags=dict(version.tags or {}),

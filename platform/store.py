@@ -7,11 +7,19 @@ backed by PostgreSQL, say).
 """
 from __future__ import annotations
 
+import json
 import os
+import signal
+import socket
+import sys
+import threading
 from pathlib import Path
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "stemreg"
+#: Tags every run of this process carries (through MLflow's MLFLOW_RUN_CONTEXT), so a later process
+#: can tell the runs of a dead one.
+PID_TAG, HOST_TAG = "stemreg.pid", "stemreg.host"
 
 
 def tracking_uri() -> str:
@@ -67,7 +75,72 @@ def configure(experiment: str | None = None) -> str:
         except Exception:  # noqa: BLE001 - another process created it first: fine
             pass
     mlflow.set_experiment(name)
+    watch_runs()
     return uri
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _end_runs_on_signal(signum: int, _frame: object) -> None:
+    """SIGTERM/SIGHUP: leave through SystemExit, so every `with mlflow.start_run()` ends its run
+    FAILED instead of leaving it RUNNING (MLflow's exit hook would mark a bare active run FINISHED)."""
+    import mlflow
+
+    while mlflow.active_run() is not None:
+        mlflow.end_run("FAILED")
+    raise SystemExit(128 + signum)
+
+
+def watch_runs() -> list[str]:
+    """Tag this process's runs with pid + host, end them on SIGTERM/SIGHUP, and mark FAILED the
+    RUNNING runs (of the active experiment) whose process on this host is gone.
+
+    Returns
+    -------
+    list of str
+        The run ids marked FAILED.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    host = socket.gethostname()
+    context = json.loads(os.environ.get("MLFLOW_RUN_CONTEXT") or "{}")
+    context.update({PID_TAG: str(os.getpid()), HOST_TAG: host})
+    os.environ["MLFLOW_RUN_CONTEXT"] = json.dumps(context)
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+            if sig is not None and signal.getsignal(sig) in (signal.SIG_DFL, None):
+                signal.signal(sig, _end_runs_on_signal)
+    experiment = mlflow.get_experiment_by_name(os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT)
+    active = mlflow.tracking.fluent._get_experiment_id()  # noqa: SLF001 - the experiment set just before
+    ids = {e for e in (active, experiment.experiment_id if experiment else None) if e}
+    if not ids:
+        return []
+    client = MlflowClient(tracking_uri=mlflow.get_tracking_uri(), registry_uri=mlflow.get_registry_uri())
+    reaped = []
+    try:
+        runs = client.search_runs(sorted(ids), filter_string=f"attributes.status = 'RUNNING' and "
+                                                             f"tags.`{HOST_TAG}` = '{host}'", max_results=500)
+    except Exception as exc:  # noqa: BLE001 - housekeeping must never stop a command
+        print(f"stemreg: could not look for abandoned runs: {str(exc).splitlines()[0] if str(exc) else exc!r}",
+              file=sys.stderr)
+        return []
+    for run in runs:
+        pid = run.data.tags.get(PID_TAG, "")
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            client.set_tag(run.info.run_id, "stemreg.abandoned", f"process {pid} on {host} ended without "
+                                                                  "finishing the run")
+            client.set_terminated(run.info.run_id, "FAILED")
+            reaped.append(run.info.run_id)
+    return reaped
 
 
 def artifact_location(uri: str) -> str | None:
@@ -82,6 +155,31 @@ def artifact_location(uri: str) -> str | None:
         return None
     db = Path(uri[len("sqlite:///"):]).expanduser().resolve()
     return (db.parent / "mlruns").as_uri()
+
+
+def local_artifacts(location: str, uri: str | None = None) -> str:
+    """An artifact location as this store sees it, so a copied or moved project reads its own files.
+
+    MLflow's SQLite store records absolute artifact paths. When ``location`` lies in some other
+    folder's ``mlruns/`` and the same relative path exists in the ``mlruns/`` beside this store's
+    database, that one is returned; otherwise ``location`` unchanged (other stores: unchanged).
+    """
+    uri = uri or tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        return location
+    raw = location[len("file://"):] if location.startswith("file://") else location
+    if "://" in raw or not raw.startswith("/"):
+        return location
+    own = Path(uri[len("sqlite:///"):].split("?", 1)[0]).expanduser().resolve().parent / "mlruns"
+    path = Path(raw)
+    if path.is_relative_to(own):
+        return location
+    parts = path.parts
+    if "mlruns" not in parts:
+        return location
+    cut = len(parts) - 1 - parts[::-1].index("mlruns")
+    candidate = own.joinpath(*parts[cut + 1:])
+    return str(candidate) if candidate.exists() else location
 
 
 def client():

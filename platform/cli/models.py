@@ -232,6 +232,18 @@ def _output_path(path: Path, outdir: Path) -> Path:
     return out
 
 
+def _refuse_collisions(inputs: tuple[Path, ...], outs: list[Path]) -> None:
+    """Two inputs that would be written to one output file (same name from two folders, or the same
+    file given twice) are refused before anything is computed."""
+    seen: dict[Path, Path] = {}
+    for path, out in zip(inputs, outs):
+        key = out.resolve()
+        if key in seen:
+            raise BadInputError(f"{seen[key]} and {path} would both be written to {out}; denoise them "
+                                "in separate runs with different -o OUTDIR, or rename one")
+        seen[key] = path
+
+
 @command("denoise")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @condition_option
@@ -264,9 +276,14 @@ def denoise_command(inputs: tuple[Path, ...], condition_name: str, alias: str, o
                                 f"{', '.join(READ_SUFFIXES)}")
     cond = load_condition(condition_name)
     outs = [_output_path(path, outdir) for path in inputs]
+    _refuse_collisions(inputs, outs)
     configure()
     model = load_model(cond, alias=alias)
-    outdir.mkdir(parents=True, exist_ok=True)
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInputError(f"cannot create the output directory {outdir}: {exc.strerror or exc}; "
+                            "give a writable -o OUTDIR") from None
     report = []
     for path, out in tqdm(list(zip(inputs, outs)), desc="denoise", disable=as_json or len(inputs) < 2):
         image = read_image(path, allow_stack=True)
@@ -276,10 +293,15 @@ def denoise_command(inputs: tuple[Path, ...], condition_name: str, alias: str, o
         start = time.perf_counter()
         denoised = denoise(image, model=model)
         seconds = time.perf_counter() - start
-        write_image(out, denoised.data, denoised.calibration)
+        replaced = out.exists()
+        try:
+            write_image(out, denoised.data, denoised.calibration)  # atomic: a temporary name, then renamed
+        except OSError as exc:
+            raise BadInputError(f"cannot write {out}: {exc.strerror or exc}; give a writable -o OUTDIR") from None
         report.append({"input": str(path), "output": str(out), "shape": list(denoised.data.shape),
-                       "seconds": round(seconds, 3), **({"warning": warning} if warning else {})})
-    text = "\n".join(f"{r['input']} -> {r['output']} ({r['seconds']:.2f} s)" for r in report)
+                       "seconds": round(seconds, 3), "replaced": replaced, **({"warning": warning} if warning else {})})
+    text = "\n".join(f"{r['input']} -> {r['output']} ({r['seconds']:.2f} s"
+                     + ("; replaced the existing file)" if r["replaced"] else ")") for r in report)
     used = (f"{model.name} v{model.version}, {alias}" if model.version is not None else
             f"{model.name}: nothing is registered for {cond.name} yet; train or run the main job for a "
             f"model of its own")

@@ -27,8 +27,16 @@ _DEFAULT_POLL_SECONDS = 30.0
 @click.option("--poll-seconds", default=_DEFAULT_POLL_SECONDS, show_default=True,
               type=click.FloatRange(min=0), metavar="S",
               help="How often to re-read the alias and load a moved version (0: only on POST /reload).")
+@click.option("--max-work", default=None, type=click.IntRange(min=1), metavar="N",
+              help="Most work one request may ask for, in pixel-steps (tiles x padded tile area x "
+                   "stack count, plus 65536 per forward pass); larger ones get 413. "
+                   "Default: 2 x --max-pixels + 64 passes.")
+@click.option("--workers", default=32, show_default=True, type=click.IntRange(1, 1024), metavar="N",
+              help="Connections served at once (one thread each); 64 more may wait, the rest get 503.")
+@click.option("--batch-images", default=16, show_default=True, type=click.IntRange(1, 256), metavar="N",
+              help="Most images of concurrent same-size requests run in one forward call (1: no batching).")
 def serve_command(condition: str, alias: str, host: str, port: int, max_pixels: int,
-                  poll_seconds: float) -> None:
+                  poll_seconds: float, max_work: int | None, workers: int, batch_images: int) -> None:
     """Serve a condition's registered denoiser over HTTP.
 
     \b
@@ -48,7 +56,8 @@ def serve_command(condition: str, alias: str, host: str, port: int, max_pixels: 
 
     try:
         server = serving.make_server(condition, alias=alias, host=host, port=port,
-                                     max_pixels=max_pixels, poll_seconds=poll_seconds)
+                                     max_pixels=max_pixels, poll_seconds=poll_seconds, max_work=max_work,
+                                     workers=workers, batch_images=batch_images)
     except OSError as exc:  # port taken, address not ours: a failure, not bad input
         raise click.ClickException(str(exc)) from exc
 
@@ -72,7 +81,8 @@ def serve_command(condition: str, alias: str, host: str, port: int, max_pixels: 
     finally:
         server.server_close()
     if failures:
-        raise click.ClickException(f"could not load {holder.name}@{alias}: {failures[0]}")
+        raise click.ClickException(f"could not load {holder.name}@{alias}: "
+                                   f"{str(failures[0]).splitlines()[0] if str(failures[0]) else failures[0]!r}")
 
 
 COMMANDS: list[click.Command] = [serve_command]

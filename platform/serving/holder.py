@@ -12,13 +12,14 @@ from types import SimpleNamespace
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 from mlflow import MlflowClient
 
 from stemreg.models.prediction import predict, takes_stacks_only
 from stemreg.platform.errors import BadInputError
 from stemreg.platform.prediction import load_version
 from stemreg.platform.registry import CHAMPION, benchmark_of, model_name, resolve
-from stemreg.platform.serving.http_io import RequestError
+from stemreg.platform.serving.http_io import RequestError, public_message
 from stemreg.platform.store import tracking_uri as default_tracking_uri
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,27 @@ class ServedModel:
         }
 
 
+class _Job:
+    """One request waiting for the dynamic batcher."""
+
+    def __init__(self, data: np.ndarray, params: dict | None) -> None:
+        self.data, self.params = data, params
+        self.images = 1 if data.ndim == 2 else int(data.shape[0])
+        self.key = (tuple(data.shape[-2:]), data.dtype.str, tuple(sorted((params or {}).items())))
+        self.done = threading.Event()
+        self.result: Any = None
+        self.served: ServedModel | None = None
+        self.error: BaseException | None = None
+
+    def finish(self, result: Any, served: ServedModel) -> None:
+        self.result, self.served = result, served
+        self.done.set()
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        self.done.set()
+
+
 @dataclass
 class RefreshResult:
     """What one look at the alias found and did."""
@@ -118,7 +140,7 @@ class ModelHolder:
     """
 
     def __init__(self, condition: str, alias: str = DEFAULT_ALIAS, *, tracking_uri: str | None = None,
-                 loader: Callable[[str], Any] | None = None) -> None:
+                 loader: Callable[[str], Any] | None = None, batch_images: int = 16) -> None:
         if not condition or not condition.strip():
             raise BadInputError("--condition is empty; give a condition name such as low-dose")
         if not alias or not alias.strip():
@@ -140,6 +162,10 @@ class ModelHolder:
         self._swap_lock = threading.Lock()      # guards _current
         self._predict_lock = threading.Lock()   # one inference at a time: CPU cores, atomic swap
         self._refresh_lock = threading.Lock()   # one load at a time (poller vs /reload)
+        self._queue_lock = threading.Lock()     # guards _queue, the requests waiting to be batched
+        self._queue: list[_Job] = []
+        #: The most images one batched forward call takes (1 turns batching off).
+        self.batch_images = batch_images
         self.last_refresh: RefreshResult | None = None
         self.load_error: str | None = None
 
@@ -168,7 +194,7 @@ class ModelHolder:
             try:
                 served = self._load_version(self.resolve())
             except Exception as exc:
-                self.load_error = f"{type(exc).__name__}: {exc}"
+                self.load_error = public_message(exc)
                 raise
             with self._swap_lock:
                 self._current = served
@@ -199,7 +225,7 @@ class ModelHolder:
                              self.name, served.version, previous)
                     result = RefreshResult(True, served.version, previous)
             except Exception as exc:  # noqa: BLE001 - keep serving whatever goes wrong
-                message = f"{type(exc).__name__}: {exc}"
+                message = public_message(exc)
                 log.error("could not refresh %s@%s, still serving v%s: %s", self.name, self.alias,
                           previous, message)
                 result = RefreshResult(False, previous, previous, error=message)
@@ -227,10 +253,67 @@ class ModelHolder:
     def denoise(self, data: Any, params: dict | None = None) -> tuple[Any, ServedModel]:
         """Predict on an image `(H, W)` or stack `(N, H, W)` (a lone image comes back `(H, W)`).
 
-        Through :func:`stemreg.models.prediction.predict`, the one prediction path.
+        Through :func:`stemreg.models.prediction.predict`, the one prediction path. Concurrent
+        requests of one image size and the same params are batched into one call (dynamic
+        batching): whichever request takes the inference lock runs every compatible request
+        queued behind it. Images are normalised one by one, so batching does not change answers.
         """
-        with self._predict_lock:
-            served = self.current
-            if served is None:
-                raise RequestError(503, "the model is not loaded yet; retry when GET /health answers 200")
-            return predict(served.pyfunc, data, params), served
+        if not (isinstance(data, np.ndarray) and data.ndim in (2, 3) and self.batch_images > 1):
+            with self._predict_lock:
+                served = self._served_or_503()
+                return predict(served.pyfunc, data, params), served
+        job = _Job(data, params)
+        with self._queue_lock:
+            self._queue.append(job)
+        while not job.done.is_set():
+            with self._predict_lock:
+                if job.done.is_set():
+                    break
+                self._run_batch(self._take_batch())
+        if job.error is not None:
+            raise job.error
+        return job.result, job.served
+
+    def _served_or_503(self) -> ServedModel:
+        served = self.current
+        if served is None:
+            raise RequestError(503, "the model is not loaded yet; retry when GET /health answers 200")
+        return served
+
+    def _take_batch(self) -> list["_Job"]:
+        """The oldest queued request and every queued one that can share its forward passes."""
+        with self._queue_lock:
+            if not self._queue:
+                return []
+            key, batch, rest, images = self._queue[0].key, [], [], 0
+            for job in self._queue:
+                if job.key == key and images + job.images <= self.batch_images or not batch:
+                    batch.append(job)
+                    images += job.images
+                else:
+                    rest.append(job)
+            self._queue = rest
+            return batch
+
+    def _run_batch(self, batch: list["_Job"]) -> None:
+        """Run a batch (under the inference lock) and hand each request its own slice."""
+        if not batch:
+            return
+        try:
+            served = self._served_or_503()
+            if len(batch) == 1:
+                batch[0].finish(predict(served.pyfunc, batch[0].data, batch[0].params), served)
+                return
+            stack = np.concatenate([job.data if job.data.ndim == 3 else job.data[None] for job in batch])
+            out = np.asarray(predict(served.pyfunc, stack, batch[0].params))
+            start = 0
+            for job in batch:
+                part = out[start:start + job.images]
+                start += job.images
+                job.finish(part if job.data.ndim == 3 else part[0], served)
+        except Exception as exc:  # noqa: BLE001 - every waiting request must learn of it
+            if len(batch) > 1:  # one bad request must not fail the others: each on its own
+                for job in batch:
+                    self._run_batch([job])
+                return
+            batch[0].fail(exc)

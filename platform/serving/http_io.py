@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from typing import Any
 
 import numpy as np
 import tifffile
 
 from stemreg.acquisition import ImageReadError
-from stemreg.acquisition.io import ImageWithCalibration, read_image_bytes, write_image_bytes
+from stemreg.acquisition.io import ImageWithCalibration, read_image_bytes, read_npy_header, write_image_bytes
+from stemreg.models.mlflow_model import check_shape
 
 #: MLflow scoring-protocol keys we accept on /invocations.
 JSON_INPUT_KEYS = ("inputs", "instances", "dataframe_split", "dataframe_records")
@@ -72,6 +74,16 @@ class RequestError(Exception):
 _ERROR_CODES = {404: "ENDPOINT_NOT_FOUND", 413: "RESOURCE_LIMIT_EXCEEDED", 503: "TEMPORARILY_UNAVAILABLE"}
 
 
+_ABS_PATH = re.compile(r"(?<![\w.:/])(?:[A-Za-z]:)?[/\\](?:[^\s'\"()\[\]:,;/\\]+[/\\])+([^\s'\"()\[\]:,;/\\]*)")
+
+
+def public_message(exc: BaseException | str, limit: int = 300) -> str:
+    """An error for an answer: its first line, absolute paths cut to their last part, no class name."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else "unknown error"
+    text = re.sub(r"file:/*(?=/)", "", text)
+    return _shorten(_ABS_PATH.sub(lambda m: m.group(1) or "<path>", text), limit)
+
+
 def check_image_array(array: Any, *, max_pixels: int, accepted: str = ACCEPTED_JSON) -> np.ndarray:
     """Refuse what the denoiser cannot take: wrong rank, empty, non-numeric, NaN/Inf, too large.
 
@@ -101,15 +113,20 @@ def check_image_array(array: Any, *, max_pixels: int, accepted: str = ACCEPTED_J
     if arr.dtype == object:
         raise RequestError(400, "input is not a rectangular array of numbers (ragged or mixed rows)",
                            accepted)
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+    if arr.dtype == np.bool_:
+        raise RequestError(400, "input holds booleans; a real-valued image (integer or float pixels) is needed",
+                           accepted)
+    if not np.issubdtype(arr.dtype, np.number):
         raise RequestError(400, f"input holds {arr.dtype} values, not numbers", accepted)
     if np.issubdtype(arr.dtype, np.complexfloating):
         raise RequestError(400, "input holds complex numbers; a real-valued image is needed", accepted)
     if arr.ndim not in (2, 3):
         raise RequestError(400, f"input has rank {arr.ndim} (shape {list(arr.shape)}); "
                                 "an image (H, W) or a stack (N, H, W) is needed", accepted)
-    if arr.size == 0:
-        raise RequestError(400, f"input is empty (shape {list(arr.shape)})", accepted)
+    try:
+        check_shape(arr.shape)  # one rule for every surface: at least 2 x 2 pixels
+    except ValueError as exc:
+        raise RequestError(400, str(exc), accepted) from None
     if arr.size > max_pixels:
         raise RequestError(413, f"input has {arr.size} pixels (shape {list(arr.shape)}), more than "
                                 f"this server's cap of {max_pixels}", accepted)
@@ -163,10 +180,7 @@ def peek_image_shape(body: bytes, fmt: str) -> tuple[int, ...] | None:
                 return None
             return (int.from_bytes(body[20:24], "big"), int.from_bytes(body[16:20], "big"))
         if fmt == "npy":
-            stream = io.BytesIO(body)
-            version = np.lib.format.read_magic(stream)
-            shape, _, _ = np.lib.format._read_array_header(stream, version)  # noqa: SLF001
-            return tuple(int(n) for n in shape)
+            return read_npy_header(io.BytesIO(body))[0]
         if fmt == "tiff":
             with tifffile.TiffFile(io.BytesIO(body)) as tif:
                 return tuple(int(n) for n in tif.series[0].shape)
@@ -196,6 +210,9 @@ def decode_image(body: bytes, fmt: str, *, max_pixels: int) -> ImageWithCalibrat
         400 for a damaged or refused image, 413 above the size cap.
     """
     declared = peek_image_shape(body, fmt)
+    if declared is None and fmt == "npy":  # numpy would allocate what a damaged header claims
+        raise RequestError(400, "could not read the npy image: its header is damaged or of an unknown "
+                                "version", ACCEPTED_IMAGE)
     if declared is not None and math.prod(declared) > max_pixels:
         raise RequestError(413, f"the {fmt} image declares shape {list(declared)}: "
                                 f"{math.prod(declared)} pixels, more than this server's cap of "

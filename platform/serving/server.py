@@ -14,215 +14,29 @@ like MLflow's).
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from concurrent.futures import ThreadPoolExecutor
+from http.server import HTTPServer
 from typing import Any, Callable
-from urllib.parse import parse_qs, urlsplit
 
-import mlflow
-import numpy as np
-from mlflow.exceptions import MlflowException
-from mlflow.pyfunc.scoring_server import infer_and_parse_data, predictions_to_json
-
-from stemreg.platform.errors import BadInputError, StemregError
+from stemreg.platform.errors import BadInputError
+from stemreg.platform.serving.handler import (DEFAULT_BODY_TIMEOUT_S, DEFAULT_HOST, DEFAULT_MAX_PIXELS,
+                                              DEFAULT_POLL_SECONDS, DEFAULT_PORT, DEFAULT_QUEUED,
+                                              DEFAULT_SOCKET_TIMEOUT_S, DEFAULT_WORKERS, _Handler,
+                                              default_max_work)
 from stemreg.platform.serving.holder import DEFAULT_ALIAS, ModelHolder, ServedModel
-from stemreg.platform.serving.http_io import (_RESPONSE_TYPES, ACCEPTED_JSON, JSON_INPUT_KEYS,
-                                              RequestError, _shorten, check_image_array, decode_image,
-                                              detect_image_format, encode_image)
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8080
-#: 4096 x 4096 pixels: a large STEM frame, well within memory for the tiled model.
-DEFAULT_MAX_PIXELS = 4096 * 4096
-DEFAULT_POLL_SECONDS = 30.0
+__all__ = ["DEFAULT_BODY_TIMEOUT_S", "DEFAULT_HOST", "DEFAULT_MAX_PIXELS", "DEFAULT_POLL_SECONDS", "DEFAULT_PORT",
+           "DEFAULT_QUEUED", "DEFAULT_SOCKET_TIMEOUT_S", "DEFAULT_WORKERS", "DenoiserHTTPServer",
+           "default_max_work", "make_server"]
 
 
-class _Handler(BaseHTTPRequestHandler):
-    """Routes requests to the holder; every refusal is a JSON error naming the problem."""
-
-    server: "DenoiserHTTPServer"
-    protocol_version = "HTTP/1.1"  # keep-alive: clients reuse the connection
-    server_version = "stemreg-serve"
-
-    ROUTES = {
-        ("GET", "/ping"): "_ping", ("GET", "/health"): "_ping", ("GET", "/version"): "_version",
-        ("GET", "/model"): "_model", ("POST", "/invocations"): "_invocations",
-        ("POST", "/denoise"): "_denoise", ("POST", "/reload"): "_reload",
-    }
-
-    # -- plumbing ----------------------------------------------------------------------------
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        log.debug("%s %s", self.address_string(), format % args)
-
-    def _send(self, status: int, body: bytes, content_type: str, headers: dict | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def _send_json(self, status: int, payload: Any) -> None:
-        self._send(status, json.dumps(payload).encode(), "application/json")
-
-    def _dispatch(self) -> None:
-        path = urlsplit(self.path).path.rstrip("/") or "/"
-        route = self.ROUTES.get((self.command, path))
-        try:
-            if route is None:
-                methods = sorted(m for (m, p) in self.ROUTES if p == path)
-                if methods:
-                    raise RequestError(405, f"{self.command} is not allowed on {path}",
-                                       f"{' or '.join(methods)} {path}")
-                endpoints = ", ".join(f"{m} {p}" for (m, p) in self.ROUTES)
-                raise RequestError(404, f"no endpoint {self.command} {path}", endpoints)
-            getattr(self, route)()
-        except RequestError as exc:
-            self._send_json(exc.status, exc.payload())
-        except StemregError as exc:  # the library's own refusals: bad input 400, others 409
-            status = 400 if isinstance(exc, BadInputError) else 409
-            self._send_json(status, RequestError(status, str(exc)).payload())
-        except Exception as exc:  # noqa: BLE001 - the server must survive anything one request does
-            log.exception("error serving %s %s", self.command, self.path)
-            self._send_json(500, {"error": f"internal error: {type(exc).__name__}: {exc}",
-                                  "error_code": "INTERNAL_ERROR"})
-
-    do_GET = _dispatch
-    do_POST = _dispatch
-
-    def _read_body(self) -> bytes:
-        length_header = self.headers.get("Content-Length")
-        if length_header is None:
-            self.close_connection = True  # a chunked body we will not read would poison the connection
-            raise RequestError(411, "the request has no Content-Length",
-                               "a request body with a Content-Length header")
-        try:
-            length = int(length_header)
-        except ValueError as exc:
-            self.close_connection = True
-            raise RequestError(400, f"bad Content-Length {length_header!r}",
-                               "a non-negative integer") from exc
-        if length < 0:
-            self.close_connection = True
-            raise RequestError(400, f"bad Content-Length {length}", "a non-negative integer")
-        if length > self.server.max_body_bytes:
-            # Don't read (or buffer) an oversized body; close the connection instead.
-            self.close_connection = True
-            raise RequestError(413, f"request body of {length} bytes is larger than this server's "
-                                    f"cap of {self.server.max_body_bytes} bytes "
-                                    f"(--max-pixels {self.server.max_pixels})",
-                               f"at most {self.server.max_pixels} pixels per request")
-        return self.rfile.read(length)
-
-    # -- endpoints ---------------------------------------------------------------------------
-    def _ping(self) -> None:
-        holder = self.server.holder
-        if holder.loaded:
-            self._send(200, b"\n", "application/json")  # what MLflow's /ping answers
-            return
-        detail = f"; last load failed: {holder.load_error}" if holder.load_error else ""
-        self._send_json(503, {"error": f"model not loaded yet{detail}", "status": "loading"})
-
-    def _version(self) -> None:
-        self._send(200, mlflow.__version__.encode(), "application/json")
-
-    def _model(self) -> None:
-        holder = self.server.holder
-        served = holder.current
-        if served is None:
-            raise RequestError(503, "the model is not loaded yet; retry when GET /health answers 200")
-        info = served.describe()
-        info["last_refresh"] = holder.last_refresh.as_dict() if holder.last_refresh else None
-        info["poll_seconds"] = self.server.poll_seconds
-        info["max_pixels"] = self.server.max_pixels
-        self._send_json(200, info)
-
-    def _reload(self) -> None:
-        self._read_body()  # drain whatever came, so keep-alive stays in step
-        result = self.server.holder.refresh()
-        payload = result.as_dict()
-        if result.error:
-            payload["error"] = (f"reload failed, still serving version {result.previous_version}: "
-                                f"{result.error}")
-            self._send_json(500, payload)
-        else:
-            self._send_json(200, payload)
-
-    def _invocations(self) -> None:
-        content_type = (self.headers.get("Content-Type") or "application/json").split(";")[0].strip()
-        body = self._read_body()
-        if content_type.lower() != "application/json":
-            raise RequestError(415, f"Content-Type {content_type!r} is not served on /invocations",
-                               "application/json (" + ACCEPTED_JSON + "); images go to POST /denoise")
-        if not body:
-            raise RequestError(400, "empty request body", ACCEPTED_JSON)
-        try:
-            request = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise RequestError(400, f"bad JSON: {exc}", ACCEPTED_JSON) from exc
-        if not isinstance(request, dict):
-            raise RequestError(400, f"the JSON is a {type(request).__name__}, not an object",
-                               ACCEPTED_JSON)
-        keys = [k for k in request if k in JSON_INPUT_KEYS]
-        if len(keys) != 1:
-            found = ", ".join(map(repr, request)) or "none"
-            raise RequestError(400, f"the JSON must hold exactly one input key; found keys: {found}",
-                               ACCEPTED_JSON)
-        key = keys[0]
-        if key == "inputs" and isinstance(request[key], dict):
-            raise RequestError(400, '"inputs" holds named tensors; this model takes one unnamed tensor',
-                               ACCEPTED_JSON)
-        holder = self.server.holder
-        if not holder.loaded:
-            raise RequestError(503, "the model is not loaded yet; retry when GET /health answers 200")
-        try:
-            # MLflow's own parser: the same array (dtype from the signature) `mlflow models serve` builds.
-            data = infer_and_parse_data({key: request[key]}, holder.input_schema())
-        except MlflowException as exc:
-            raise RequestError(400, f"could not parse {key!r}: {_shorten(exc.message)}",
-                               ACCEPTED_JSON) from exc
-        checked = check_image_array(data.to_numpy() if hasattr(data, "to_numpy") else data,
-                                    max_pixels=self.server.max_pixels)
-        if hasattr(data, "to_numpy") and holder.takes_stacks_only():
-            # A table of numbers is one image (rows x columns). MLflow's schema check refuses
-            # DataFrames for a tensor signature; we hand the model the array instead.
-            data = np.asarray(checked, dtype=np.float32)
-        try:
-            # A lone (H, W) image is answered as (H, W) even by a model signed for stacks,
-            # where `mlflow models serve` would refuse it: a convenience beyond MLflow.
-            predictions, _ = holder.denoise(data, request.get("params"))
-        except MlflowException as exc:  # schema enforcement and the like: the input's fault
-            raise RequestError(400, f"the model refused the input: {_shorten(exc.message)}",
-                               ACCEPTED_JSON) from exc
-        out = io.StringIO()
-        predictions_to_json(predictions, out)  # MLflow's encoder: the same JSON as its server
-        self._send(200, out.getvalue().encode(), "application/json")
-
-    def _denoise(self) -> None:
-        query = parse_qs(urlsplit(self.path).query)
-        format_hint = (query.get("format") or [None])[0]
-        body = self._read_body()
-        fmt = detect_image_format(body, content_type=self.headers.get("Content-Type"),
-                                  format_hint=format_hint)
-        image = decode_image(body, fmt, max_pixels=self.server.max_pixels)  # validated once, in memory
-        predictions, served = self.server.holder.denoise(image.data)
-        denoised = np.asarray(predictions, dtype=np.float32).reshape(image.data.shape)
-        payload = encode_image(denoised, fmt, like=image)
-        self._send(200, payload, _RESPONSE_TYPES[fmt],
-                   headers={"X-Model-Version": served.version, "X-Model-Name": served.name})
-
-
-class DenoiserHTTPServer(ThreadingHTTPServer):
-    """`ThreadingHTTPServer` carrying the holder, the size cap and the alias poller.
+class DenoiserHTTPServer(HTTPServer):
+    """`HTTPServer` with a bounded pool of worker threads, carrying the holder, the caps and the alias poller.
 
     Parameters
     ----------
@@ -235,18 +49,35 @@ class DenoiserHTTPServer(ThreadingHTTPServer):
     poll_seconds
         How often the alias is re-read; 0 or less turns polling off
         (`POST /reload` still works).
+    max_work
+        The most work one request may ask for (:func:`stemreg.models.mlflow_model.work_of`);
+        default :func:`default_max_work`.
+    workers, queued
+        Connections served at once, and connections waiting for a worker; more are answered 503.
+    socket_timeout, body_timeout
+        Seconds a connection may stay silent; seconds (plus one per MB) a body may take.
     """
 
-    daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128
 
     def __init__(self, holder: ModelHolder, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-                 max_pixels: int = DEFAULT_MAX_PIXELS,
-                 poll_seconds: float = DEFAULT_POLL_SECONDS) -> None:
+                 max_pixels: int = DEFAULT_MAX_PIXELS, poll_seconds: float = DEFAULT_POLL_SECONDS,
+                 max_work: int | None = None, workers: int = DEFAULT_WORKERS, queued: int = DEFAULT_QUEUED,
+                 socket_timeout: float = DEFAULT_SOCKET_TIMEOUT_S,
+                 body_timeout: float = DEFAULT_BODY_TIMEOUT_S) -> None:
         if max_pixels <= 0:
             raise BadInputError(f"--max-pixels {max_pixels} must be a positive number of pixels")
+        if workers < 1 or queued < 0:
+            raise BadInputError(f"workers {workers} / queued {queued}: need at least 1 worker and 0 queued")
         self.holder = holder
         self.max_pixels = int(max_pixels)
+        self.max_work = int(max_work) if max_work else default_max_work(self.max_pixels)
+        self.workers, self.queued = int(workers), int(queued)
+        self.socket_timeout, self.body_timeout = float(socket_timeout), float(body_timeout)
+        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="stemreg-http")
+        self._pending = 0
+        self._pending_lock = threading.Lock()
         # JSON spends up to ~25 characters per float; image files far fewer bytes per pixel.
         self.max_body_bytes = 65536 + 32 * self.max_pixels
         self.poll_seconds = float(poll_seconds)
@@ -257,6 +88,40 @@ class DenoiserHTTPServer(ThreadingHTTPServer):
             super().__init__((host, port), _Handler)
         except OSError as exc:
             raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+
+    # -- bounded concurrency: at most `workers` threads, `queued` waiting, the rest refused ----------
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._pending_lock:
+            busy = self._pending >= self.workers + self.queued
+            if not busy:
+                self._pending += 1
+        if busy:
+            self._refuse_busy(request)
+            return
+        self._pool.submit(self._work, request, client_address)
+
+    def _work(self, request: Any, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:  # noqa: BLE001 - socketserver's own policy: log and go on
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+            with self._pending_lock:
+                self._pending -= 1
+
+    def _refuse_busy(self, request: Any) -> None:
+        body = json.dumps({"error": f"the server is busy ({self.workers} connections served, "
+                                    f"{self.queued} waiting); retry shortly",
+                           "error_code": "TEMPORARILY_UNAVAILABLE"}).encode()
+        head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n").encode()
+        try:
+            request.settimeout(1.0)
+            request.sendall(head + body)
+        except OSError:
+            pass
+        self.shutdown_request(request)
 
     @property
     def port(self) -> int:
@@ -326,6 +191,7 @@ class DenoiserHTTPServer(ThreadingHTTPServer):
             self.shutdown()
             self._serving = False
         self.server_close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
         for thread in self._workers:
             if thread is not threading.current_thread():
                 thread.join(timeout=10)
@@ -340,10 +206,12 @@ class DenoiserHTTPServer(ThreadingHTTPServer):
 def make_server(condition: str, *, alias: str = DEFAULT_ALIAS, host: str = DEFAULT_HOST,
                 port: int = DEFAULT_PORT, max_pixels: int = DEFAULT_MAX_PIXELS,
                 poll_seconds: float = DEFAULT_POLL_SECONDS, tracking_uri: str | None = None,
-                loader: Callable[[str], Any] | None = None) -> DenoiserHTTPServer:
+                loader: Callable[[str], Any] | None = None, batch_images: int = 16,
+                **options: Any) -> DenoiserHTTPServer:
     """Check that `condition@alias` exists, then bind a server for it (model not loaded yet).
 
-    Call :meth:`DenoiserHTTPServer.start_background` or :meth:`DenoiserHTTPServer.run`.
+    Call :meth:`DenoiserHTTPServer.start_background` or :meth:`DenoiserHTTPServer.run`. ``options``
+    (``max_work``, ``workers``, ``queued``, ``socket_timeout``, ``body_timeout``) go to the server.
 
     Raises
     ------
@@ -351,7 +219,7 @@ def make_server(condition: str, *, alias: str = DEFAULT_ALIAS, host: str = DEFAU
         Unknown condition, nothing registered, no version with the alias, bad
         size cap.
     """
-    holder = ModelHolder(condition, alias, tracking_uri=tracking_uri, loader=loader)
+    holder = ModelHolder(condition, alias, tracking_uri=tracking_uri, loader=loader, batch_images=batch_images)
     holder.resolve()  # start-up errors before we take a port
     return DenoiserHTTPServer(holder, host=host, port=port, max_pixels=max_pixels,
-                              poll_seconds=poll_seconds)
+                              poll_seconds=poll_seconds, **options)

@@ -142,11 +142,9 @@ def _datasets(cond, mode: str, n_train: int, n_val: int, seed: int, *, size_px: 
 
 def _log_model(network, *, artifacts_dir: Path):
 
-    artifacts = mlflow_model.save_artifacts(network, artifacts_dir)
     return mlflow.pyfunc.log_model(
         name="model",
-        python_model=str(mlflow_model.models_from_code_path()),
-        artifacts={k: str(v) for k, v in artifacts.items()},
+        **mlflow_model.log_model_args(network, artifacts_dir),  # loader_module: no code stored
         signature=mlflow_model.model_signature(),
         input_example=mlflow_model.input_example(),
         # Explicit requirements: inferring them loads the model in a subprocess (slow).

@@ -74,13 +74,12 @@ def log_and_register(seed: int) -> str:
     import torch
 
     from stemreg.models.architectures import build_model
-    from stemreg.models.mlflow_model import model_signature, models_from_code_path, save_artifacts
+    from stemreg.models.mlflow_model import log_model_args, model_signature
 
     torch.manual_seed(seed)
     net = build_model({"kind": "reverse-hourglass", "depth": 3, "widths": [4, 4], "kernel_size": 3})
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run():
-        info = mlflow.pyfunc.log_model(name="model", python_model=models_from_code_path(),
-                                       artifacts=save_artifacts(net, tmp), signature=model_signature(),
+        info = mlflow.pyfunc.log_model(name="model", **log_model_args(net, tmp), signature=model_signature(),
                                        # explicit requirements: MLflow's inference of them costs ~17 s
                                        pip_requirements=["torch==2.13.0"])
     version = mlflow.register_model(info.model_uri, NAME)

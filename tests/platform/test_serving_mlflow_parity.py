@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -57,11 +58,17 @@ def mlflow_scoring_server(registered_low_dose, tmp_path_factory):
     """`mlflow models serve` on the fixture's champion, in its own process group."""
     log_path = tmp_path_factory.mktemp("mlflow-serve") / "server.log"
     port = _free_port()
+    # MLflow starts `uvicorn` from PATH; make it this interpreter's, so the server imports the same
+    # stemreg (the loader_module) as the tests do, not another installation's.
+    shim = tmp_path_factory.mktemp("uvicorn-shim")
+    (shim / "uvicorn").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m uvicorn "$@"\n')
+    (shim / "uvicorn").chmod(0o755)
     env = {**os.environ, "MLFLOW_TRACKING_URI": registered_low_dose.tracking_uri,
-           "MLFLOW_REGISTRY_URI": registered_low_dose.tracking_uri}
+           "MLFLOW_REGISTRY_URI": registered_low_dose.tracking_uri,
+           "PATH": f"{shim}{os.pathsep}{os.environ.get('PATH', '')}"}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            ["mlflow", "models", "serve", "-m", MODEL_URI, "--env-manager", "local",
+            [sys.executable, "-m", "mlflow", "models", "serve", "-m", MODEL_URI, "--env-manager", "local",
              "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:

@@ -1,0 +1,317 @@
+"""The request handler of `stemreg serve`: routes, body reading with deadlines, JSON errors.
+
+Every answer, refusals included, is JSON; no answer names an absolute path or an exception class.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import time
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import mlflow
+import numpy as np
+from mlflow.exceptions import MlflowException
+from mlflow.pyfunc.scoring_server import infer_and_parse_data, predictions_to_json
+
+from stemreg.models.mlflow_model import DEFAULT_PARAMS, PASS_COST_PX, check_work, resolve_params
+from stemreg.platform.errors import BadInputError, StemregError
+from stemreg.platform.serving.http_io import (_RESPONSE_TYPES, ACCEPTED_JSON, JSON_INPUT_KEYS,
+                                              RequestError, _shorten, check_image_array, decode_image,
+                                              detect_image_format, encode_image, public_message)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+#: 4096 x 4096 pixels: a large STEM frame, well within memory for the tiled model.
+DEFAULT_MAX_PIXELS = 4096 * 4096
+DEFAULT_POLL_SECONDS = 30.0
+#: Connections served at once (one thread each) and connections waiting for a thread; more get 503.
+DEFAULT_WORKERS = 32
+DEFAULT_QUEUED = 64
+#: Seconds a connection may stay silent (idle keep-alive, or a body that stops arriving).
+DEFAULT_SOCKET_TIMEOUT_S = 10.0
+#: Seconds a whole body may take to arrive, plus one per MB.
+DEFAULT_BODY_TIMEOUT_S = 30.0
+#: JSON inputs are at most 3 lists deep (a stack of rows of numbers).
+_MAX_INPUT_DEPTH = 3
+
+
+def default_max_work(max_pixels: int) -> int:
+    """The work budget (see :func:`stemreg.models.mlflow_model.work_of`): twice the pixel cap
+    (tiling overlap on the largest image) plus 64 forward passes."""
+    return 2 * int(max_pixels) + 64 * PASS_COST_PX
+
+
+_BOOLEAN = re.compile(rb'(?<!")\b(?:true|false)\b(?!")')
+
+
+def _list_depth(value: Any) -> int:
+    depth = 0
+    while isinstance(value, list) and value and depth < 64:
+        value, depth = value[0], depth + 1
+    return depth
+
+
+def _error_code(status: int) -> str:
+    return {404: "ENDPOINT_NOT_FOUND", 413: "RESOURCE_LIMIT_EXCEEDED",
+            503: "TEMPORARILY_UNAVAILABLE"}.get(status) or ("BAD_REQUEST" if 400 <= status < 500
+                                                          else "INTERNAL_ERROR")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Routes requests to the holder; every refusal is a JSON error naming the problem."""
+
+    server: Any  # the DenoiserHTTPServer (stemreg.platform.serving.server) that made this handler
+    protocol_version = "HTTP/1.1"  # keep-alive: clients reuse the connection
+    server_version = "stemreg-serve"
+
+    ROUTES = {
+        ("GET", "/ping"): "_ping", ("GET", "/health"): "_ping", ("GET", "/version"): "_version",
+        ("GET", "/model"): "_model", ("POST", "/invocations"): "_invocations",
+        ("POST", "/denoise"): "_denoise", ("POST", "/reload"): "_reload",
+    }
+
+    # -- plumbing ----------------------------------------------------------------------------
+    def setup(self) -> None:
+        self.timeout = self.server.socket_timeout  # StreamRequestHandler sets it on the socket
+        super().setup()
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (bad request line, unsupported method, ...) as JSON too."""
+        try:
+            phrase = HTTPStatus(code).phrase
+        except ValueError:
+            phrase = "error"
+        self.close_connection = True
+        if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"  # an unparsable request line still gets a status line
+        try:
+            self._send_json(code, {"error": message or phrase, "error_code": _error_code(code)})
+        except OSError:
+            pass
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def _send(self, status: int, body: bytes, content_type: str, headers: dict | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _send_json(self, status: int, payload: Any) -> None:
+        self._send(status, json.dumps(payload).encode(), "application/json")
+
+    def _dispatch(self) -> None:
+        path = urlsplit(self.path).path.rstrip("/") or "/"
+        route = self.ROUTES.get((self.command, path))
+        try:
+            if route is None:
+                methods = sorted(m for (m, p) in self.ROUTES if p == path)
+                if methods:
+                    raise RequestError(405, f"{self.command} is not allowed on {path}",
+                                       f"{' or '.join(methods)} {path}")
+                endpoints = ", ".join(f"{m} {p}" for (m, p) in self.ROUTES)
+                raise RequestError(404, f"no endpoint {self.command} {path}", endpoints)
+            getattr(self, route)()
+        except RequestError as exc:
+            self._send_json(exc.status, exc.payload())
+        except StemregError as exc:  # the library's own refusals: bad input 400, others 409
+            status = 400 if isinstance(exc, BadInputError) else 409
+            self._send_json(status, RequestError(status, public_message(exc)).payload())
+        except RecursionError:
+            self._send_json(400, RequestError(400, "the request is nested too deeply",
+                                              ACCEPTED_JSON).payload())
+        except Exception:  # noqa: BLE001 - the server must survive anything one request does
+            log.exception("error serving %s %s", self.command, self.path)
+            self._send_json(500, {"error": "internal error while serving this request; the server's "
+                                           "log has the details", "error_code": "INTERNAL_ERROR"})
+
+    do_GET = _dispatch
+    do_POST = _dispatch
+    do_PUT = _dispatch
+    do_DELETE = _dispatch
+    do_PATCH = _dispatch
+    do_OPTIONS = _dispatch
+
+    def _read_body(self) -> bytes:
+        length_header = self.headers.get("Content-Length")
+        if length_header is None:
+            self.close_connection = True  # a chunked body we will not read would poison the connection
+            raise RequestError(411, "the request has no Content-Length",
+                               "a request body with a Content-Length header")
+        try:
+            length = int(length_header)
+        except ValueError as exc:
+            self.close_connection = True
+            raise RequestError(400, f"bad Content-Length {length_header!r}",
+                               "a non-negative integer") from exc
+        if length < 0:
+            self.close_connection = True
+            raise RequestError(400, f"bad Content-Length {length}", "a non-negative integer")
+        if length > self.server.max_body_bytes:
+            # Don't read (or buffer) an oversized body; close the connection instead.
+            self.close_connection = True
+            raise RequestError(413, f"request body of {length} bytes is larger than this server's "
+                                    f"cap of {self.server.max_body_bytes} bytes "
+                                    f"(--max-pixels {self.server.max_pixels})",
+                               f"at most {self.server.max_pixels} pixels per request")
+        deadline = time.monotonic() + self.server.body_timeout + length / 1e6
+        body = bytearray(length)
+        view, got = memoryview(body), 0
+        try:
+            while got < length:
+                if time.monotonic() > deadline:
+                    raise TimeoutError
+                n = self.rfile.readinto(view[got:got + (1 << 20)])
+                if not n:
+                    self.close_connection = True
+                    raise RequestError(400, f"the body ended after {got} of the {length} bytes its "
+                                            "Content-Length announced", "a body as long as its Content-Length")
+                got += n
+        except TimeoutError:
+            self.close_connection = True
+            raise RequestError(408, f"the body did not arrive in time ({got} of {length} bytes)",
+                               "a body as long as its Content-Length, sent without pauses") from None
+        return body
+
+    # -- endpoints ---------------------------------------------------------------------------
+    def _ping(self) -> None:
+        holder = self.server.holder
+        if holder.loaded:
+            self._send(200, b"\n", "application/json")  # what MLflow's /ping answers
+            return
+        detail = f"; last load failed: {public_message(holder.load_error)}" if holder.load_error else ""
+        self._send_json(503, {"error": f"model not loaded yet{detail}", "status": "loading"})
+
+    def _version(self) -> None:
+        self._send(200, mlflow.__version__.encode(), "application/json")
+
+    def _model(self) -> None:
+        holder = self.server.holder
+        served = holder.current
+        if served is None:
+            raise RequestError(503, "the model is not loaded yet; retry when GET /health answers 200")
+        info = served.describe()
+        info["last_refresh"] = holder.last_refresh.as_dict() if holder.last_refresh else None
+        info["poll_seconds"] = self.server.poll_seconds
+        info["max_pixels"] = self.server.max_pixels
+        info["max_work"] = self.server.max_work
+        self._send_json(200, info)
+
+    def _reload(self) -> None:
+        self._read_body()  # drain whatever came, so keep-alive stays in step
+        result = self.server.holder.refresh()
+        payload = result.as_dict()
+        if result.error:
+            payload["error"] = (f"reload failed, still serving version {result.previous_version}: "
+                                f"{public_message(result.error)}")
+            payload["error_code"] = "RELOAD_FAILED"
+            self._send_json(500, payload)
+        else:
+            self._send_json(200, payload)
+
+    def _invocations(self) -> None:
+        content_type = (self.headers.get("Content-Type") or "application/json").split(";")[0].strip()
+        body = self._read_body()
+        if content_type.lower() != "application/json":
+            raise RequestError(415, f"Content-Type {content_type!r} is not served on /invocations",
+                               "application/json (" + ACCEPTED_JSON + "); images go to POST /denoise")
+        if not body:
+            raise RequestError(400, "empty request body", ACCEPTED_JSON)
+        try:
+            request = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise RequestError(400, f"bad JSON: {exc}", ACCEPTED_JSON) from exc
+        except RecursionError:
+            raise RequestError(400, "the JSON is nested too deeply; an image needs at most "
+                                    f"{_MAX_INPUT_DEPTH} levels of lists", ACCEPTED_JSON) from None
+        if not isinstance(request, dict):
+            raise RequestError(400, f"the JSON is a {type(request).__name__}, not an object",
+                               ACCEPTED_JSON)
+        keys = [k for k in request if k in JSON_INPUT_KEYS]
+        if len(keys) != 1:
+            found = ", ".join(map(repr, request)) or "none"
+            raise RequestError(400, f"the JSON must hold exactly one input key; found keys: {found}",
+                               ACCEPTED_JSON)
+        key = keys[0]
+        if key == "inputs" and isinstance(request[key], dict):
+            raise RequestError(400, '"inputs" holds named tensors; this model takes one unnamed tensor',
+                               ACCEPTED_JSON)
+        if _BOOLEAN.search(body):  # MLflow's parser would turn them into 0.0 and 1.0 silently
+            raise RequestError(400, "input holds booleans (true/false); a real-valued image (integer or "
+                                    "float pixels) is needed", ACCEPTED_JSON)
+        depth = _list_depth(request[key]) if key in ("inputs", "instances") else 0
+        if depth > _MAX_INPUT_DEPTH:
+            raise RequestError(400, f'"{key}" has rank {depth if depth < 64 else "64 or more"} (lists nested '
+                                    f"that deep); an image (H, W) or a stack (N, H, W) is needed", ACCEPTED_JSON)
+        params = request.get("params")
+        if params is not None and not isinstance(params, dict):
+            raise RequestError(400, '"params" must be an object', ACCEPTED_JSON)
+        try:
+            options = resolve_params(params)
+        except ValueError as exc:
+            raise RequestError(400, str(exc), ACCEPTED_JSON) from None
+        holder = self.server.holder
+        if not holder.loaded:
+            raise RequestError(503, "the model is not loaded yet; retry when GET /health answers 200")
+        try:
+            # MLflow's own parser: the same array (dtype from the signature) `mlflow models serve` builds.
+            data = infer_and_parse_data({key: request[key]}, holder.input_schema())
+        except MlflowException as exc:
+            raise RequestError(400, f"could not parse {key!r}: {_shorten(exc.message)}",
+                               ACCEPTED_JSON) from exc
+        except (ValueError, TypeError) as exc:
+            raise RequestError(400, f"could not parse {key!r}: {public_message(exc)}", ACCEPTED_JSON) from None
+        checked = check_image_array(data.to_numpy() if hasattr(data, "to_numpy") else data,
+                                    max_pixels=self.server.max_pixels)
+        self._check_work(checked.shape, options)
+        if hasattr(data, "to_numpy") and holder.takes_stacks_only():
+            # A table of numbers is one image (rows x columns). MLflow's schema check refuses
+            # DataFrames for a tensor signature; we hand the model the array instead.
+            data = np.asarray(checked, dtype=np.float32)
+        try:
+            # A lone (H, W) image is answered as (H, W) even by a model signed for stacks,
+            # where `mlflow models serve` would refuse it: a convenience beyond MLflow.
+            predictions, _ = holder.denoise(data, options)
+        except MlflowException as exc:  # schema enforcement and the like: the input's fault
+            raise RequestError(400, f"the model refused the input: {_shorten(exc.message)}",
+                               ACCEPTED_JSON) from exc
+        out = io.StringIO()
+        predictions_to_json(predictions, out)  # MLflow's encoder: the same JSON as its server
+        self._send(200, out.getvalue().encode(), "application/json")
+
+    def _check_work(self, shape: tuple[int, ...], options: dict[str, int]) -> None:
+        try:
+            check_work(tuple(shape), options, self.server.max_work)
+        except OverflowError as exc:
+            raise RequestError(413, str(exc), ACCEPTED_JSON) from None
+
+    def _denoise(self) -> None:
+        query = parse_qs(urlsplit(self.path).query)
+        format_hint = (query.get("format") or [None])[0]
+        body = self._read_body()
+        fmt = detect_image_format(body, content_type=self.headers.get("Content-Type"),
+                                  format_hint=format_hint)
+        image = decode_image(body, fmt, max_pixels=self.server.max_pixels)  # validated once, in memory
+        self._check_work(image.data.shape, dict(DEFAULT_PARAMS))
+        predictions, served = self.server.holder.denoise(image.data)
+        denoised = np.asarray(predictions, dtype=np.float32).reshape(image.data.shape)
+        payload = encode_image(denoised, fmt, like=image)
+        self._send(200, payload, _RESPONSE_TYPES[fmt],
+                   headers={"X-Model-Version": served.version, "X-Model-Name": served.name})
+
+

@@ -1,0 +1,228 @@
+"""Model integrity at load, no code run from the artifact store, and `stemreg denoise` outputs.
+
+A real SQLite registry per module (models logged by `test_serving`'s helper through
+`log_model_args`), the real CLI and a real server.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from test_serving import CONDITION, NAME, log_and_register, noisy_stack, post_json, set_champion, wait_healthy
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _model_dir(client, version: str) -> Path:
+    uri = client.get_model_version_download_uri(NAME, version)
+    return Path(uri.removeprefix("file://"))
+
+
+def _weights(client, version: str) -> Path:
+    return next(_model_dir(client, version).rglob("weights.pt"))
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """v1 good (champion), v2 with truncated weights, v3 good with correct sha256 tags, v4 good
+    with a wrong weights_sha256."""
+    import mlflow
+
+    root = tmp_path_factory.mktemp("integrity-store")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        mlflow.set_experiment("integrity-tests")
+        client = mlflow.MlflowClient()
+        versions = [log_and_register(seed) for seed in (1, 2, 3, 4)]
+        weights = _weights(client, versions[1])
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+        for version, digest in ((versions[2], None), (versions[3], "0" * 64)):
+            data = _weights(client, version)
+            client.set_model_version_tag(NAME, version, "weights_sha256",
+                                         digest or hashlib.sha256(data.read_bytes()).hexdigest())
+            arch = data.with_name("architecture.json").read_bytes()
+            client.set_model_version_tag(NAME, version, "architecture_sha256", hashlib.sha256(arch).hexdigest())
+        set_champion(versions[0])
+        yield {"uri": uri, "versions": versions, "root": root, "client": client}
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+
+
+def _denoise_cli(store, tmp_path, *inputs: str, outdir: str | None = None):
+    from stemreg.platform.cli import main
+
+    env = {"MLFLOW_TRACKING_URI": store["uri"]}
+    return CliRunner().invoke(main, ["denoise", *inputs, "--condition", CONDITION, "-o",
+                                     outdir or str(tmp_path / "out")], env=env)
+
+
+@pytest.fixture()
+def image(tmp_path) -> Path:
+    path = tmp_path / "frame.npy"
+    np.save(path, noisy_stack(1, 24, seed=0)[0])
+    return path
+
+
+# --------------------------------------------------------------------------- loader_module
+
+def test_new_models_store_no_code_and_name_the_installed_loader(store):
+    model_dir = _model_dir(store["client"], store["versions"][0])
+    assert not list(model_dir.rglob("*.py"))  # was pyfunc_entry.py, executed on load
+    mlmodel = (model_dir / "MLmodel").read_text()
+    assert "loader_module: stemreg.models.mlflow_model" in mlmodel
+
+
+def test_an_old_models_from_code_model_loads_without_running_its_stored_code(tmp_path, monkeypatch):
+    import mlflow
+
+    from stemreg.models.architectures import build_model
+    from stemreg.models.mlflow_model import model_signature, save_artifacts
+    from stemreg.models.prediction import load_pyfunc, predict
+
+    monkeypatch.chdir(tmp_path)
+    marker = tmp_path / "code-ran"
+    entry = tmp_path / "entry.py"
+    entry.write_text(textwrap.dedent(f"""
+        from pathlib import Path
+        Path({str(marker)!r}).write_text("ran")
+        from mlflow.models import set_model
+        from stemreg.models.mlflow_model import DenoiserPyfunc
+        set_model(DenoiserPyfunc())
+    """))
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'old.db'}")
+    try:
+        net = build_model({"kind": "reverse-hourglass", "depth": 3, "widths": [4, 4], "kernel_size": 3})
+        with mlflow.start_run():
+            info = mlflow.pyfunc.log_model(name="model", python_model=str(entry),
+                                           artifacts=save_artifacts(net, tmp_path / "art"),
+                                           signature=model_signature(), pip_requirements=["torch"])
+        marker.unlink(missing_ok=True)  # logging may run it; loading must not
+        model_dir = Path(mlflow.artifacts.download_artifacts(info.model_uri))
+        model = load_pyfunc(str(model_dir))
+        assert not marker.exists()
+        assert predict(model, noisy_stack(1, 16, seed=1)[0]).shape == (16, 16)
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+# --------------------------------------------------------------------------- integrity at load
+
+def test_truncated_weights_are_one_line_in_denoise_naming_the_version_and_the_fix(store, tmp_path, image):
+    set_champion(store["versions"][1])
+    try:
+        result = _denoise_cli(store, tmp_path, str(image))
+    finally:
+        set_champion(store["versions"][0])
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.output  # was a 46-line traceback
+    assert f"version {store['versions'][1]}" in lines[0]
+    assert f"stemreg rollback --condition {CONDITION}" in lines[0]
+
+
+def test_a_weights_sha256_mismatch_refuses_to_load(store, tmp_path, image):
+    set_champion(store["versions"][3])
+    try:
+        result = _denoise_cli(store, tmp_path, str(image))
+    finally:
+        set_champion(store["versions"][0])
+    assert result.exit_code == 1
+    assert "weights_sha256" in result.output and f"version {store['versions'][3]}" in result.output
+    assert not (tmp_path / "out" / "frame.npy").exists()
+
+
+def test_matching_sha256_tags_load_and_denoise(store, tmp_path, image):
+    set_champion(store["versions"][2])
+    try:
+        result = _denoise_cli(store, tmp_path, str(image))
+    finally:
+        set_champion(store["versions"][0])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "frame.npy").is_file()
+
+
+def test_reload_of_a_broken_version_answers_json_without_paths_and_keeps_serving(store):
+    from stemreg.platform.serving import make_server
+
+    srv = make_server(CONDITION, port=0, poll_seconds=0, tracking_uri=store["uri"]).start_background()
+    try:
+        wait_healthy(srv.url)
+        for broken in (store["versions"][1], store["versions"][3]):
+            set_champion(broken)
+            status, answer = post_json(srv.url, "/reload", {})
+            assert status == 500 and answer["error_code"] == "RELOAD_FAILED"  # was 500 with absolute paths
+            assert f"still serving version {store['versions'][0]}" in answer["error"]
+            assert str(store["root"]) not in json.dumps(answer) and "Error:" not in answer["error"]
+            assert post_json(srv.url, "/invocations", {"inputs": noisy_stack(1, 8, seed=0).tolist()})[0] == 200
+    finally:
+        set_champion(store["versions"][0])
+        srv.stop()
+
+
+# --------------------------------------------------------------------------- denoise outputs
+
+def test_two_inputs_with_one_output_name_are_refused_before_any_work(store, tmp_path):
+    for folder in ("d1", "d2"):
+        (tmp_path / folder).mkdir()
+        np.save(tmp_path / folder / "same.npy", noisy_stack(1, 16, seed=2)[0])
+    result = _denoise_cli(store, tmp_path, str(tmp_path / "d1/same.npy"), str(tmp_path / "d2/same.npy"))
+    assert result.exit_code == 2, result.output  # was: one file written, two reported
+    assert "would both be written to" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unwritable_output_directory_is_one_line(store, tmp_path, image):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = _denoise_cli(store, tmp_path, str(image), outdir=str(blocker / "sub"))
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "cannot create the output directory" in result.output
+
+
+def test_outputs_are_written_atomically_and_replacing_is_reported(store, tmp_path, image):
+    first = _denoise_cli(store, tmp_path, str(image))
+    second = _denoise_cli(store, tmp_path, str(image))
+    assert first.exit_code == 0 and second.exit_code == 0
+    assert "replaced" not in first.output and "replaced the existing file" in second.output
+    assert sorted(os.listdir(tmp_path / "out")) == ["frame.npy"]  # no temporary file left behind
+
+
+# --------------------------------------------------------------------------- moved project
+
+def test_a_copied_project_reads_its_own_artifacts(tmp_path, monkeypatch):
+    import shutil
+
+    import mlflow
+
+    from stemreg.platform.prediction import load_model
+
+    original = tmp_path / "original"
+    original.mkdir()
+    monkeypatch.chdir(original)
+    uri = f"sqlite:///{original / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        mlflow.set_experiment("moved")
+        version = log_and_register(5)
+        set_champion(version)
+    finally:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    shutil.rmtree(original / "mlruns")  # the original's artifacts are gone: the copy must not need them
+    monkeypatch.chdir(tmp_path)
+    loaded = load_model(CONDITION, tracking_uri=f"sqlite:///{copy / 'mlflow.db'}")
+    assert loaded.version == version
+    assert loaded.pyfunc.predict(noisy_stack(1, 8, seed=0)).shape == (1, 8, 8)
