@@ -18,6 +18,7 @@ from stemreg.models.config import off_benchmark
 from stemreg.tuning.budget import SearchBudget
 from stemreg.tuning.storage import masked_url, open_storage
 from stemreg.tuning.latency import ms_per_mpx
+from stemreg.tuning.space import space_params
 
 if TYPE_CHECKING:
     import optuna
@@ -222,7 +223,7 @@ def run_study(condition: "Condition | str", *, n_trials: int | None, timeout_s: 
     study = make_study(storage_url=storage_url, study_name=study_name, objective=objective,
                        pruner=pruner, sampler=sampler, heartbeat_interval_s=heartbeat_interval_s)
     for params in enqueue or []:
-        study.enqueue_trial(_space_params(params), skip_if_exists=True)
+        study.enqueue_trial(space_params(params), skip_if_exists=True)
 
     from stemreg.tuning.tracking import StudyTracker
 
@@ -254,21 +255,6 @@ def run_study(condition: "Condition | str", *, n_trials: int | None, timeout_s: 
                                    "trials_done_here": counter.n_done},
                    multi_objective=objective is Objective.QUALITY_LATENCY, target_names=TARGET_NAMES)
     return result
-
-
-def _space_params(params: dict[str, Any]) -> dict[str, Any]:
-    """Parameters to enqueue, typed as the search space suggests them (else Optuna re-queues duplicates)."""
-    from stemreg.tuning.space import SEED_DEFAULT_PARAMS
-
-    params = {"levels": 1, **params}  # a point without `levels` is the plain net (as before the family grew)
-    missing = set(SEED_DEFAULT_PARAMS) - set(params)
-    extra = set(params) - set(SEED_DEFAULT_PARAMS)
-    if missing or extra:
-        raise ValueError(f"enqueued parameters must be exactly {sorted(SEED_DEFAULT_PARAMS)} "
-                         f"(missing {sorted(missing)}, unknown {sorted(extra)})")
-    return {"levels": int(params["levels"]), "depth": int(params["depth"]), "base_width": int(params["base_width"]),
-            "growth": float(params["growth"]), "kernel_size": int(params["kernel_size"]),
-            "lr": float(params["lr"])}
 
 
 class _TrialCounter:

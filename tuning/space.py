@@ -95,3 +95,16 @@ def flops_per_pixel(model: "nn.Module") -> float:
     from stemreg.models.flops import flops_per_pixel as models_flops  # torch: only when a trial builds a net
 
     return float(models_flops(model))
+
+
+def space_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Parameters to enqueue, typed as the search space suggests them (else Optuna re-queues duplicates)."""
+    params = {"levels": 1, **params}  # a point without `levels` is the plain net (as before the family grew)
+    missing = set(SEED_DEFAULT_PARAMS) - set(params)
+    extra = set(params) - set(SEED_DEFAULT_PARAMS)
+    if missing or extra:
+        raise ValueError(f"enqueued parameters must be exactly {sorted(SEED_DEFAULT_PARAMS)} "
+                         f"(missing {sorted(missing)}, unknown {sorted(extra)})")
+    return {"levels": int(params["levels"]), "depth": int(params["depth"]), "base_width": int(params["base_width"]),
+            "growth": float(params["growth"]), "kernel_size": int(params["kernel_size"]),
+            "lr": float(params["lr"])}
