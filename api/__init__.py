@@ -93,7 +93,7 @@ def denoise(image: Any, *, condition: Any = None, alias: str = "champion", model
 
 
 def load_model(condition: Any = None, *, alias: str = "champion", model_uri: str | None = None,
-               tracking_uri: str | None = None) -> "LoadedModel":
+               tracking_uri: str | None = None, fallback_pretrained: bool = True) -> "LoadedModel":
     """Load a condition's registered denoiser (or any stemreg model URI) once.
 
     Parameters
@@ -106,6 +106,9 @@ def load_model(condition: Any = None, *, alias: str = "champion", model_uri: str
         Instead of ``condition``: an MLflow model URI or a local model folder.
     tracking_uri : str, optional
         The MLflow store; default as for :func:`denoise`.
+    fallback_pretrained : bool, default True
+        With nothing registered for the condition, the champion is the pretrained base that
+        ships with stemreg (``.name`` says so, ``.version`` is None).
 
     Returns
     -------
@@ -123,7 +126,8 @@ def load_model(condition: Any = None, *, alias: str = "champion", model_uri: str
     """
     from stemreg.platform.prediction import load_model as _load_model
 
-    return _load_model(condition, alias=alias, model_uri=model_uri, tracking_uri=tracking_uri)
+    return _load_model(condition, alias=alias, model_uri=model_uri, tracking_uri=tracking_uri,
+                       fallback_pretrained=fallback_pretrained)
 
 
 def simulate(condition: Any, n: int, *, seed: int = 0, size_px: int | None = None) -> "PairBatch":

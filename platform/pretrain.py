@@ -24,7 +24,7 @@ from stemreg.models.binned import mean_over_bins, per_bin
 from stemreg.models.flops import flops_per_pixel
 from stemreg.models.inference import denoise_array
 from stemreg.models.metrics import psnr_batch, ssim_batch
-from stemreg.models.pretrained import BASE_NAME, load_pretrained, save_pretrained
+from stemreg.models.pretrained import BASE_NAME, load_card, load_pretrained, save_pretrained
 from stemreg.models.training import TrainConfig, train
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ def pretrain_base(condition: Condition | str = "low-dose", *, steps: int = 4000,
         "torch": torch.__version__,
     }
     save_pretrained(result.model, card, name, directory)
-    return card
+    return load_card(name, directory)  # as written, with the weights' sha256
 
 
 if __name__ == "__main__":  # python -m stemreg.platform.pretrain STEPS [THREADS]

@@ -85,7 +85,7 @@ def _train_cnn(method: str, arch: dict[str, Any], mode: str, train_data: Any, da
 def _registered_champion(condition: Any) -> tuple[PredictFn, str, dict[str, Any]] | None:
     """The condition's registered champion as a predict function, or None when there is none."""
     try:
-        model = load_model(condition, alias=CHAMPION)
+        model = load_model(condition, alias=CHAMPION, fallback_pretrained=False)
     except NotRegisteredError:
         return None
     except Exception as exc:  # noqa: BLE001 - an unreachable/odd registry means "train here", said in the log

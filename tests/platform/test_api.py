@@ -79,11 +79,17 @@ def test_denoise_a_hyperspy_signal_keeps_axes_and_metadata(registered_low_dose):
     assert not np.array_equal(out.data, signal.data)  # the input is left as it was
 
 
-def test_nothing_registered_is_a_bad_input_error(mlflow_store):
+def test_nothing_registered_is_a_bad_input_error_unless_the_shipped_base_stands_in(mlflow_store):
+    from stemreg.models import pretrained
     from stemreg.platform.errors import BadInputError
 
     with pytest.raises(BadInputError, match="no model registered for condition 'defocus'"):
-        stemreg.load_model("defocus")
+        stemreg.load_model("defocus", fallback_pretrained=False)
+    with pytest.raises(BadInputError, match="no model registered for condition 'defocus'"):
+        stemreg.load_model("defocus", alias="challenger")  # the base stands in for a champion only
+    if pretrained.available():
+        model = stemreg.load_model("defocus")
+        assert model.version is None and "pretrained base" in model.name
 
 
 def test_the_server_leaves_mlflow_globals_alone(registered_low_dose):

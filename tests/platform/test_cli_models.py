@@ -82,9 +82,10 @@ def test_denoise_bad_input_exits_2_with_a_reason(fixture_env, tmp_path):
     assert wrong.exit_code == 2 and ".txt" in wrong.output
 
 
-def test_denoise_without_a_champion_exits_2(mlflow_store, tmp_path):
+def test_denoise_without_a_challenger_exits_2(mlflow_store, tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((16, 16), np.float32))
-    result = _invoke("denoise", str(tmp_path / "x.npy"), "--condition", "defocus", "-o", str(tmp_path / "o"))
+    result = _invoke("denoise", str(tmp_path / "x.npy"), "--condition", "defocus", "--alias", "challenger",
+                     "-o", str(tmp_path / "o"))
     assert result.exit_code == 2
     assert "no model registered for condition 'defocus'" in result.output
 

@@ -54,8 +54,9 @@ def test_version_card_holds_every_section_with_real_figures(card_env, tmp_path):
     assert "BM3D" not in card                                    # no BM3D figures tagged: none shown
     # Lineage, with the digests of the very files that were logged.
     assert "### Lineage" in card and f"run: `{card_env.run_id}`" in card and "trained from scratch" in card
-    local = Path(mlflow.artifacts.download_artifacts(f"models:/{card_env.name}/{card_env.version}",
-                                                     dst_path=str(tmp_path), tracking_uri=card_env.tracking_uri))
+    # the version's own artifact location: no models:/ lookup through a process-wide registry URI
+    source = client.get_model_version_download_uri(card_env.name, card_env.version)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(tmp_path)))
     weights, architecture = next(local.rglob("weights.pt")), next(local.rglob("architecture.json"))
     assert mv.tags["weights_sha256"] == _sha256(weights)
     assert mv.tags["architecture_sha256"] == _sha256(architecture)

@@ -7,13 +7,15 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
+from stemreg.models import pretrained
 from stemreg.platform import registry
 from stemreg.platform.pipeline import run_pipeline
 from tests.platform.conftest import TINY_ARCH, TINY_DATA, TINY_TRAIN
 
 
 def test_pipeline_registers_a_scored_champion_in_one_parent_run(mlflow_store):
-    result = run_pipeline(["low-dose"], train=TINY_TRAIN, arch=TINY_ARCH, progress=False, **TINY_DATA)
+    result = run_pipeline(["low-dose"], train=TINY_TRAIN, arch=TINY_ARCH, progress=False, from_scratch=True,
+                          **TINY_DATA)
     (outcome,) = result.outcomes
     assert outcome.alias == "champion" and outcome.promoted
     champion = registry.resolve("low-dose", "champion")
@@ -29,7 +31,9 @@ def test_pipeline_registers_a_scored_champion_in_one_parent_run(mlflow_store):
     # The MLflow UI's description boxes say what each run is.
     assert "stemreg main job over low-dose" in parent.data.tags["mlflow.note.content"]
     version = client.get_model_version("stem-denoiser-low-dose", outcome.version)
-    assert train_run.data.tags["mlflow.note.content"] == version.description
+    # the run's description is the training summary; the version's is its model card, which carries it
+    assert train_run.data.tags["mlflow.note.content"] == version.tags["card.summary"]
+    assert version.description.startswith("## stem-denoiser-low-dose version")
     assert "'low-dose'" in version.description
     summary = json.loads(open(mlflow.artifacts.download_artifacts(
         run_id=result.run_id, artifact_path="pipeline_summary.json")).read())
@@ -47,7 +51,7 @@ def test_pipeline_tunes_then_fine_tunes_other_conditions_from_the_low_dose_base(
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     tune_budget = TINY_BUDGET.model_dump()
     # One trial each: low-dose's search tries the seed's default first; blur's tries low-dose's winner.
-    result = run_pipeline(["blur", "low-dose"], trials=1, train=TINY_TRAIN, tune_budget=tune_budget,
+    result = run_pipeline(["blur", "low-dose"], trials=1, train=TINY_TRAIN, tune_budget=tune_budget, from_scratch=True,
                           storage=storage, progress=False, **TINY_DATA)
 
     low, blur = result.outcomes
@@ -75,7 +79,7 @@ def test_pipeline_tunes_then_fine_tunes_other_conditions_from_the_low_dose_base(
     assert set(low.phase_seconds) == {"tune", "train", "data_log_register_score", "promote"}
 
     # A second run resumes the study (the queued default is not repeated) and gates its new version.
-    again = run_pipeline(["low-dose"], trials=1, train=TINY_TRAIN, tune_budget=tune_budget,
+    again = run_pipeline(["low-dose"], trials=1, train=TINY_TRAIN, tune_budget=tune_budget, from_scratch=True,
                          storage=storage, progress=False, **TINY_DATA)
     (second,) = again.outcomes
     params = study_params("low-dose")
@@ -86,3 +90,23 @@ def test_pipeline_tunes_then_fine_tunes_other_conditions_from_the_low_dose_base(
     assert second.promoted == (second_psnr > first_psnr)
     if not second.promoted:
         assert str(registry.resolve("low-dose", "challenger").version) == "2"
+
+
+@pytest.mark.skipif(not pretrained.available(), reason="no pretrained base in this checkout")
+def test_pipeline_registers_the_shipped_base_once_and_fine_tunes_from_it(mlflow_store):
+    from mlflow import MlflowClient
+
+    tiny = {"epochs": 1, "steps_per_epoch": 2, "batch_size": 2, "patch_px": 64}
+    result = run_pipeline(["blur"], train=tiny, progress=False, n_train=2, n_val=1)
+    [blur] = result.outcomes
+    client = MlflowClient(mlflow_store)
+    base = client.get_model_version("stem-denoiser-low-dose", "1")
+    assert base.tags["pretrained"] == "true" and base.tags["pretrained.weights_sha256"] == pretrained.load_card()[
+        "weights_sha256"]
+    assert json.loads(base.tags["pretrained.card"])["command"].startswith("stemreg pretrain")
+    assert blur.parent == "models:/stem-denoiser-low-dose/1" and blur.alias == "champion"
+    assert json.loads(client.get_model_version("stem-denoiser-blur", blur.version).tags["architecture"])["levels"] == 4
+    # a second run finds the base registered already: no second copy
+    run_pipeline(["blur"], train=tiny, progress=False, n_train=2, n_val=1)
+    versions = client.search_model_versions("name='stem-denoiser-low-dose'")
+    assert [str(v.version) for v in versions if v.tags.get("pretrained") == "true"] == ["1"]

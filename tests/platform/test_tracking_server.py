@@ -34,7 +34,7 @@ TRAIN_FLAGS = ["--epochs", "1", "--steps-per-epoch", "4", "--batch-size", "2", "
 #: One trial per worker and a one-epoch retrain, a few seconds each.
 TUNE_FLAGS = ["--trials", "1", "--epochs", "1", "--steps", "2", "--n-train", "2", "--n-val", "1",
               "--image-px", "48", "--patch-px", "32", "--batch-size", "2", "--retrain-epochs", "1",
-              "--no-progress", "--json"]
+              "--no-progress", "--json", "--min-receptive-cells", "0"]
 
 
 def _free_port() -> int:
