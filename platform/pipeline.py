@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ from typing import Any
 import mlflow
 import optuna
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
+from tqdm.auto import tqdm
 
 from stemreg.acquisition import list_conditions
 from stemreg.models.config import (FINE_TUNE_BUDGET, FINE_TUNE_EPOCH_FRACTION, FINE_TUNE_LR_FACTOR, QUICK_BUDGET,
@@ -34,6 +36,7 @@ from stemreg.models.config import (FINE_TUNE_BUDGET, FINE_TUNE_EPOCH_FRACTION, F
 from stemreg.models.pretrained import available as pretrained_available
 from stemreg.platform import registry
 from stemreg.platform.errors import BadInputError
+from stemreg.platform.plan import describe_pipeline
 from stemreg.platform.registry import as_condition
 from stemreg.platform.store import configure
 from stemreg.platform.training import canonical_architecture, train_and_register
@@ -323,7 +326,14 @@ def run_pipeline(conditions: list[str] | None = None, *, trials: int = 0, train:
         pretrained = pretrained_base(progress) if share_base and not from_scratch else None
         if pretrained is not None:
             mlflow.set_tag("pretrained_base", pretrained.uri)
-        for cond in resolved:
+        if progress:
+            plan_config = {**(FINE_TUNE_BUDGET.train_options() if pretrained else QUICK_TRAIN), **(train or {})}
+            plan_arch = pretrained.architecture if pretrained else (arch or QUICK_ARCHITECTURE)
+            tqdm.write(describe_pipeline([c.name for c in resolved], arch=plan_arch, config=plan_config,
+                                         pretrained=pretrained is not None, trials=trials), file=sys.stderr)
+        for index, cond in enumerate(resolved, 1):
+            if progress:
+                tqdm.write(f"[{index}/{len(resolved)}] {cond.name}", file=sys.stderr)
             if pretrained is not None:
                 base = pretrained
             else:

@@ -154,3 +154,21 @@ def plan_tune(budget, *, trials: int | None, timeout_s: float | None, retrain_ep
                     retrain_steps_per_epoch=retrain_steps_per_epoch if retrain_epochs else None,
                     batch_size=budget.batch_size, patch_px=budget.patch_px, step_seconds=step_seconds,
                     device=device)
+
+
+def describe_pipeline(conditions: list[str], *, arch: dict[str, Any], config: dict[str, Any], pretrained: bool,
+                      trials: int, step_seconds: float | None = None, device: str = "auto") -> str:
+    """The main job's whole plan, up front: conditions in order, steps each, a time estimate from a measured step."""
+    steps = int(config["epochs"]) * int(config["steps_per_epoch"])
+    if step_seconds is None:
+        step_seconds, device = measure_step_seconds(arch, batch_size=int(config["batch_size"]),
+                                                    patch_px=int(config["patch_px"]), device=device)
+    start = ("register the shipped pretrained base (once), then fine-tune" if pretrained
+             else "train (low-dose first; the others fine-tune from its champion)")
+    search = f"; an Optuna search of {trials} trial(s) first" if trials else ""
+    total = len(conditions) * steps * step_seconds
+    return (f"plan: {len(conditions)} condition(s) ({', '.join(conditions)}): {start} each for "
+            f"{config['epochs']} x {config['steps_per_epoch']} = {steps} steps of {config['batch_size']} x "
+            f"{config['patch_px']} px{search}; register, score on the stratified benchmark, promote if better\n"
+            f"      one step takes {step_seconds * 1000:.0f} ms on {device} here: about {_duration(total)} of "
+            f"training, plus ~10-30 s per condition to register and score")

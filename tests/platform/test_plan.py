@@ -48,3 +48,16 @@ def test_tune_announces_the_plan_before_searching_and_reports_it(mlflow_store, t
     assert plan["trials"] == 2 and plan["trial_steps"] == 2 and plan["retrain_steps"] == 0
     assert plan["step_seconds"] > 0 and plan["estimated_total_s"] >= 0
     assert report["study"]["n_trials_done"] == 2
+
+
+def test_the_main_job_shows_its_whole_plan_up_front():
+    from stemreg.models.config import FINE_TUNE_BUDGET, ArchitectureName, architecture
+    from stemreg.platform.plan import describe_pipeline
+
+    text = describe_pipeline(["low-dose", "blur"], arch=architecture(ArchitectureName.MULTISCALE),
+                             config=FINE_TUNE_BUDGET.train_options(), pretrained=True, trials=0, step_seconds=0.2,
+                             device="cpu")
+    steps = FINE_TUNE_BUDGET.epochs * FINE_TUNE_BUDGET.steps_per_epoch
+    assert "2 condition(s) (low-dose, blur)" in text and "pretrained base" in text
+    assert f"= {steps} steps of {FINE_TUNE_BUDGET.batch_size} x {FINE_TUNE_BUDGET.patch_px} px" in text
+    assert f"about {round(2 * steps * 0.2)} s of training" in text  # 2 conditions x 150 steps x 0.2 s
