@@ -37,8 +37,8 @@ ParamValue = Union[float, tuple[float, float]]
 RANGED_PARAMS: dict[str, tuple[float, float]] = {
     "pixel_size_pm": (0.5, 1000.0),
     "dose_scale": (1e-3, 1e3),
-    "beam_current_pA": (1e-6, np.inf),
-    "dwell_time_us": (1e-6, np.inf),
+    "beam_current_pA": (1e-6, 1e6),    # up to 1 uA: beyond any STEM probe
+    "dwell_time_us": (1e-6, 1e6),      # up to 1 s per pixel
     "bias": (0.0, np.inf),
     "defocus_nm": (-1e4, 1e4),
     "source_size_pm": (0.0, 1e3),
@@ -80,9 +80,10 @@ class Condition(BaseModel):
     dose_scale: ParamValue = (0.25, 4.0)
     energy_keV: float = Field(200.0, gt=0, le=3000)
     convergence_mrad: float = Field(30.0, gt=0, le=200)
-    cs_um: float = 0.0
+    # Spherical aberration: 0 (corrected) to a few mm on uncorrected lenses; finite.
+    cs_um: float = Field(0.0, ge=-1e4, le=1e4, allow_inf_nan=False)
     detector_efficiency: float = Field(DETECTOR_EFFICIENCY, gt=0, le=1)
-    read_noise_e: float = Field(READ_NOISE_E, ge=0)
+    read_noise_e: float = Field(READ_NOISE_E, ge=0, le=1e3, allow_inf_nan=False)
     beam_current_pA: ParamValue = 50.0
     dwell_time_us: ParamValue = 1.4
     bias: ParamValue = 0.2

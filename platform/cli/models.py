@@ -169,6 +169,8 @@ def models_command(condition_name: str | None, as_json: bool) -> None:
     from stemreg.platform.store import configure
 
     configure()
+    if condition_name:
+        condition_name = load_condition(condition_name).name  # an unknown name exits 2, listing the known ones
     models = list_condition_models()
     if condition_name:
         models = [m for m in models if m["condition"] == condition_name]

@@ -205,3 +205,13 @@ def test_changing_a_range_changes_the_benchmark_id():
     cond = get_condition("low-dose")
     narrower = cond.model_copy(update={"pixel_size_pm": (5.0, 40.0)})
     assert narrower.benchmark_id() != cond.benchmark_id()
+
+
+@pytest.mark.parametrize("line, field", [("cs_um: .nan", "cs_um"), ("cs_um: 1e300", "cs_um"),
+                                         ("beam_current_pA: 1e30", "beam_current_pA"),
+                                         ("read_noise_e: .inf", "read_noise_e")])
+def test_impossible_microscopes_are_refused_with_the_field_named(tmp_path, line, field):
+    path = tmp_path / "scope.yaml"
+    path.write_text(f"name: scope\n{line}\n")
+    with pytest.raises(ValueError, match=f"invalid condition: {field}"):
+        load_condition(path)

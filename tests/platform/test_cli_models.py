@@ -199,3 +199,8 @@ def test_denoise_a_dm3_file_writes_hspy_with_its_calibration(fixture_env, tmp_pa
     assert out.data.shape == noisy.shape
     assert out.calibration.pixel_size_pm() == pytest.approx(8.0, rel=1e-5)
     assert psnr(out.data, clean) > psnr(noisy, clean)
+
+
+def test_models_of_an_unknown_condition_exits_2(mlflow_store):
+    result = _invoke("models", "-c", "no-such")
+    assert result.exit_code == 2 and "unknown condition 'no-such'" in result.output
