@@ -20,6 +20,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.pyfunc.scoring_server import infer_and_parse_data, predictions_to_json
 
 from stemreg.models.mlflow_model import DEFAULT_PARAMS, PASS_COST_PX, check_work, resolve_params
+from stemreg.platform.prediction import sampling_warning
 from stemreg.platform.errors import BadInputError, StemregError
 from stemreg.platform.serving.http_io import (_RESPONSE_TYPES, ACCEPTED_JSON, JSON_INPUT_KEYS,
                                               RequestError, _shorten, check_image_array, decode_image,
@@ -311,7 +312,10 @@ class _Handler(BaseHTTPRequestHandler):
         predictions, served = self.server.holder.denoise(image.data)
         denoised = np.asarray(predictions, dtype=np.float32).reshape(image.data.shape)
         payload = encode_image(denoised, fmt, like=image)
-        self._send(200, payload, _RESPONSE_TYPES[fmt],
-                   headers={"X-Model-Version": served.version, "X-Model-Name": served.name})
+        headers = {"X-Model-Version": served.version, "X-Model-Name": served.name}
+        warning = sampling_warning(served, image.calibration.pixel_size_pm())
+        if warning:  # still denoised; the client is told, as `stemreg denoise` tells its user
+            headers["X-Stemreg-Warning"] = warning
+        self._send(200, payload, _RESPONSE_TYPES[fmt], headers=headers)
 
 

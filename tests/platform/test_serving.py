@@ -275,6 +275,32 @@ def test_denoise_tiff_round_trip_keeps_the_calibration(url, pyfuncs, champion_v1
                                rtol=1e-5, atol=1e-5)
 
 
+def test_denoise_of_a_scan_outside_the_trained_samplings_says_so(registered_low_dose, tmp_path):
+    import threading
+
+    from stemreg.acquisition import Calibration, write_image
+    from stemreg.platform.serving import make_server
+
+    # a version registered by training: its tags carry the condition's samplings (4-64 pm/px)
+    srv = make_server("low-dose", port=0, poll_seconds=0, tracking_uri=registered_low_dose.tracking_uri)
+    srv.holder.load()
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}"
+        answers = {}
+        for pm in (12.5, 200.0):
+            path = tmp_path / f"scan{pm}.tif"
+            write_image(path, noisy_stack(1, 32, seed=9)[0], Calibration(pixel_size=pm, unit="pm"))
+            answers[pm] = request(url, "POST", "/denoise", path.read_bytes())
+    finally:
+        srv.stop()
+    assert answers[12.5][0] == 200 and "X-Stemreg-Warning" not in answers[12.5][1]
+    status, headers, body = answers[200.0]
+    assert status == 200, body[:300]  # denoised anyway
+    assert "200 pm lies outside the 4-64 pm/px" in headers["X-Stemreg-Warning"]
+
+
 def test_denoise_png_round_trip(url, pyfuncs, champion_v1, tmp_path):
     import imageio.v3 as iio
 
