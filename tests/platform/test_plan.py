@@ -39,7 +39,8 @@ def test_step_time_is_measured_on_this_machine():
 def test_tune_announces_the_plan_before_searching_and_reports_it(mlflow_store, tmp_path):
     args = ["tune", "--condition", "low-dose", "--trials", "2", "--epochs", "1", "--steps", "2", "--n-train", "2",
             "--n-val", "1", "--image-px", "32", "--patch-px", "16", "--batch-size", "2", "--no-register",
-            "--no-progress", "--json", "--storage", f"sqlite:///{tmp_path / 'optuna.db'}"]
+            "--no-progress", "--json", "--storage", f"sqlite:///{tmp_path / 'optuna.db'}",
+            "--min-receptive-cells", "0"]  # 16-px patches: tiny nets, no unit cells to see
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "plan: 2 trial(s) x 1 epoch(s) x 2 steps = 2 steps per trial" in result.stderr

@@ -151,3 +151,17 @@ def test_the_family_spans_plain_and_multiscale_and_blind_nets_are_pruned_before_
     cells = cell_spacing_px(get_condition("low-dose"))
     assert 95 < cells < 150
     assert 2 * build_model(plain).receptive_radius_px + 1 < 2 * cells <= 2 * build_model(scaled).receptive_radius_px + 1
+
+
+def test_a_net_that_cannot_see_two_unit_cells_is_pruned_before_any_step(mlflow_store, tmp_path):
+    from stemreg.tuning.search import NoCompletedTrialError
+    from stemreg.tuning.space import SEED_DEFAULT_PARAMS
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    budget = TINY_BUDGET.model_copy(update={"min_receptive_cells": 2.0})
+    with pytest.raises(NoCompletedTrialError):
+        run_study("low-dose", n_trials=1, storage=storage, budget=budget, enqueue=[SEED_DEFAULT_PARAMS],
+                  progress=False)
+    [trial] = optuna.load_study(study_name=optuna.get_all_study_names(storage)[0], storage=storage).trials
+    assert trial.state == TrialState.PRUNED and not trial.intermediate_values  # never trained
+    assert trial.user_attrs["receptive_field_px"] == 17
