@@ -201,10 +201,10 @@ class Condition(BaseModel):
                                  pixel_size_pm=self.seed_pixel_size_pm))
         return bins
 
-    def _draw_one(self, rng: np.random.Generator, size_px: int, pin: BenchmarkBin | None = None
-                  ) -> tuple[dict, Any]:
+    def _draw_one(self, rng: np.random.Generator, size_px: int, pin: BenchmarkBin | None = None,
+                  seed_point: "Condition | None" = None) -> tuple[dict, Any]:
         if pin is not None and pin.pixel_size_pm is not None:
-            p = self.seed_point().draw_params(rng)
+            p = (seed_point or self.seed_point()).draw_params(rng)
         else:
             p = self.draw_params(rng)
         if pin is not None:
@@ -224,9 +224,10 @@ class Condition(BaseModel):
         clean = np.empty_like(degraded)
         signal = np.empty_like(degraded)
         params, columns = [], []
+        seed_point = self.seed_point() if pins is not None else None  # once, not per image of the seed bin
         for i, child in enumerate(tqdm(children, desc=f"simulate {self.name}", disable=not progress, unit="img")):
             rng = np.random.default_rng(child)
-            p, result = self._draw_one(rng, size_px, None if pins is None else pins[i])
+            p, result = self._draw_one(rng, size_px, None if pins is None else pins[i], seed_point)
             clean[i], signal[i] = result.clean, result.signal
             degraded[i] = apply_dose_noise(result.signal, rng, **{k: p[k] for k in NOISE_KEYS})
             params.append(p)

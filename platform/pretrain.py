@@ -9,7 +9,6 @@ and a card (architecture, condition hash, steps, recipe, data, commit, benchmark
 from __future__ import annotations
 
 import logging
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -26,6 +25,7 @@ from stemreg.models.inference import denoise_array
 from stemreg.models.metrics import psnr_batch, ssim_batch
 from stemreg.models.pretrained import BASE_NAME, load_card, load_pretrained, save_pretrained
 from stemreg.models.training import TrainConfig, train
+from stemreg.platform.training.runs import git_commit
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +33,6 @@ log = logging.getLogger(__name__)
 BASE_ARCHITECTURE: dict[str, Any] = architecture(ArchitectureName.MULTISCALE)
 #: Seeds of the base's training stream and validation set (never the benchmark seed).
 PRETRAIN_SEED, PRETRAIN_VAL_SEED = 101, 102
-
-
-def git_commit(cwd: Path | None = None) -> str:
-    """The source tree's commit (``unknown`` outside a git checkout)."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).parent, capture_output=True,
-                             text=True, timeout=10)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def benchmark_by_bin(model: torch.nn.Module, condition: Condition) -> dict[str, Any]:
@@ -85,7 +75,7 @@ def pretrain_base(condition: Condition | str = "low-dose", *, steps: int = 4000,
         the package's): its architecture is kept and its card is recorded as the parent.
     """
     cond = load_condition(condition) if isinstance(condition, str) else condition
-    commit = git_commit()  # the code that trains, before anything can move HEAD
+    commit = git_commit() or "unknown"  # the code that trains, before anything can move HEAD
     if threads:
         torch.set_num_threads(threads)
     arch = dict(architecture or BASE_ARCHITECTURE)
