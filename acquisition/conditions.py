@@ -101,7 +101,10 @@ class Condition(BaseModel):
     drift_px: ParamValue = 0.0
     vacancy_fraction: ParamValue = 0.02
     substitution_fraction: ParamValue = 0.02
-    background_fraction: ParamValue = (1.0, 3.0)
+    # Amorphous background under the columns, in units of the columns' height: from none (a clean, thin
+    # crystal on a dark field) to thick contamination or support. The seed's point keeps its 1 to 3.
+    background_fraction: ParamValue = (0.0, 3.0)
+    seed_background_fraction: tuple[float, float] = (1.0, 3.0)
     lattice_strain: ParamValue = 0.05
     brightness_spread: ParamValue = 0.2
     benchmark_seed: int = 20260917
@@ -120,6 +123,14 @@ class Condition(BaseModel):
         for v in values:
             if not (low_ok <= v <= high_ok) or not np.isfinite(v):
                 raise ValueError(f"{v} is outside the accepted {low_ok} .. {high_ok}")
+        return value
+
+    @field_validator("seed_background_fraction", mode="after")
+    @classmethod
+    def _seed_background(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low_ok, high_ok = RANGED_PARAMS["background_fraction"]
+        if not (low_ok <= value[0] <= value[1] <= high_ok):
+            raise ValueError(f"give [low, high] with {low_ok} <= low <= high <= {high_ok}, got {list(value)}")
         return value
 
     @field_validator("benchmark_spacings_px", "benchmark_doses", mode="after")
@@ -190,7 +201,7 @@ class Condition(BaseModel):
         that the seed held fixed (the calibration and the seed's benchmark bin)."""
         return self.model_copy(update={
             "pixel_size_pm": self.seed_pixel_size_pm, "dose_scale": 1.0, "source_size_pm": self.seed_source_size_pm,
-            "lattice_strain": 0.02, "brightness_spread": 0.0,
+            "lattice_strain": 0.02, "brightness_spread": 0.0, "background_fraction": self.seed_background_fraction,
             "specimens": tuple(f for f in self.specimens if f in SEED_SPECIMENS) or self.specimens})
 
     def benchmark_bins(self) -> list[BenchmarkBin]:

@@ -27,7 +27,8 @@ The free constants and why they have their values:
   on the brightest columns, with its mean subtracted, so that it adds noise but no offset.
 - the image normalisation: the 99.5th percentile of the clean image is 1 (a percentile, not
   the maximum, so that one hot column does not set the scale); see :mod:`.microscope`.
-- the specimen's amorphous background (``background_fraction`` 1 to 3 times the column peaks,
+- the specimen's amorphous background (``background_fraction`` 0 to 3 times the column peaks,
+  1 to 3 at the seed's point,
   speckle 250 pm across; :mod:`.specimens`): contamination and support film, whose share of
   the signal sets how much of the noise falls on structureless regions, and so the SSIM at a
   given PSNR.
