@@ -1,4 +1,4 @@
-"""The seed's default hourglass trained the old way and the new way, same steps, scored per bin of the range benchmark.
+"""A reverse hourglass (default: the seed's plain net) trained the old way and the new way, same steps, scored per bin of the range benchmark.
 
 Old way: a fixed set of noisy pairs at the seed's point (8 pm/px, 1x dose, one probe), the same noisy
 draws every step. New way: a FieldPool over the condition's whole range (samplings 4-64 pm/px, doses
@@ -8,7 +8,8 @@ beside the noisy input (and the shipped base, when the package holds one).
 
 Usage::
 
-    python benchmarks/bench_range_training.py [--steps 1500] [--batch 8] [--patch-px 64] [--threads 2] [--json]
+    python benchmarks/bench_range_training.py [--steps 1500] [--batch 8] [--patch-px 64] [--threads 2]
+        [--architecture default|multiscale|...] [--json]
 """
 from __future__ import annotations
 
@@ -36,6 +37,9 @@ def main() -> None:
     parser.add_argument("--patch-px", type=int, default=64)
     parser.add_argument("--n-old", type=int, default=24, help="fixed noisy pairs of the old way")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--architecture", choices=[a.value for a in ArchitectureName], default="default",
+                        help="the preset trained both ways: the seed's plain net (default) or e.g. multiscale, "
+                             "the shipped base's")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.threads:
@@ -45,7 +49,7 @@ def main() -> None:
     epochs = 10
     config = TrainConfig(epochs=epochs, steps_per_epoch=max(1, args.steps // epochs), batch_size=args.batch,
                          patch_px=args.patch_px, lr=2e-3, seed=0)
-    arch = architecture(ArchitectureName.DEFAULT)
+    arch = architecture(ArchitectureName(args.architecture))
     results = {}
     old = seed_point.sample_pairs(args.n_old, size_px=128, seed=TRAIN_SEED)
     val_old = seed_point.sample_pairs(8, size_px=128, seed=VAL_SEED)
