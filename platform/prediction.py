@@ -18,9 +18,9 @@ from stemreg.acquisition import ImageWithCalibration, read_image
 from stemreg.models import pretrained
 from stemreg.models.prediction import ModelLoadError, load_pyfunc, predict
 from stemreg.platform.errors import BadInputError, StemregError
+from stemreg.platform.registry.loading import open_version
 from stemreg.platform.registry.naming import CHAMPION, NotRegisteredError, condition_name
 from stemreg.platform.registry.versions import resolve
-from stemreg.platform.store import local_artifacts
 from stemreg.platform.store import tracking_uri as default_tracking_uri
 
 
@@ -54,9 +54,7 @@ def load_version(client: MlflowClient, version: Any, *, alias: str | None = None
         pyfunc = loader(uri)
     else:
         try:
-            location = local_artifacts(client.get_model_version_download_uri(version.name, version.version),
-                                       client.tracking_uri)  # a copied project reads its own artifacts
-            pyfunc = load_pyfunc(location, expected=dict(version.tags or {}))
+            pyfunc = open_version(client, version)  # its own artifacts, sha256 verified
         except ModelLoadError as exc:  # one line naming the version and the way back
             condition = (version.tags or {}).get("condition") or str(version.name).removeprefix("stem-denoiser-")
             raise StemregError(f"{version.name} version {version.version} cannot be loaded: {exc}; point the "
