@@ -279,6 +279,15 @@ class Condition(BaseModel):
         cached = _BENCHMARK_CACHE[key]
         return cached[np.arange(len(cached))]
 
+    def benchmark_head(self, n: int = 1) -> PairBatch:
+        """The first ``n`` images of :meth:`benchmark_set`, without drawing the rest (image i does not
+        depend on how many are drawn): a quick look at a model on the benchmark's own data."""
+        cached = _BENCHMARK_CACHE.get(self.hash())
+        if cached is not None:
+            return cached[np.arange(min(n, len(cached)))]
+        pins = [b for b in self.benchmark_bins() for _ in range(self.benchmark_per_bin)][:n]
+        return self._draw(len(pins), self.image_size_px, self.benchmark_seed, False, pins)
+
     def degrade(self, clean: np.ndarray, *, seed: int | np.random.Generator,
                 pixel_size_pm: float | Sequence[float | None] | None = None) -> PairBatch:
         """Apply this condition's physics to user-supplied clean (high-dose) images (N, H, W) or (H, W).

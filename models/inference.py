@@ -126,6 +126,18 @@ def default_tiling(model: nn.Module, height: int, width: int) -> tuple[int, int]
     return WHOLE_IMAGE_PX + 2 * overlap, overlap
 
 
+def resolve_tiling(model: nn.Module | None, height: int, width: int, tile_px: int | None = None,
+                   overlap_px: int | None = None) -> tuple[int, int]:
+    """The ``(tile_px, overlap_px)`` :func:`denoise_array` runs: each given one as given, a missing
+    one from :func:`default_tiling`. ``model`` None stands for a network of unknown receptive
+    radius (the largest default overlap is assumed: never less work than the real run)."""
+    if tile_px is None or overlap_px is None:
+        auto_tile, auto_overlap = default_tiling(model, height, width)
+        tile_px = auto_tile if tile_px is None else tile_px
+        overlap_px = auto_overlap if overlap_px is None else overlap_px
+    return int(tile_px), int(overlap_px)
+
+
 def denoise_array(model: nn.Module, image: np.ndarray, *, tile_px: int | None = None, overlap_px: int | None = None,
                   device: str | torch.device | None = None, batch_size: int = 8) -> np.ndarray:
     """Denoise an image or stack with a trained network, any size, in its own units.
@@ -155,10 +167,7 @@ def denoise_array(model: nn.Module, image: np.ndarray, *, tile_px: int | None = 
         Same shape as ``image``.
     """
     arr = check_image(image)
-    if tile_px is None or overlap_px is None:
-        auto_tile, auto_overlap = default_tiling(model, arr.shape[-2], arr.shape[-1])
-        tile_px = auto_tile if tile_px is None else tile_px
-        overlap_px = auto_overlap if overlap_px is None else overlap_px
+    tile_px, overlap_px = resolve_tiling(model, arr.shape[-2], arr.shape[-1], tile_px, overlap_px)
     if overlap_px < 0:
         raise ValueError(f"overlap_px must be >= 0 (got {overlap_px})")
     core_px = tile_px - 2 * overlap_px

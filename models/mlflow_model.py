@@ -27,9 +27,12 @@ import numpy as np
 WEIGHTS_FILE = "weights.pt"
 ARCHITECTURE_FILE = "architecture.json"
 
-#: Inference options a caller may pass as ``params`` (also declared in the signature).
-DEFAULT_PARAMS: dict[str, int] = {"tile_px": 256, "overlap_px": 16, "batch_size": 8}
-#: Accepted range of each param (inclusive); overlap_px must also stay below tile_px / 4.
+#: Inference options a caller may pass as ``params`` (also declared in the signature). A tiling left
+#: at None is :func:`stemreg.models.inference.denoise_array`'s own: the whole image up to 1024 px with
+#: a small reflect margin, larger images in 1024 px tiles overlapping by the receptive radius; so a
+#: registered model answers what ``denoise_array(network, image)`` does, on every surface.
+DEFAULT_PARAMS: dict[str, int | None] = {"tile_px": None, "overlap_px": None, "batch_size": 8}
+#: Accepted range of each param (inclusive); a given tiling's overlap_px must also stay below tile_px / 4.
 PARAM_RANGES: dict[str, tuple[int, int]] = {"tile_px": (16, 4096), "overlap_px": (0, 128),
                                             "batch_size": (1, 64)}
 #: The smallest image side every surface accepts (files, CLI, /denoise, /invocations).
@@ -40,8 +43,11 @@ PASS_COST_PX = 256 * 256
 LOADER_MODULE = "stemreg.models.mlflow_model"
 
 
-def resolve_params(params: dict | None) -> dict[str, int]:
+def resolve_params(params: dict | None) -> dict[str, int | None]:
     """The inference options: defaults overridden by ``params``, each checked against its range.
+
+    ``tile_px`` / ``overlap_px`` stay None unless given (the tiling then depends on the image:
+    :func:`tiling_of`); a given None means the default.
 
     Raises
     ------
@@ -66,10 +72,34 @@ def resolve_params(params: dict | None) -> dict[str, int]:
         if not exact or not low <= number <= high:
             raise ValueError(f"param {key}={value!r} is out of range; accepted: integers {low}..{high}")
         options[key] = number
-    if 4 * options["overlap_px"] >= options["tile_px"]:
-        raise ValueError(f"param overlap_px={options['overlap_px']} must be below a quarter of "
-                         f"tile_px={options['tile_px']}; accepted: 0..{max(0, (options['tile_px'] - 1) // 4)}")
+    if options["tile_px"] is not None and options["overlap_px"] is not None:
+        _check_quarter(options["tile_px"], options["overlap_px"], "")
     return options
+
+
+def _check_quarter(tile: int, overlap: int, note: str) -> None:
+    if 4 * overlap >= tile:
+        raise ValueError(f"param overlap_px={overlap}{note} must be below a quarter of "
+                         f"tile_px={tile}; accepted: 0..{max(0, (tile - 1) // 4)}")
+
+
+def tiling_of(shape: tuple[int, ...], options: dict, network: Any = None) -> tuple[int, int]:
+    """``(tile_px, overlap_px)`` a request on ``shape`` runs: given ones as given, missing ones as
+    :func:`stemreg.models.inference.denoise_array` chooses for ``network`` (None: a network of
+    unknown receptive radius, assumed as wide as the default allows).
+
+    Raises
+    ------
+    ValueError
+        A caller-given tiling whose overlap (given or default) is a quarter of the tile or more.
+    """
+    from stemreg.models.inference import resolve_tiling
+
+    given_tile, given_overlap = options.get("tile_px"), options.get("overlap_px")
+    tile, overlap = resolve_tiling(network, int(shape[-2]), int(shape[-1]), given_tile, given_overlap)
+    if given_tile is not None or given_overlap is not None:
+        _check_quarter(tile, overlap, " (the default for this image)" if given_overlap is None else "")
+    return tile, overlap
 
 
 def check_shape(shape: tuple[int, ...]) -> None:
@@ -83,28 +113,35 @@ def check_shape(shape: tuple[int, ...]) -> None:
                          f"{MIN_SIDE_PX} x {MIN_SIDE_PX} pixels")
 
 
-def work_of(shape: tuple[int, ...], options: dict[str, int]) -> int:
+def work_of(shape: tuple[int, ...], options: dict, network: Any = None) -> int:
     """The pixels the network processes for ``shape`` under ``options`` (tiles x padded tile area x
-    stack count), plus :data:`PASS_COST_PX` per forward pass: the cost one request asks for."""
+    stack count), plus :data:`PASS_COST_PX` per forward pass: the cost one request asks for.
+
+    The tiling is the one the request runs (:func:`tiling_of`, the same rule as ``denoise_array``).
+    """
     height, width = int(shape[-2]), int(shape[-1])
     n_images = int(shape[0]) if len(shape) == 3 else 1
-    overlap = options["overlap_px"]
-    core = options["tile_px"] - 2 * overlap
+    tile, overlap = tiling_of(shape, options, network)
+    core = tile - 2 * overlap
     tiles_h, tiles_w = -(-height // core), -(-width // core)
     in_h, in_w = -(-height // tiles_h) + 2 * overlap, -(-width // tiles_w) + 2 * overlap
+    multiple = int(getattr(network, "size_multiple", 1) or 1)  # tiles padded up to it
+    in_h, in_w = in_h + (-in_h) % multiple, in_w + (-in_w) % multiple
     tiles = n_images * tiles_h * tiles_w
-    passes = -(-tiles // options["batch_size"])
+    passes = -(-tiles // (options.get("batch_size") or DEFAULT_PARAMS["batch_size"]))
     return tiles * in_h * in_w + passes * PASS_COST_PX
 
 
-def check_work(shape: tuple[int, ...], options: dict[str, int], max_work: int) -> int:
-    """:func:`work_of`, refused above ``max_work`` (ValueError naming both figures and what helps)."""
-    work = work_of(shape, options)
+def check_work(shape: tuple[int, ...], options: dict, max_work: int, network: Any = None) -> int:
+    """:func:`work_of`, refused above ``max_work`` (OverflowError naming both figures and what helps)."""
+    work = work_of(shape, options, network)
     if work > max_work:
+        tile, overlap = tiling_of(shape, options, network)
         raise OverflowError(f"this request asks for {work} pixel-steps of work (shape {list(shape)}, "
-                            f"tile_px={options['tile_px']}, overlap_px={options['overlap_px']}, "
-                            f"batch_size={options['batch_size']}), more than the limit of {max_work}; "
-                            "send fewer or larger images per request, a larger tile_px or a smaller overlap_px")
+                            f"tile_px={tile}, overlap_px={overlap}, "
+                            f"batch_size={options.get('batch_size') or DEFAULT_PARAMS['batch_size']}), more than "
+                            f"the limit of {max_work}; send fewer or larger images per request, a larger "
+                            "tile_px or a smaller overlap_px")
     return work
 
 
@@ -234,20 +271,27 @@ def _load_pyfunc(data_path: str) -> "DenoiserModel":
 
 
 def denoise_input(network: Any, model_input: Any, params: dict | None) -> np.ndarray:
-    """Validate params and input (one rule for every surface), then denoise."""
+    """Validate params and input (one rule for every surface), then denoise with the tiling
+    :func:`tiling_of` names (without params: exactly ``denoise_array(network, image)``)."""
     from stemreg.models.inference import denoise_array
 
     options = resolve_params(params)
     arr = as_image_array(model_input)
     check_shape(arr.shape)
-    return denoise_array(network, arr, **options)
+    tile, overlap = tiling_of(arr.shape, options, network)
+    return denoise_array(network, arr, tile_px=tile, overlap_px=overlap, batch_size=options["batch_size"])
 
 
 class DenoiserModel:
-    """What :func:`_load_pyfunc` returns: ``predict`` on ``(H, W)`` or ``(N, H, W)`` float arrays."""
+    """A network behind ``predict`` on ``(H, W)`` or ``(N, H, W)`` float arrays: what
+    :func:`_load_pyfunc` returns for a registered model, and what wraps the shipped pretrained base."""
 
     def __init__(self, network: Any) -> None:
         self.model = network
+
+    def get_raw_model(self) -> Any:
+        """The torch network (MLflow's ``PyFuncModel.get_raw_model`` hands it on)."""
+        return self.model
 
     def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> np.ndarray:
         """Denoise; ``params`` may set ``tile_px``, ``overlap_px`` and ``batch_size``."""

@@ -24,6 +24,26 @@ def takes_stacks_only(pyfunc: Any) -> bool:
     return len(shapes) == 1 and len(shapes[0]) == 3
 
 
+def network_of(pyfunc: Any) -> Any:
+    """The torch network behind a stemreg pyfunc (loaded or bare :class:`DenoiserModel`); None if unknown."""
+    try:
+        return pyfunc.get_raw_model()
+    except (AttributeError, NotImplementedError):
+        return None
+
+
+def request_options(pyfunc: Any, params: dict | None) -> dict:
+    """The options ``pyfunc.predict(data, params)`` runs with: the signature's param defaults (what
+    MLflow fills in for a missing param; None in models registered now, 256 / 16 px tiles in older
+    ones) overridden by ``params``, checked (:func:`stemreg.models.mlflow_model.resolve_params`)."""
+    from stemreg.models.mlflow_model import resolve_params
+
+    metadata = getattr(pyfunc, "metadata", None)
+    schema = metadata.get_params_schema() if metadata is not None else None
+    defaults = {spec.name: spec.default for spec in schema.params} if schema is not None else {}
+    return resolve_params({**defaults, **(params or {})})
+
+
 def predict(pyfunc: Any, data: Any, params: dict | None = None) -> Any:
     """Run the pyfunc on `data`; a lone `(H, W)` array comes back `(H, W)` even from a stack-signed model.
 

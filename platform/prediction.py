@@ -16,11 +16,12 @@ from mlflow import MlflowClient
 
 from stemreg.acquisition import ImageWithCalibration, read_image
 from stemreg.models import pretrained
+from stemreg.models.mlflow_model import DenoiserModel
 from stemreg.models.prediction import ModelLoadError, load_pyfunc, predict
 from stemreg.platform.errors import BadInputError, StemregError
+from stemreg.platform.registry.loading import open_version
 from stemreg.platform.registry.naming import CHAMPION, NotRegisteredError, condition_name
 from stemreg.platform.registry.versions import resolve
-from stemreg.platform.store import local_artifacts
 from stemreg.platform.store import tracking_uri as default_tracking_uri
 
 
@@ -54,9 +55,7 @@ def load_version(client: MlflowClient, version: Any, *, alias: str | None = None
         pyfunc = loader(uri)
     else:
         try:
-            location = local_artifacts(client.get_model_version_download_uri(version.name, version.version),
-                                       client.tracking_uri)  # a copied project reads its own artifacts
-            pyfunc = load_pyfunc(location, expected=dict(version.tags or {}))
+            pyfunc = open_version(client, version)  # its own artifacts, sha256 verified
         except ModelLoadError as exc:  # one line naming the version and the way back
             condition = (version.tags or {}).get("condition") or str(version.name).removeprefix("stem-denoiser-")
             raise StemregError(f"{version.name} version {version.version} cannot be loaded: {exc}; point the "
@@ -113,23 +112,14 @@ def load_model(condition: Any = None, *, alias: str = CHAMPION, model_uri: str |
     return loaded
 
 
-class _NetworkPyfunc:
-    """A bare network behind the pyfunc's ``predict(stack, params)``: tiling and normalisation included."""
-
-    def __init__(self, network: Any) -> None:
-        self.network = network
-
-    def predict(self, data: Any, params: dict | None = None) -> np.ndarray:
-        from stemreg.models.inference import denoise_array
-
-        options = {k: int(v) for k, v in (params or {}).items() if k in ("tile_px", "overlap_px", "batch_size")}
-        return denoise_array(self.network, np.asarray(data, dtype=np.float32), **options)
-
-
 def load_shipped_base(condition: str | None = None) -> LoadedModel:
-    """The pretrained base that ships with stemreg, as a :class:`LoadedModel` (``name`` says so)."""
+    """The pretrained base that ships with stemreg, as a :class:`LoadedModel` (``name`` says so).
+
+    Wrapped in the same :class:`~stemreg.models.mlflow_model.DenoiserModel` a registered model loads
+    into: the same params, checks, defaults and tiling, only not read from an MLflow model folder.
+    """
     network, card = pretrained.load_pretrained()
-    return LoadedModel(pyfunc=_NetworkPyfunc(network), model_uri=f"pretrained:{card['name']}",
+    return LoadedModel(pyfunc=DenoiserModel(network), model_uri=f"pretrained:{card['name']}",
                        name=f"pretrained base '{card['name']}' (shipped with stemreg)", version=None,
                        alias=None, condition=condition, tags={"pretrained": "true",
                                                              "trained_pixel_size_pm": json.dumps(

@@ -11,11 +11,13 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from stemreg.models.prediction import ModelLoadError, predict_fn
 from stemreg.platform.errors import BadInputError
 from stemreg.platform.registry.benchmark import score_version
 from stemreg.platform.registry.card import refresh_cards
 from stemreg.platform.registry.history import (ChampionChange, alias_version, set_champion, champion_lock,
                                                current_user)
+from stemreg.platform.registry.loading import check_runs
 from stemreg.platform.registry.naming import (CHALLENGER, CHAMPION, HISTORY_TAG, PromotionRefused,
                                               RegistryError, as_condition, benchmark_of, model_name)
 from stemreg.platform.registry.versions import resolve
@@ -86,9 +88,11 @@ def promote(condition: Any, version: str | int | None = None, *, force: bool = F
     NotRegisteredError
         No such model / version / challenger.
     PromotionRefused
-        The candidate's mean over bins does not beat the champion's, or it loses more than
-        1 dB in a bin (the bins and both figures in the message), or the two were scored on
-        different benchmarks, or the candidate already is champion.
+        The candidate cannot be loaded (truncated or replaced weights: the sha256 recorded at
+        registration is checked) or answers non-finite pixels on a benchmark image, checked first,
+        with or without `force`, before anything is scored or moved; or its mean over bins does not
+        beat the champion's, or it loses more than 1 dB in a bin (the bins and both figures in the
+        message), or the two were scored on different benchmarks, or it already is champion.
     """
     if force and not (reason and reason.strip()):
         raise BadInputError("--force needs --reason TEXT saying why the benchmark gate is overridden")
@@ -97,10 +101,14 @@ def promote(condition: Any, version: str | int | None = None, *, force: bool = F
     cond = as_condition(condition)
     target = resolve(condition, str(version) if version is not None else CHALLENGER)
     champion = alias_version(client, name, CHAMPION)
+    # Before anything is scored (which writes tags) or moved: the candidate must load the way it
+    # will be served and answer finite pixels, with --force too.
+    candidate = _check_candidate(client, name, cond, target, champion)
     # Scoring loads a model and takes seconds: done before the lock (it is idempotent).
     for mv in (target, champion):
         if mv is not None and not (mv is champion and str(mv.version) == str(target.version)):
-            _score_if_needed(cond, mv, rescore=rescore, missing=score_missing)
+            _score_if_needed(cond, mv, rescore=rescore, missing=score_missing,
+                             predict=predict_fn(candidate) if mv is target else None)
     with champion_lock(condition):
         target = client.get_model_version(name, target.version)
         champion = alias_version(client, name, CHAMPION)
@@ -174,16 +182,31 @@ def rollback(condition: Any, *, reason: str | None = None, user: str | None = No
     return _result(name, change)
 
 
-def _score_if_needed(cond: Any, mv, *, rescore: bool, missing: bool) -> None:
+def _check_candidate(client, name: str, cond: Any, target, champion) -> Any:
+    """The candidate's pyfunc, loaded as serving loads it (sha256 verified) and run on the condition's
+    first benchmark image; :class:`PromotionRefused` (one line: the version, why, what to do) if not."""
+    try:
+        return check_runs(client, target, cond.benchmark_head(1).degraded[0])
+    except ModelLoadError as exc:
+        stays = (f"the champion stays version {champion.version}" if champion is not None
+                 else "no champion was set")
+        raise PromotionRefused(
+            f"refused: {name} version {target.version} cannot be promoted: {exc}; nothing was changed "
+            f"({stays}); register a good copy of the model again (e.g. `stemreg train --condition {cond.name}`) "
+            f"or promote another version with --version") from None
+
+
+def _score_if_needed(cond: Any, mv, *, rescore: bool, missing: bool, predict: Any = None) -> None:
     """Score `mv` if it has no score (with `missing`), or (with `rescore`) if it was scored on
-    another benchmark than the condition's current one or without per-bin figures."""
+    another benchmark than the condition's current one or without per-bin figures. `predict`: its
+    already loaded predict function (else it is loaded)."""
     bench = benchmark_of(mv)
     if missing and "psnr" not in bench:
-        score_version(cond, mv.version)
+        score_version(cond, mv.version, predict_fn=predict)
     elif rescore and (bench.get("id") != cond.benchmark_id() or "psnr" not in bench.get("by_bin", {})):
         log.info("%s v%s: re-scoring on the current benchmark %s", model_name(cond), mv.version,
                  cond.benchmark_id())
-        score_version(cond, mv.version)
+        score_version(cond, mv.version, predict_fn=predict)
 
 
 def _refresh(client, cond: Any, change: ChampionChange) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc.scoring_server import infer_and_parse_data, predictions_to_json
 
-from stemreg.models.mlflow_model import DEFAULT_PARAMS, PASS_COST_PX, check_work, resolve_params
+from stemreg.models.mlflow_model import PASS_COST_PX, resolve_params
 from stemreg.platform.prediction import sampling_warning
 from stemreg.platform.errors import BadInputError, StemregError
 from stemreg.platform.serving.http_io import (_RESPONSE_TYPES, ACCEPTED_JSON, JSON_INPUT_KEYS,
@@ -279,7 +279,10 @@ class _Handler(BaseHTTPRequestHandler):
             raise RequestError(400, f"could not parse {key!r}: {public_message(exc)}", ACCEPTED_JSON) from None
         checked = check_image_array(data.to_numpy() if hasattr(data, "to_numpy") else data,
                                     max_pixels=self.server.max_pixels)
-        self._check_work(checked.shape, options)
+        # Only the params the client gave go on, checked; MLflow fills in the rest from the model's
+        # signature, as `mlflow models serve` does, and the budget counts that same tiling.
+        given = {key: options[key] for key in (params or {})}
+        self._check_work(checked.shape, given)
         if hasattr(data, "to_numpy") and holder.takes_stacks_only():
             # A table of numbers is one image (rows x columns). MLflow's schema check refuses
             # DataFrames for a tensor signature; we hand the model the array instead.
@@ -287,7 +290,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             # A lone (H, W) image is answered as (H, W) even by a model signed for stacks,
             # where `mlflow models serve` would refuse it: a convenience beyond MLflow.
-            predictions, _ = holder.denoise(data, options)
+            predictions, _ = holder.denoise(data, given)
         except MlflowException as exc:  # schema enforcement and the like: the input's fault
             raise RequestError(400, f"the model refused the input: {_shorten(exc.message)}",
                                ACCEPTED_JSON) from exc
@@ -295,11 +298,13 @@ class _Handler(BaseHTTPRequestHandler):
         predictions_to_json(predictions, out)  # MLflow's encoder: the same JSON as its server
         self._send(200, out.getvalue().encode(), "application/json")
 
-    def _check_work(self, shape: tuple[int, ...], options: dict[str, int]) -> None:
+    def _check_work(self, shape: tuple[int, ...], params: dict | None) -> None:
         try:
-            check_work(tuple(shape), options, self.server.max_work)
+            self.server.holder.check_work(tuple(shape), params, self.server.max_work)
         except OverflowError as exc:
             raise RequestError(413, str(exc), ACCEPTED_JSON) from None
+        except ValueError as exc:  # a given tiling this image's shape makes invalid
+            raise RequestError(400, str(exc), ACCEPTED_JSON) from None
 
     def _denoise(self) -> None:
         query = parse_qs(urlsplit(self.path).query)
@@ -308,7 +313,7 @@ class _Handler(BaseHTTPRequestHandler):
         fmt = detect_image_format(body, content_type=self.headers.get("Content-Type"),
                                   format_hint=format_hint)
         image = decode_image(body, fmt, max_pixels=self.server.max_pixels)  # validated once, in memory
-        self._check_work(image.data.shape, dict(DEFAULT_PARAMS))
+        self._check_work(image.data.shape, None)
         predictions, served = self.server.holder.denoise(image.data)
         denoised = np.asarray(predictions, dtype=np.float32).reshape(image.data.shape)
         payload = encode_image(denoised, fmt, like=image)

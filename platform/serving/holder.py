@@ -15,7 +15,8 @@ from typing import Any, Callable
 import numpy as np
 from mlflow import MlflowClient
 
-from stemreg.models.prediction import predict, takes_stacks_only
+from stemreg.models.mlflow_model import check_work
+from stemreg.models.prediction import network_of, predict, request_options, takes_stacks_only
 from stemreg.platform.errors import BadInputError
 from stemreg.platform.prediction import load_version
 from stemreg.platform.registry import CHAMPION, benchmark_of, model_name, resolve
@@ -249,6 +250,21 @@ class ModelHolder:
         """True when the model's signature declares a rank-3 tensor `(N, H, W)` input."""
         served = self.current
         return served is not None and takes_stacks_only(served.pyfunc)
+
+    def check_work(self, shape: tuple[int, ...], params: dict | None, max_work: int) -> int:
+        """The work a request on ``shape`` with ``params`` asks of the served model, from the tiling it
+        will run (its signature's defaults, ``params``, its network's receptive radius).
+
+        Raises
+        ------
+        OverflowError
+            More than ``max_work`` (:func:`stemreg.models.mlflow_model.check_work`).
+        ValueError
+            A given tiling that this image's shape makes invalid.
+        """
+        served = self._served_or_503()
+        return check_work(tuple(shape), request_options(served.pyfunc, params), max_work,
+                          network_of(served.pyfunc))
 
     def denoise(self, data: Any, params: dict | None = None) -> tuple[Any, ServedModel]:
         """Predict on an image `(H, W)` or stack `(N, H, W)` (a lone image comes back `(H, W)`).

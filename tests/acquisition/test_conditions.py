@@ -215,3 +215,15 @@ def test_impossible_microscopes_are_refused_with_the_field_named(tmp_path, line,
     path.write_text(f"name: scope\n{line}\n")
     with pytest.raises(ValueError, match=f"invalid condition: {field}"):
         load_condition(path)
+
+
+def test_benchmark_head_is_the_benchmark_sets_first_images_without_drawing_the_rest(monkeypatch):
+    from stemreg.acquisition import conditions
+
+    monkeypatch.setattr(conditions, "_BENCHMARK_CACHE", {})
+    cond = get_condition("low-dose")
+    head = cond.benchmark_head(2)
+    assert not conditions._BENCHMARK_CACHE  # drew two images, not the set
+    full = cond.benchmark_set()
+    np.testing.assert_array_equal(head.degraded, full.degraded[:2])
+    np.testing.assert_array_equal(cond.benchmark_head(1).clean, full.clean[:1])  # from the cache now

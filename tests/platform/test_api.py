@@ -104,3 +104,23 @@ def test_the_server_leaves_mlflow_globals_alone(registered_low_dose):
     finally:
         server.stop()
     assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) == before
+
+
+def test_the_shipped_base_is_wrapped_like_a_registered_model(mlflow_store):
+    """One wrapper for both: the fresh-store fallback answers like denoise_array and checks params
+    as registered models do (it once had its own wrapper that ignored unknown params)."""
+    from stemreg.models import pretrained
+    from stemreg.models.inference import denoise_array
+    from stemreg.models.mlflow_model import DenoiserModel
+
+    if not pretrained.available():
+        pytest.skip("no pretrained base in this checkout")
+    model = stemreg.load_model("defocus")
+    assert isinstance(model.pyfunc, DenoiserModel)
+    image = np.random.default_rng(4).poisson(20, (48, 40)).astype(np.float32)
+    np.testing.assert_allclose(model.predict(image), denoise_array(model.pyfunc.get_raw_model(), image),
+                               rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown param 'colour'"):
+        model.predict(image, params={"colour": 1})
+    with pytest.raises(ValueError, match="16..4096"):
+        model.predict(image, params={"tile_px": 0})

@@ -15,6 +15,7 @@ from stemreg.models import psnr
 from stemreg.platform import registry
 from stemreg.platform.registry import benchmark
 from stemreg.platform.cli import main
+from tiny_models import tiny_model_folder
 
 # Two cores shared by many processes: more torch threads only spin (6-15x slower training).
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -91,8 +92,7 @@ def test_denoise_without_a_challenger_exits_2(mlflow_store, tmp_path):
 
 
 def _register_scored(tmp_path, sigma_px: float) -> str:
-    source = tmp_path / f"m{sigma_px}"
-    source.mkdir()
+    source = tiny_model_folder(tmp_path / f"m{sigma_px}")  # promotion loads and runs the candidate
     version, _ = registry.register_version(str(source), "low-dose", alias_policy="none")
     benchmark.score_version("low-dose", version.version, predict_fn=lambda image: gaussian_filter(image, sigma_px),
                             columns=False)

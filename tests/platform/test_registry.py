@@ -24,6 +24,7 @@ from stemreg.models.binned import mean_over_bins
 from stemreg.platform import registry
 from stemreg.platform.errors import BadInputError
 from stemreg.platform.registry import benchmark
+from tiny_models import tiny_model_folder
 
 CONDITION = "low-dose"
 
@@ -35,7 +36,8 @@ def _smoother(sigma_px: float):
 def _register(tmp_path: Path, sigma_px: float) -> tuple[str, float, str | None]:
     """Register a version, score it from real predictions, then alias it as the pipeline does."""
     source = tmp_path / f"model-{sigma_px}"
-    source.mkdir(exist_ok=True)
+    if not source.exists():
+        tiny_model_folder(source)  # a real model: promotion loads and runs the candidate first
     version, _ = registry.register_version(str(source), CONDITION, alias_policy="none",
                                            tags={"test.sigma_px": str(sigma_px)})
     scores = benchmark.score_version(CONDITION, version.version, predict_fn=_smoother(sigma_px), columns=False)
@@ -191,8 +193,7 @@ BINS = [b.name for b in get_condition(CONDITION).benchmark_bins()]
 
 def _register_with_figures(tmp_path: Path, psnr_by_bin: dict[str, float], *, bench_id: str | None = None,
                            per_bin: bool = True) -> str:
-    source = tmp_path / f"crafted-{len(list(tmp_path.glob('crafted-*')))}"
-    source.mkdir()
+    source = tiny_model_folder(tmp_path / f"crafted-{len(list(tmp_path.glob('crafted-*')))}")
     noisy = {b: 15.0 for b in psnr_by_bin}
     scores = {"psnr": mean_over_bins(psnr_by_bin), "noisy_psnr": mean_over_bins(noisy),
               "id": bench_id or get_condition(CONDITION).benchmark_id()}

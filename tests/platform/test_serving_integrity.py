@@ -226,3 +226,64 @@ def test_a_copied_project_reads_its_own_artifacts(tmp_path, monkeypatch):
     loaded = load_model(CONDITION, tracking_uri=f"sqlite:///{copy / 'mlflow.db'}")
     assert loaded.version == version
     assert loaded.pyfunc.predict(noisy_stack(1, 8, seed=0)).shape == (1, 8, 8)
+
+
+# --------------------------------------------------------------------------- promotion checks the candidate
+
+def _promote_cli(store, *args: str):
+    from stemreg.platform.cli import main
+
+    return CliRunner().invoke(main, ["promote", "--condition", CONDITION, *args],
+                              env={"MLFLOW_TRACKING_URI": store["uri"]})
+
+
+def _stored_state(client) -> dict:
+    """Everything a promotion could change: the model's tags, aliases and description, every version's."""
+    model = client.get_registered_model(NAME)
+    versions = {v.version: (dict(v.tags), v.description, sorted(v.aliases))
+                for v in client.search_model_versions(f"name='{NAME}'")}
+    return {"tags": dict(model.tags), "aliases": dict(model.aliases), "description": model.description,
+            "versions": versions}
+
+
+@pytest.mark.parametrize("which, words", [(1, "cannot be read (truncated or corrupt?)"), (3, "weights_sha256")])
+def test_force_promoting_a_version_that_cannot_load_is_refused_in_one_line_and_changes_nothing(
+        store, which, words):
+    client, broken = store["client"], store["versions"][which]
+    before = _stored_state(client)
+    result = _promote_cli(store, "--version", broken, "--force", "--reason", "x")
+    assert result.exit_code == 1, result.output  # was: force-promoted, then every server failed to load it
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    assert f"version {broken}" in lines[0] and words in lines[0]
+    assert f"the champion stays version {store['versions'][0]}" in lines[0] and "register" in lines[0]
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == store["versions"][0]
+    assert _stored_state(client) == before
+
+
+def test_a_version_answering_nan_is_refused_before_any_alias_moves(store, tmp_path):
+    import torch
+
+    from stemreg.platform import registry
+    from stemreg.platform.registry import PromotionRefused
+
+    client = store["client"]
+    version = log_and_register(7)
+    weights = _weights(client, version)
+    state = torch.load(weights, weights_only=True)
+    torch.save({k: torch.full_like(v, float("nan")) for k, v in state.items()}, weights)
+    before = _stored_state(client)
+    with pytest.raises(PromotionRefused, match=rf"version {version} .*not finite"):
+        registry.promote(CONDITION, version, force=True, reason="x")
+    assert _stored_state(client) == before
+
+
+def test_a_good_version_still_force_promotes(store):
+    good = store["versions"][2]  # correct sha256 tags
+    try:
+        result = _promote_cli(store, "--version", good, "--force", "--reason", "x")
+        assert result.exit_code == 0, result.output
+        assert "force-promoted" in result.output
+        assert str(store["client"].get_model_version_by_alias(NAME, "champion").version) == good
+    finally:
+        set_champion(store["versions"][0])
