@@ -9,13 +9,14 @@ entries are re-rendered per batch, so over a long run the clean fields keep chan
 """
 from __future__ import annotations
 
+import copy
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from stemreg.acquisition.conditions import NOISE_KEYS, Condition
-from pathlib import Path
-
 from stemreg.acquisition.dose import apply_dose_noise
 from stemreg.acquisition.io import READ_SUFFIXES, read_image
 from stemreg.acquisition.microscope import (Rendered, degrade_field, margin_px, normalise_user_image, render_field,
@@ -100,6 +101,18 @@ class FieldPool:
         """The lab files mixed into the stream."""
         return [t.source for t in self.targets]
 
+    def fork(self) -> "FieldPool":
+        """An independent pool that draws exactly the stream this one would draw from now on.
+
+        The rendered fields are shared (an entry is replaced, never changed in place), the random
+        state is copied: several trainings (a search's trials) see the same patches without
+        rendering the pool again.
+        """
+        twin = copy.copy(self)
+        twin.entries = list(self.entries)
+        twin.rng = copy.deepcopy(self.rng)
+        return twin
+
     # -- draws -----------------------------------------------------------------------------------
     def batch(self, batch_size: int, patch_px: int) -> tuple[np.ndarray, np.ndarray]:
         """``batch_size`` fresh (degraded, clean) patches of ``patch_px``, (B, P, P) float32 each.
@@ -132,6 +145,21 @@ class FieldPool:
         for _ in range(self.refresh_per_batch):
             self.entries[int(rng.integers(len(self.entries)))] = self._render()
         return degraded, clean
+
+
+def targets_tags(targets: list[tuple[np.ndarray, float | None, str]] | None,
+                 target_fraction: float) -> dict[str, str]:
+    """Tags that say which lab files a training mixed in (``{}`` without targets).
+
+    ``training_data`` (``simulated+lab-targets``), ``lab_targets`` (the file names, JSON, cut at
+    4000 characters) and ``lab_target_fraction``: the same words on a registered version, a
+    training run and a search's parent run.
+    """
+    if not targets:
+        return {}
+    names = [name for _, _, name in targets]
+    return {"training_data": "simulated+lab-targets", "lab_targets": json.dumps(names)[:4000],
+            "lab_target_fraction": str(target_fraction)}
 
 
 def load_targets(directory: str | Path, *, min_px: int = 64) -> list[tuple[np.ndarray, float | None, str]]:

@@ -1,24 +1,27 @@
-"""Per-condition architecture search with Optuna: the study, its objective, its result.
+"""Per-condition architecture search with Optuna: the study and its trials (what it found: :mod:`.result`).
 
 One call of :func:`run_study` is one worker: it opens (or resumes) the study
 in the RDB storage, runs its share of trials, and logs them to MLflow as
 nested runs under a parent run of its own. Several workers on one storage
 (PostgreSQL for many machines) share one study; every trial number is handed
-out by the database, so none is lost or duplicated.
+out by the database, so none is lost or duplicated. With ``study_total`` the
+trial count is the study's: a worker stops once the study holds that many
+finished trials (:data:`FINISHED_STATES`), so a rerun after a kill, or a second
+worker, runs only the missing ones.
 """
 from __future__ import annotations
 
-import enum
 import logging
 import math
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from stemreg.models.config import off_benchmark
 from stemreg.tuning.budget import SearchBudget
-from stemreg.tuning.storage import masked_url, open_storage
+from stemreg.tuning.data import TRAIN_SEED, VAL_SEED, search_data, trial_data  # noqa: F401 - the seeds re-exported
 from stemreg.tuning.latency import ms_per_mpx
+from stemreg.tuning.result import (PSNR_TOLERANCE_DB, TARGET_NAMES, NoCompletedTrialError,  # noqa: F401 - re-exported
+                                   Objective, StudyResult, study_result)
 from stemreg.tuning.space import space_params
+from stemreg.tuning.storage import masked_url, open_storage
 
 if TYPE_CHECKING:
     import optuna
@@ -26,73 +29,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Data seeds of a search: fixed, so every trial and every worker sees the same images.
-TRAIN_SEED = 7_001
-VAL_SEED = 7_002
+#: Trial states that count as finished towards a study's total (``study_total``): complete and
+#: pruned. A failed trial (an error, a killed worker's) does not count; a killed one is retried.
+FINISHED_STATES = ("COMPLETE", "PRUNED")
 #: Trials that run before the median pruner may prune, and epochs before it judges.
 PRUNER_STARTUP_TRIALS = 3
 PRUNER_WARMUP_EPOCHS = 1
-#: In a quality-latency search the chosen trial is the fastest within this many dB of the best.
-PSNR_TOLERANCE_DB = 0.5
-TARGET_NAMES = ["val PSNR (dB)", "inference ms per megapixel"]
-
-
-class Objective(str, enum.Enum):
-    """What a search optimises."""
-
-    QUALITY = "quality"
-    QUALITY_LATENCY = "quality-latency"
-
-
-class NoCompletedTrialError(RuntimeError):
-    """The study has no complete trial yet, so there is no best architecture."""
-
-
-@dataclass
-class StudyResult:
-    """What one :func:`run_study` call found (the best over the whole study, all workers).
-
-    Attributes
-    ----------
-    best_params : dict
-        The best trial's Optuna parameters (depth, base_width, growth, kernel_size, lr).
-    best_architecture : dict
-        Architecture dict for :func:`stemreg.models.build_model`.
-    best_value : float
-        The best trial's validation PSNR (dB).
-    study_name, storage : str
-        Where the study lives (storage password masked).
-    parent_run_id : str
-        This invocation's MLflow parent run.
-    n_trials_done : int
-        Trials this invocation ran (complete, pruned or failed).
-    best_trial_number : int
-    best_lr : float
-    best_ms_per_mpx : float or None
-        Measured latency of the best trial (quality-latency searches only).
-    pareto_front : list of dict
-        ``{"trial", "val_psnr", "ms_per_mpx"}`` (quality-latency only).
-    objective : str
-    """
-
-    best_params: dict[str, Any]
-    best_architecture: dict[str, Any]
-    best_value: float
-    study_name: str
-    parent_run_id: str
-    n_trials_done: int
-    storage: str = ""
-    best_trial_number: int = -1
-    best_lr: float = float("nan")
-    best_ms_per_mpx: float | None = None
-    pareto_front: list[dict[str, Any]] = field(default_factory=list)
-    objective: str = Objective.QUALITY.value
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able summary (for ``stemreg tune --json``)."""
-        from dataclasses import asdict
-
-        return asdict(self)
 
 
 def default_study_name(condition: "Condition") -> str:
@@ -100,17 +42,21 @@ def default_study_name(condition: "Condition") -> str:
     return f"{condition.name}-{condition.hash()}"
 
 
-def _data_seeds(condition: "Condition") -> tuple[int, int]:
-    train_seed, val_seed = off_benchmark((TRAIN_SEED, VAL_SEED), getattr(condition, "benchmark_seed", None))
-    return train_seed, val_seed
+def count_finished(study: "optuna.Study") -> int:
+    """The study's finished trials (:data:`FINISHED_STATES`), every worker's."""
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=tuple(TrialState[s] for s in FINISHED_STATES)))
 
 
-def _make_data(condition: "Condition", budget: SearchBudget):
-    train_seed, val_seed = _data_seeds(condition)
-    size_px = budget.image_px
-    train = condition.sample_pairs(budget.n_train, size_px=size_px, seed=train_seed)
-    val = condition.sample_pairs(budget.n_val, size_px=size_px, seed=val_seed)
-    return (train.degraded, train.clean), (val.degraded, val.clean)
+def finished_trials(storage_url: str, study_name: str) -> int:
+    """Finished trials of a stored study (0 when there is no such study yet)."""
+    import optuna
+
+    try:
+        return count_finished(optuna.load_study(study_name=study_name, storage=open_storage(storage_url)))
+    except KeyError:  # no such study
+        return 0
 
 
 def _resolve_condition(condition: "Condition | str") -> "Condition":
@@ -158,7 +104,8 @@ def run_study(condition: "Condition | str", *, n_trials: int | None, timeout_s: 
               pruner: "optuna.pruners.BasePruner | None" = None,
               sampler: "optuna.samplers.BaseSampler | None" = None,
               heartbeat_interval_s: int | None = None, experiment_id: str | None = None,
-              enqueue: list[dict[str, Any]] | None = None, progress: bool = True) -> StudyResult:
+              enqueue: list[dict[str, Any]] | None = None, progress: bool = True, study_total: bool = False,
+              targets: list | None = None, target_fraction: float = 0.0) -> StudyResult:
     """Search the reverse-hourglass architecture for one acquisition condition.
 
     Parameters
@@ -166,7 +113,8 @@ def run_study(condition: "Condition | str", *, n_trials: int | None, timeout_s: 
     condition : Condition or str
         The acquisition condition (or its built-in name / YAML path).
     n_trials : int or None
-        Trials this worker runs (None: until ``timeout_s``).
+        Trials this worker runs (None: until ``timeout_s``); with ``study_total``, the
+        study's finished trials to reach.
     timeout_s : float, optional
         Stop starting new trials after this many seconds.
     storage : str, optional
@@ -192,6 +140,18 @@ def run_study(condition: "Condition | str", *, n_trials: int | None, timeout_s: 
         count towards ``n_trials``.
     progress : bool
         Show a tqdm bar over trials.
+    study_total : bool
+        Count ``n_trials`` over the whole study: stop once it holds ``n_trials`` finished
+        (complete or pruned) trials, every worker's and every earlier run's together (Optuna's
+        ``MaxTrialsCallback``). This worker runs at most the ones missing when it starts, none
+        when the study already holds them (the result is then the study's best so far). A
+        failed trial is not replaced within this run; several workers at once may end a few
+        over, as trials already running when the count is reached still finish.
+    targets, target_fraction : optional
+        A lab's clean high-dose images (``(image, pixel_size_pm or None, name)``, see
+        :func:`stemreg.acquisition.stream.load_targets`) and the share of the trials'
+        training patches cut from them; see :func:`stemreg.tuning.data.search_data`.
+        Their names are tagged on the parent run (``lab_targets``).
 
     Returns
     -------
@@ -224,26 +184,44 @@ def run_study(condition: "Condition | str", *, n_trials: int | None, timeout_s: 
                        pruner=pruner, sampler=sampler, heartbeat_interval_s=heartbeat_interval_s)
     for params in enqueue or []:
         study.enqueue_trial(space_params(params), skip_if_exists=True)
+    callbacks: list[Any] = []
+    to_run, finished_before = n_trials, count_finished(study)
+    if study_total and n_trials is not None:
+        from optuna.study import MaxTrialsCallback
+        from optuna.trial import TrialState
 
+        to_run = max(0, n_trials - finished_before)
+        callbacks.append(MaxTrialsCallback(n_trials, states=tuple(TrialState[s] for s in FINISHED_STATES)))
+
+    from stemreg.acquisition.stream import targets_tags
     from stemreg.tuning.tracking import StudyTracker
 
     tracker = StudyTracker(
         study_name=study_name, storage_url=masked_url(storage_url), objective=objective.value,
         params={"condition": condition.name, "objective": objective.value, "n_trials": n_trials,
-                "timeout_s": timeout_s, **{f"budget.{k}": v for k, v in budget.model_dump().items()}},
-        tags=dict(condition.flat_params()), experiment_id=experiment_id)
+                "trials_counted": "study" if study_total else "worker", "finished_before": finished_before,
+                "timeout_s": timeout_s, **({"n_targets": len(targets), "target_fraction": target_fraction}
+                                           if targets else {}),
+                **{f"budget.{k}": v for k, v in budget.model_dump().items()}},
+        tags={**condition.flat_params(), **targets_tags(targets, target_fraction)}, experiment_id=experiment_id)
     try:
-        train_data, val_data = _make_data(condition, budget)
-        trial_objective = _TrialObjective(condition=condition, budget=budget, objective=objective,
-                                          tracker=tracker, train_data=train_data, val_data=val_data)
-        counter = _TrialCounter(total=n_trials, progress=progress, study_name=study_name)
+        if targets:
+            tracker.client.log_dict(tracker.parent_run_id, {"lab_targets": [name for _, _, name in targets],
+                                                            "fraction": target_fraction}, "lab_targets.json")
+        counter = _TrialCounter(total=to_run, progress=progress and to_run != 0, study_name=study_name)
         try:
-            study.optimize(trial_objective, n_trials=n_trials, timeout=timeout_s,
-                           callbacks=[counter], catch=(RuntimeError,), gc_after_trial=True)
+            if to_run != 0:  # a study that already holds its trials starts none (nor renders data)
+                train_data, val_data = search_data(condition, budget, targets=targets,
+                                                   target_fraction=target_fraction)
+                trial_objective = _TrialObjective(condition=condition, budget=budget, objective=objective,
+                                                  tracker=tracker, train_data=train_data, val_data=val_data)
+                study.optimize(trial_objective, n_trials=to_run, timeout=timeout_s, callbacks=[counter, *callbacks],
+                               catch=(RuntimeError,), gc_after_trial=True)
         finally:
             counter.close()
-        result = _result(study, objective, study_name=study_name, storage=masked_url(storage_url),
-                         parent_run_id=tracker.parent_run_id, n_trials_done=counter.n_done)
+        result = study_result(study, objective, study_name=study_name, storage=masked_url(storage_url),
+                              parent_run_id=tracker.parent_run_id, n_trials_done=counter.n_done,
+                              n_trials_finished=count_finished(study))
     except BaseException:
         tracker.abort()
         raise
@@ -252,7 +230,8 @@ def run_study(condition: "Condition | str", *, n_trials: int | None, timeout_s: 
                                    **{k: str(v) for k, v in result.best_params.items() if k != "lr"},
                                    **({"ms_per_mpx": result.best_ms_per_mpx}
                                       if result.best_ms_per_mpx is not None else {}),
-                                   "trials_done_here": counter.n_done},
+                                   "trials_done_here": counter.n_done,
+                                   "trials_finished_in_study": result.n_trials_finished},
                    multi_objective=objective is Objective.QUALITY_LATENCY, target_names=TARGET_NAMES)
     return result
 
@@ -345,7 +324,7 @@ class _TrialObjective:
                     raise optuna.TrialPruned(f"val PSNR {value:.2f} dB at epoch {epoch}")
 
         try:
-            result = train(model, config, train_data=self.train_data, val_data=self.val_data,
+            result = train(model, config, train_data=trial_data(self.train_data), val_data=self.val_data,
                            on_epoch=on_epoch, progress=False)
         except optuna.TrialPruned:
             self.tracker.end_trial(run_id, "pruned")
@@ -362,27 +341,3 @@ class _TrialObjective:
         trial.set_user_attr("ms_per_mpx", latency)
         self.tracker.end_trial(run_id, "complete", {**final, "ms_per_mpx": latency})
         return best_psnr, latency
-
-
-def _result(study: "optuna.Study", objective: Objective, **common: Any) -> StudyResult:
-    from optuna.trial import TrialState
-
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not complete:
-        raise NoCompletedTrialError(
-            f"study {common['study_name']!r} has no complete trial yet (all pruned or failed); "
-            "run more trials or give each a larger budget")
-    pareto: list[dict[str, Any]] = []
-    if objective is Objective.QUALITY:
-        best = study.best_trial
-    else:
-        front = sorted(study.best_trials, key=lambda t: t.values[0], reverse=True)
-        pareto = [{"trial": t.number, "val_psnr": t.values[0], "ms_per_mpx": t.values[1]} for t in front]
-        top_psnr = front[0].values[0]
-        # The fastest architecture that gives up at most PSNR_TOLERANCE_DB of quality.
-        best = min((t for t in front if t.values[0] >= top_psnr - PSNR_TOLERANCE_DB), key=lambda t: t.values[1])
-    return StudyResult(
-        best_params=dict(best.params), best_architecture=dict(best.user_attrs["architecture"]),
-        best_value=float(best.values[0]), best_trial_number=best.number, best_lr=float(best.params["lr"]),
-        best_ms_per_mpx=(float(best.values[1]) if objective is Objective.QUALITY_LATENCY else None),
-        pareto_front=pareto, objective=objective.value, **common)

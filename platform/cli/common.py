@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+from pathlib import Path
 from typing import Any
 
 import click
@@ -75,3 +76,31 @@ def fmt(value: Any, spec: str = ".2f") -> str:
 condition_option = click.option("--condition", "-c", "condition_name", required=True, metavar="NAME",
                                 help="Acquisition condition name (see `stemreg conditions`) or a YAML file.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+
+#: `--targets DIR` and `--target-fraction F`: a lab's high-dose images as clean training targets (train, tune).
+targets_option = click.option(
+    "--targets", "targets_dir", type=click.Path(path_type=Path), default=None, metavar="DIR",
+    help="Your own high-dose images (any format stemreg reads; pixel size from the file) as clean targets, "
+         "degraded on the fly like the simulated fields and mixed with them.")
+target_fraction_option = click.option(
+    "--target-fraction", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+    help="With --targets: the share of training patches cut from your images.")
+
+
+def load_targets_option(targets_dir: Path | None, *, patch_px: int) -> list | None:
+    """The images of `--targets DIR` (None without it), each at least `patch_px` on a side.
+
+    Raises
+    ------
+    BadInputError
+        Not a folder, no image in it, an unreadable or too small image: one line naming it.
+    """
+    if targets_dir is None:
+        return None
+    from stemreg.acquisition.stream import load_targets
+
+    try:
+        return load_targets(targets_dir, min_px=patch_px)
+    except (ValueError, OSError) as exc:  # ImageReadError is a ValueError
+        text = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BadInputError(text if text.startswith("--targets") else f"--targets: {text}") from None

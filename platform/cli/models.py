@@ -11,7 +11,8 @@ from typing import Any
 
 import click
 
-from stemreg.platform.cli.common import command, condition_option, emit, fmt, json_option, load_condition
+from stemreg.platform.cli.common import (command, condition_option, emit, fmt, json_option, load_condition,
+                                         load_targets_option, target_fraction_option, targets_option)
 from stemreg.platform.errors import BadInputError
 
 # --------------------------------------------------------------------------- train
@@ -34,11 +35,8 @@ from stemreg.platform.errors import BadInputError
               help="Train blind-spot on your own single noisy images from DIR. No clean image is used.")
 @click.option("--no-align", is_flag=True, help="With --frames: the frames are already aligned; skip the drift "
                                                "correction.")
-@click.option("--targets", "targets_dir", type=click.Path(path_type=Path), default=None, metavar="DIR",
-              help="Your own high-dose images (any format stemreg reads; pixel size from the file) as clean "
-                   "targets, degraded on the fly like the simulated fields and mixed with them.")
-@click.option("--target-fraction", type=click.FloatRange(0, 1), default=0.5, show_default=True,
-              help="With --targets: the share of training patches cut from your images.")
+@targets_option
+@target_fraction_option
 @click.option("--n-train", type=click.IntRange(min=1), default=None, help="Simulated training fields.")
 @click.option("--n-val", type=click.IntRange(min=1), default=None, help="Simulated validation images.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the training data.")
@@ -90,14 +88,7 @@ def train_command(condition_name: str, epochs, steps_per_epoch, batch_size, patc
         return
     if no_align:
         raise BadInputError("--no-align goes with --frames (it skips their drift correction)")
-    targets = None
-    if targets_dir is not None:
-        from stemreg.acquisition.stream import load_targets
-
-        try:
-            targets = load_targets(targets_dir, min_px=config["patch_px"])
-        except ValueError as exc:
-            raise BadInputError(str(exc)) from None
+    targets = load_targets_option(targets_dir, patch_px=config["patch_px"])
     result = train_and_register(cond, arch=architecture, config=config,
                                 n_train=n_train or quick.n_train, n_val=n_val or quick.n_val, seed=seed,
                                 init_from=init_from, register=not no_register, alias_policy=alias_policy,

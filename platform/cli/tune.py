@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import click
 
-from stemreg.platform.cli.common import command, load_condition
+from stemreg.platform.cli.common import (command, load_condition, load_targets_option, target_fraction_option,
+                                         targets_option)
 from stemreg.platform.errors import BadInputError
 from stemreg.tuning.budget import SEARCH_BUDGETS
 
@@ -35,9 +37,13 @@ def _parent_architecture(model_uri: str) -> dict:
 @click.option("--condition", "condition_name", required=True, metavar="NAME",
               help="Acquisition condition: a built-in name (see `stemreg conditions`) or a YAML file.")
 @click.option("--trials", type=click.IntRange(min=1), default=None,
-              help="Trials this worker runs (default 10 unless --timeout is given).")
+              help="Finished trials the study holds when this worker stops (default 10 unless --timeout is "
+                   "given). Finished means complete or pruned, by any worker or earlier run; failed trials do "
+                   "not count. A rerun after an interruption, or another worker on the same study, runs only "
+                   "the missing ones; a study that holds them already starts none.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Stop starting new trials after S seconds.")
+              help="Stop starting new trials after S seconds (alone: trials until then, however many the "
+                   "study holds).")
 @click.option("--storage", default=None, metavar="URL",
               help="Optuna study database (SQLAlchemy URL). Default sqlite:///optuna.db or "
                    "$STEMREG_OPTUNA_STORAGE; a postgresql+psycopg2:// URL lets many workers share one study.")
@@ -51,7 +57,7 @@ def _parent_architecture(model_uri: str) -> dict:
               show_default=True,
               help="Optimiser steps per epoch.")
 @click.option("--n-train", type=click.IntRange(min=1), default=_TUNE.n_train, show_default=True,
-              help="Simulated training images per trial.")
+              help="Simulated training images per trial (with --targets: the simulated fields they mix with).")
 @click.option("--n-val", type=click.IntRange(min=1), default=_TUNE.n_val, show_default=True,
               help="Simulated validation images per trial.")
 @click.option("--image-px", type=click.IntRange(min=16), default=_TUNE.image_px, show_default=True,
@@ -69,13 +75,15 @@ def _parent_architecture(model_uri: str) -> dict:
 @click.option("--min-receptive-cells", type=click.FloatRange(min=0), default=_TUNE.min_receptive_cells,
               show_default=True, help="Prune, before training, every architecture whose receptive field spans "
                                       "fewer unit cells at the finest sampling of the condition (0: no rule).")
+@targets_option
+@target_fraction_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
 def tune_command(condition_name: str, trials: int | None, timeout_s: float | None, storage: str | None,
                  study_name: str | None, objective: str, epochs: int, steps_per_epoch: int, n_train: int,
                  n_val: int, image_px: int, patch_px: int, batch_size: int, retrain_epochs: int | None,
                  no_register: bool, init_from: str | None, seed: int, min_receptive_cells: float,
-                 as_json: bool, progress: bool) -> None:
+                 targets_dir: Path | None, target_fraction: float, as_json: bool, progress: bool) -> None:
     """Search the reverse-hourglass architecture for one condition with Optuna.
 
     Every trial is an MLflow run nested under this worker's parent run. Then
@@ -83,7 +91,17 @@ def tune_command(condition_name: str, trials: int | None, timeout_s: float | Non
     budget and registered as a new version of stem-denoiser-<condition> with
     alias `challenger`. Run the same command in several shells (or machines,
     with a PostgreSQL --storage) to search one study in parallel; run it again
-    after an interruption to resume.
+    after an interruption to resume: --trials N counts the study's finished
+    (complete or pruned) trials, so the workers together stop at N (a few
+    over when several finish at once) and a rerun runs only the missing ones.
+    A study that already holds N starts no trial; its best is still retrained
+    and registered unless --no-register.
+
+    With --targets DIR the trials (and the retrain) train, as `stemreg train
+    --targets` does, on your high-dose images degraded on the fly under the
+    condition, mixed with simulated fields (--target-fraction of the patches);
+    validation stays on simulated images. The parent run records the files
+    (tags lab_targets, training_data; artifact lab_targets.json).
     """
     from stemreg.tuning import SearchBudget, StorageError, check_storage_url, default_storage
 
@@ -92,6 +110,8 @@ def tune_command(condition_name: str, trials: int | None, timeout_s: float | Non
     if trials is None and timeout_s is None:
         trials = 10
     condition = load_condition(condition_name)
+    targets = load_targets_option(targets_dir, patch_px=patch_px)  # before anything is stored
+    target_fraction = target_fraction if targets else 0.0
     storage_url = storage or default_storage()
     try:
         check_storage_url(storage_url)
@@ -106,32 +126,42 @@ def tune_command(condition_name: str, trials: int | None, timeout_s: float | Non
     configure()
     parent_arch = _parent_architecture(init_from) if (init_from and not no_register) else None
 
-    from stemreg.tuning import NoCompletedTrialError, run_study
-    from stemreg.tuning.storage import open_storage
+    from stemreg.tuning import NoCompletedTrialError, default_study_name, finished_trials, run_study
 
+    name = study_name or default_study_name(condition)
     try:
-        open_storage(storage_url)  # reachability, before any work: exit 2 with the driver's reason
+        finished = finished_trials(storage_url, name)  # reachability first: exit 2 with the driver's reason
     except StorageError as exc:
         raise BadInputError(f"--storage: {exc}") from None
+    missing = None if trials is None else max(0, trials - finished)
+    if missing == 0:
+        click.echo(f"study {name} already holds {finished} finished trial(s) (--trials {trials}): no new trial"
+                   + ("" if no_register else "; its best is retrained and registered"), err=True)
+    elif finished and missing is not None:
+        click.echo(f"study {name} holds {finished} finished trial(s): {missing} more to reach --trials {trials}",
+                   err=True)
     from stemreg.platform.plan import plan_tune  # the whole plan up front, with a measured step time
 
-    plan = plan_tune(budget, trials=trials, timeout_s=timeout_s, retrain_steps_per_epoch=RETRAIN_DATA_FACTOR * steps_per_epoch,
+    plan = plan_tune(budget, trials=missing, timeout_s=timeout_s, retrain_steps_per_epoch=RETRAIN_DATA_FACTOR * steps_per_epoch,
                      retrain_epochs=None if no_register else (retrain_epochs or RETRAIN_EPOCH_FACTOR * epochs))
     click.echo(plan.describe(), err=True)
     try:
         result = run_study(condition, n_trials=trials, timeout_s=timeout_s, storage=storage_url,
-                           study_name=study_name, objective=objective, budget=budget, progress=progress)
+                           study_name=study_name, objective=objective, budget=budget, progress=progress,
+                           study_total=True, targets=targets, target_fraction=target_fraction)
     except StorageError as exc:
         raise BadInputError(f"--storage: {exc}") from None
     except NoCompletedTrialError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(f"{exc} (pruned trials count towards --trials: raise it)"
+                                   if trials is not None else str(exc)) from None
     except ValueError as exc:  # e.g. a --study that exists with other objectives
         raise BadInputError(str(exc)) from None
 
     summary = {"study": result.to_dict(), "registered": None, "plan": plan.to_dict()}
     if not no_register:
         summary["registered"] = _retrain_best(condition, result, budget, retrain_epochs=retrain_epochs,
-                                              init_from=init_from, parent_arch=parent_arch, progress=progress)
+                                              init_from=init_from, parent_arch=parent_arch, progress=progress,
+                                              targets=targets, target_fraction=target_fraction)
     if as_json:
         click.echo(json.dumps(summary, indent=2, default=str))
     else:
@@ -139,8 +169,8 @@ def tune_command(condition_name: str, trials: int | None, timeout_s: float | Non
 
 
 def _retrain_best(condition, result, budget, *, retrain_epochs: int | None, init_from: str | None,
-                  parent_arch: dict | None, progress: bool) -> dict:
-    """Retrain the study's best architecture on the full budget; register it as `challenger`."""
+                  parent_arch: dict | None, progress: bool, targets: list | None, target_fraction: float) -> dict:
+    """Retrain the study's best architecture on the full budget (and the search's targets); register it."""
     from stemreg.models import TrainConfig
     from stemreg.platform.training import train_and_register
 
@@ -156,7 +186,8 @@ def _retrain_best(condition, result, budget, *, retrain_epochs: int | None, init
         condition, arch=result.best_architecture, config=config,
         n_train=RETRAIN_DATA_FACTOR * budget.n_train, n_val=budget.n_val, seed=budget.seed,
         init_from=init_from if fine_tune else None, run_name=f"retrain-{result.study_name}",
-        register=True, alias_policy="challenger", progress=progress,
+        register=True, alias_policy="challenger", progress=progress, targets=targets,
+        target_fraction=target_fraction,
         extra_tags={"optuna.study": result.study_name, "optuna.trial_number": str(result.best_trial_number),
                     "optuna.parent_run_id": result.parent_run_id})
     return {"model_uri": run.model_uri, "version": run.version, "alias": run.alias, "run_id": run.run_id,
@@ -167,7 +198,8 @@ def _retrain_best(condition, result, budget, *, retrain_epochs: int | None, init
 def _print_summary(summary: dict) -> None:
     study = summary["study"]
     arch = study["best_architecture"]
-    click.echo(f"study {study['study_name']} ({study['storage']}): {study['n_trials_done']} trial(s) run here")
+    click.echo(f"study {study['study_name']} ({study['storage']}): {study['n_trials_done']} trial(s) run here, "
+               f"{study['n_trials_finished']} finished in all")
     click.echo(f"best trial #{study['best_trial_number']}: val PSNR {study['best_value']:.2f} dB, "
                f"depth {arch['depth']}, widths {arch['widths']}, kernel {arch['kernel_size']}, "
                f"lr {study['best_lr']:.2e}"

@@ -22,7 +22,7 @@ import mlflow.artifacts
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
-from stemreg.acquisition.stream import FieldPool
+from stemreg.acquisition.stream import FieldPool, targets_tags
 from stemreg.models import mlflow_model
 from stemreg.models.architectures import architecture_of, build_model
 from stemreg.models.config import ArchitectureName, architecture, training_seeds
@@ -348,11 +348,9 @@ def train_and_register(condition: Any, *, arch: dict[str, Any] | str | None = No
         if init_from:
             version_tags["parent"] = init_from
         if targets:
-            names = [name for _, _, name in targets]
-            version_tags["training_data"] = "simulated+lab-targets"
-            version_tags["lab_targets"] = json.dumps(names)[:4000]
-            version_tags["lab_target_fraction"] = str(target_fraction)
-            mlflow.log_dict({"lab_targets": names, "fraction": target_fraction}, "lab_targets.json")
+            version_tags.update(targets_tags(targets, target_fraction))
+            mlflow.log_dict({"lab_targets": [name for _, _, name in targets], "fraction": target_fraction},
+                            "lab_targets.json")
         data = (f"{n_train} simulated '{cond.name}' field{'s' if n_train != 1 else ''} (fresh noise every step)"
                 if mode == "supervised" else f"{n_train} simulated '{cond.name}' image{'s' if n_train != 1 else ''}")
         if targets:

@@ -65,3 +65,16 @@ def test_lab_targets_mix_in_at_the_stated_fraction():
     assert np.allclose(np.diff(clean, axis=1), np.diff(clean, axis=1)[:, :1, :1], atol=1e-4)
     with pytest.raises(ValueError, match="needs targets"):
         FieldPool(cond, n_fields=1, size_px=48, seed=9, target_fraction=0.5)
+
+
+def test_a_fork_draws_the_same_stream_and_leaves_its_pool_alone():
+    cond = get_condition("low-dose")
+    pool = FieldPool(cond, n_fields=2, size_px=48, seed=10)  # one field re-rendered per batch
+    first, second = pool.fork(), pool.fork()
+    for _ in range(3):  # past the re-rendering of fields
+        a, b = first.batch(2, 32), second.batch(2, 32)
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+    # the pool itself has not moved: it still draws what a fresh fork draws
+    fresh = FieldPool(cond, n_fields=2, size_px=48, seed=10)
+    np.testing.assert_array_equal(pool.batch(2, 32)[0], fresh.batch(2, 32)[0])
