@@ -39,8 +39,11 @@ def pretrain_command(condition_name: str, steps: int, seed: int, lr: float, from
     The base is what `stemreg denoise` uses before anything is registered, and
     what the main job fine-tunes every condition from. The card records the
     architecture, the condition's hash, the steps and recipe, the commit and
-    the benchmark per bin. At the defaults this takes about 30-60 minutes on
-    2 CPU cores (a few minutes on a GPU).
+    the benchmark per bin. At the defaults (4000 steps) this takes about 15
+    minutes on 2 unshared CPU cores, an hour when they are shared (a few minutes
+    on a GPU). The shipped base is these 4000 steps followed by 12000 more with
+    `--from-base low-dose-base --steps 12000 --seed 111 --lr 1e-3` (its card
+    records both commands).
     """
     from stemreg.platform.pretrain import pretrain_base
 
