@@ -158,7 +158,11 @@ def test_blind_spot_on_single_noisy_image_files_beats_the_noisy_input(mlflow_sto
     from stemreg.acquisition import write_image
     from stemreg.platform.training import train_from_lab_files
 
-    pairs = get_condition("low-dose").sample_pairs(4, size_px=96, seed=4343)
+    # The seed's point (an amorphous background under every field): since conditions v4 the range also
+    # holds nearly black fields, on which 4 tiny 96 px images give a blind-spot net too little signal to judge
+    # it by (gain 0.6 dB there); the claim here is that blind-spot training on single files works at all.
+    seed_point = get_condition("low-dose").seed_point()
+    pairs = seed_point.sample_pairs(4, size_px=96, seed=4343)
     for i, noisy in enumerate(pairs.degraded):
         write_image(tmp_path / "singles" / f"image_{i}.npy", noisy)
     calls = _spy_on_train(monkeypatch)
@@ -169,7 +173,7 @@ def test_blind_spot_on_single_noisy_image_files_beats_the_noisy_input(mlflow_sto
     assert np.isin(call["train_data"], np.unique(pairs.degraded)).all()
     assert np.isfinite(result.metrics["val_loss"])
     network = mlflow.pyfunc.load_model(result.logged_model_uri)
-    test = get_condition("low-dose").sample_pairs(2, size_px=96, seed=4444)
+    test = seed_point.sample_pairs(2, size_px=96, seed=4444)
     denoised = np.asarray(network.predict(test.degraded))
     gain = np.mean([psnr(d, c) - psnr(n, c) for d, n, c in zip(denoised, test.degraded, test.clean)])
     assert gain > 2.0
