@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from http.server import HTTPServer
@@ -44,9 +45,16 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+#: How long a thread may keep the GIL while another waits for it (Python's default: 5 ms). A forward
+#: call takes the GIL back after every layer; behind a request thread parsing JSON it would wait up to
+#: this long each time.
+SWITCH_INTERVAL_S = 0.0005
+
+
 def configure_threads(threads: int | None = None, parallel: int | None = None) -> tuple[int, int]:
     """Share ``threads`` CPU threads (default: :func:`usable_cores`) among ``parallel`` forward calls
-    run at once (default: one per thread); sets torch's intra-op threads to the share of each.
+    run at once (default: one per thread); sets torch's intra-op threads to the share of each, and
+    Python's switch interval to :data:`SWITCH_INTERVAL_S`.
 
     Many small forward calls side by side, one thread each, keep every core busy with no
     intra-op synchronisation; one call on all threads answers a lone request sooner
@@ -65,6 +73,7 @@ def configure_threads(threads: int | None = None, parallel: int | None = None) -
         raise BadInputError(f"--threads {threads} / --parallel {parallel}: each must be at least 1")
     per_call = max(1, threads // parallel)
     torch.set_num_threads(per_call)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     return parallel, per_call
 
 

@@ -10,6 +10,7 @@ import http.client
 import io
 import json
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -120,13 +121,15 @@ def test_configure_threads_shares_the_cores_among_forward_calls():
 
     from stemreg.platform.serving import configure_threads
 
-    before = torch.get_num_threads()
+    before, interval = torch.get_num_threads(), sys.getswitchinterval()
     try:
         assert configure_threads(4, 2) == (2, 2) and torch.get_num_threads() == 2
         assert configure_threads(2) == (2, 1) and torch.get_num_threads() == 1
         assert configure_threads(1, 3) == (3, 1)
+        assert sys.getswitchinterval() < interval
     finally:
         torch.set_num_threads(before)
+        sys.setswitchinterval(interval)
 
 
 # --------------------------------------------------------------------------- concurrent requests
