@@ -267,6 +267,7 @@ def run_clients(port: int, cases: list[tuple[str, bytes, str]], seconds: float, 
         except BaseException as exc:  # noqa: BLE001 - reported after the run
             failures.append(exc)
         ready.wait()
+        conn.close()  # a fresh connection: the wait for the others' warm-up may outlast the server's idle timeout
         try:
             while time.perf_counter() < stop[0]:
                 start = time.perf_counter()
