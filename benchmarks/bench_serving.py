@@ -11,17 +11,28 @@ share the server's interpreter), then measures
 
 By default it serves the champion of --condition from the store in force
 (MLFLOW_TRACKING_URI, else ./mlflow.db). With --temp-model (or when that
-store has no champion) it registers an untrained default 8-layer reverse
-hourglass in a temporary store: speed does not depend on the weights.
+store has no champion) it registers --model in a temporary store: the shipped
+pretrained base (default; the network every condition is fine-tuned from, so
+the speed a served model has) or an untrained default 8-layer hourglass.
 
     python benchmarks/bench_serving.py [--condition low-dose] [--requests 30]
-        [--clients 4] [--seconds 10] [--temp-model] [--json]
+        [--clients 4] [--seconds 10] [--temp-model] [--model shipped|untrained] [--json]
 
 With --compare-mlflow it instead runs `stemreg serve` and `mlflow models serve`
-(same model, same interpreter) one after the other, 8 clients posting the same
-/invocations JSON for 256^2 and 1024^2 images (and stemreg's binary /denoise
-path beside), and prints frames/s, their ratio, p50/p95 latency and each
-server's RSS (its whole process tree).
+(same model, same interpreter, each with its own defaults) one after the other,
+8 clients posting the same /invocations JSON for 256^2 and 1024^2 images (and
+stemreg's binary /denoise path beside), and prints frames/s, their ratio,
+p50/p95 latency and each server's RSS (its whole process tree).
+--parallel-sweep 1,2 also times /denoise under `stemreg serve --parallel K`.
+
+    python benchmarks/bench_serving.py --temp-model --compare-mlflow --seconds 60 [--parallel-sweep 1,2]
+
+With --soak-seconds S it soaks `stemreg serve` for S seconds (600: the
+10-minute soak): 8 clients, /denoise .npy at the --sizes in turn plus one
+client on /invocations JSON, and prints p50/p95 (whole run, first and last
+30 s) and the server's RSS at start and end (sampled every 30 s).
+
+    python benchmarks/bench_serving.py --temp-model --soak-seconds 600
 """
 from __future__ import annotations
 
@@ -45,8 +56,20 @@ import numpy as np
 SIZE_PX = 256
 
 
-def register_temp_model(root: Path) -> str:
-    """Register an untrained default reverse hourglass as stem-denoiser-low-dose@champion."""
+def temp_network(kind: str):
+    """The network a temp store serves: the shipped pretrained base, or an untrained default hourglass."""
+    if kind == "shipped":
+        from stemreg.models.pretrained import available, load_pretrained
+
+        if available():
+            return load_pretrained()[0], "the shipped pretrained base (low-dose-base), temp store"
+    from stemreg.models.hourglass import ReverseHourglass
+
+    return ReverseHourglass(), "untrained default 8-layer reverse hourglass, temp store"
+
+
+def register_temp_model(root: Path, network=None) -> str:
+    """Register ``network`` (default: an untrained default hourglass) as stem-denoiser-low-dose@champion."""
     import mlflow
 
     from stemreg.models.hourglass import ReverseHourglass
@@ -58,7 +81,7 @@ def register_temp_model(root: Path) -> str:
     os.chdir(root)
     mlflow.set_experiment("bench-serving")
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run():
-        info = mlflow.pyfunc.log_model(name="model", **log_model_args(ReverseHourglass(), tmp),
+        info = mlflow.pyfunc.log_model(name="model", **log_model_args(network or ReverseHourglass(), tmp),
                                        signature=model_signature(), pip_requirements=["torch==2.13.0"])
     version = mlflow.register_model(info.model_uri, "stem-denoiser-low-dose")
     mlflow.MlflowClient().set_registered_model_alias("stem-denoiser-low-dose", "champion", version.version)
@@ -80,11 +103,17 @@ def has_champion(uri: str, condition: str) -> bool:
         return False
 
 
-def start_server(uri: str, condition: str, max_pixels: int = 8 * SIZE_PX * SIZE_PX) -> tuple[subprocess.Popen, int]:
+#: What `stemreg serve` said about its thread settings, per port (the last server started).
+SERVER_SETTINGS: dict[int, str] = {}
+
+
+def start_server(uri: str, condition: str, max_pixels: int = 8 * SIZE_PX * SIZE_PX,
+                 extra: list[str] | None = None) -> tuple[subprocess.Popen, int]:
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-c", "from stemreg.platform.cli import main; main()", "serve",
                              "--condition", condition,
-                             "--port", "0", "--poll-seconds", "0", "--max-pixels", str(max_pixels)],
+                             "--port", "0", "--poll-seconds", "0", "--max-pixels", str(max_pixels),
+                             *(extra or [])],
                             env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
     port = None
     deadline = time.monotonic() + 180
@@ -94,6 +123,8 @@ def start_server(uri: str, condition: str, max_pixels: int = 8 * SIZE_PX * SIZE_
             raise RuntimeError(f"stemreg serve exited with {proc.returncode}")
         if port is None and (found := re.search(r"http://127\.0\.0\.1:(\d+)", line)):
             port = int(found.group(1))
+            settings = re.search(r"(\d+ forward call\(s\) at once x \d+ torch thread\(s\))", line)
+            SERVER_SETTINGS[port] = settings.group(1) if settings else "?"
         if "ready, serving" in line:
             break
     if port is None:
@@ -172,7 +203,8 @@ def _free_port() -> int:
 
 
 def start_mlflow_server(uri: str, condition: str, workdir: Path) -> tuple[subprocess.Popen, int]:
-    """`mlflow models serve` (1 worker, local env) whose uvicorn is this interpreter's."""
+    """`mlflow models serve` as a user runs it: its defaults (1 uvicorn worker; requests predicted on
+    asyncio's default thread pool; torch's default threads), local env, uvicorn from this interpreter."""
     shim = workdir / "shim"
     shim.mkdir(exist_ok=True)
     (shim / "uvicorn").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m uvicorn "$@"\n')
@@ -182,7 +214,7 @@ def start_mlflow_server(uri: str, condition: str, workdir: Path) -> tuple[subpro
            "PATH": f"{shim}{os.pathsep}{os.environ.get('PATH', '')}"}
     proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m",
                              f"models:/stem-denoiser-{condition}@champion", "--env-manager", "local",
-                             "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
+                             "-h", "127.0.0.1", "-p", str(port)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -211,32 +243,66 @@ def tree_rss_mb(pid: int) -> float:
     return total / 1024
 
 
-def load(port: int, path: str, body: bytes, content_type: str, clients: int, seconds: float) -> dict[str, float]:
-    """`clients` keep-alive clients posting `body` for `seconds`: frames/s, p50/p95 latency."""
-    times: list[float] = []
-    lock = threading.Lock()
-    stop = time.monotonic() + seconds
+def _percentile(times: list[float], q: float) -> float:
+    times = sorted(times)
+    return times[min(len(times) - 1, int(round(q * (len(times) - 1))))] if times else float("nan")
 
-    def client() -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
-        while time.monotonic() < stop:
-            start = time.perf_counter()
-            post(conn, path, body, content_type)
-            with lock:
-                times.append((time.perf_counter() - start) * 1e3)
+
+def run_clients(port: int, cases: list[tuple[str, bytes, str]], seconds: float, *, warmup: int = 1,
+                on_tick=None, tick_s: float = 30.0) -> list[list[tuple[float, float]]]:
+    """One keep-alive client per case posting its body for ``seconds`` after ``warmup`` untimed requests
+    each (all clients start timing together); returns each client's (finish time, latency ms) pairs.
+    ``on_tick(elapsed)`` is called every ``tick_s`` seconds meanwhile."""
+    records: list[list[tuple[float, float]]] = [[] for _ in cases]
+    failures: list[BaseException] = []
+    ready = threading.Barrier(len(cases) + 1)
+    stop = [float("inf")]
+
+    def client(i: int) -> None:
+        path, body, ctype = cases[i]
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+        try:
+            for _ in range(warmup):
+                post(conn, path, body, ctype)
+        except BaseException as exc:  # noqa: BLE001 - reported after the run
+            failures.append(exc)
+        ready.wait()
+        conn.close()  # a fresh connection: the wait for the others' warm-up may outlast the server's idle timeout
+        try:
+            while time.perf_counter() < stop[0]:
+                start = time.perf_counter()
+                post(conn, path, body, ctype)
+                records[i].append((time.perf_counter(), (time.perf_counter() - start) * 1e3))
+        except BaseException as exc:  # noqa: BLE001
+            failures.append(exc)
         conn.close()
 
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    start = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(len(cases))]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - start
-    times.sort()
+    ready.wait()
+    begin = time.perf_counter()
+    stop[0] = begin + seconds
+    next_tick = begin + tick_s
+    while any(t.is_alive() for t in threads):
+        time.sleep(0.2)
+        if on_tick and time.perf_counter() >= next_tick:
+            on_tick(next_tick - begin)
+            next_tick += tick_s
+    if failures:
+        raise RuntimeError(f"{len(failures)} client(s) failed; first: {failures[0]}")
+    for recs in records:
+        recs[:] = [(t - begin, ms) for t, ms in recs]
+    return records
+
+
+def load(port: int, path: str, body: bytes, content_type: str, clients: int, seconds: float) -> dict[str, float]:
+    """`clients` keep-alive clients posting `body` for `seconds`: frames/s, p50/p95 latency (ms)."""
+    records = run_clients(port, [(path, body, content_type)] * clients, seconds)
+    times = [ms for recs in records for _, ms in recs]
+    elapsed = max([seconds] + [t for recs in records for t, _ in recs])
     return {"frames_per_s": len(times) / elapsed, "requests": len(times),
-            "p50_ms": times[len(times) // 2] if times else float("nan"),
-            "p95_ms": times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))] if times else float("nan")}
+            "p50_ms": _percentile(times, 0.5), "p95_ms": _percentile(times, 0.95)}
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -248,33 +314,65 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def compare_mlflow(uri: str, condition: str, workdir: Path, sizes: list[int], clients: int,
-                   seconds: float) -> dict:
+def _bodies(sizes: list[int]) -> tuple[dict[int, bytes], dict[int, bytes]]:
+    """The same noisy image per size as MLflow JSON (`inputs`, a stack of one) and as .npy bytes."""
     rng = np.random.default_rng(0)
     images = {n: (rng.poisson(20.0, size=(n, n)) / 20.0).astype(np.float32) for n in sizes}
-    bodies = {n: json.dumps({"inputs": img[None].tolist()}).encode() for n, img in images.items()}
+    jsons = {n: json.dumps({"inputs": img[None].tolist()}).encode() for n, img in images.items()}
     npys = {}
     for n, img in images.items():
         buf = io.BytesIO()
         np.save(buf, img)
         npys[n] = buf.getvalue()
-    out: dict = {"clients": clients, "seconds_per_case": seconds}
-    for server in ("stemreg", "mlflow"):
-        proc, port = (start_server(uri, condition, max_pixels=4096 * 4096) if server == "stemreg"
-                      else start_mlflow_server(uri, condition, workdir))
-        try:
+    return jsons, npys
+
+
+def compare_mlflow(uri: str, condition: str, workdir: Path, sizes: list[int], clients: int,
+                   seconds: float, parallel_sweep: list[int] | None = None, rounds: int = 1) -> dict:
+    """stemreg serve (defaults) vs mlflow models serve (defaults), same model, same run.
+
+    Every server is started first and the cases take turns (size by size: stemreg /denoise, mlflow
+    /invocations, stemreg /invocations, then the sweep), ``rounds`` times, so a change in the
+    machine's load falls on both servers alike; a case's figures add up its rounds."""
+    jsons, npys = _bodies(sizes)
+    out: dict = {"clients": clients, "seconds_per_case": seconds * rounds, "rounds": rounds,
+                 "cores": os.cpu_count(), "load_average_start": os.getloadavg(),
+                 "mlflow_settings": "1 uvicorn worker (its default), predict on asyncio's default thread "
+                                    f"pool, torch default threads ({__import__('torch').get_num_threads()})"}
+    servers: dict[str, tuple[subprocess.Popen, int]] = {}
+    try:
+        servers["stemreg"] = start_server(uri, condition, max_pixels=4096 * 4096)
+        servers["mlflow"] = start_mlflow_server(uri, condition, workdir)
+        for k in parallel_sweep or []:
+            servers[f"stemreg_parallel{k}"] = start_server(uri, condition, max_pixels=4096 * 4096,
+                                                           extra=["--parallel", str(k)])
+        for name, (_, port) in servers.items():
+            if name != "mlflow":
+                out[f"{name}_settings"] = SERVER_SETTINGS.get(port)
+        totals: dict[str, list] = {}
+        for _ in range(rounds):
             for n in sizes:
-                post(http.client.HTTPConnection("127.0.0.1", port, timeout=300), "/invocations", bodies[n],
-                     "application/json")  # warm-up
-                out[f"{server}_invocations_{n}"] = load(port, "/invocations", bodies[n], "application/json",
-                                                        clients, seconds)
-                out[f"{server}_invocations_{n}"]["rss_mb"] = tree_rss_mb(proc.pid)
-                if server == "stemreg":
-                    out[f"stemreg_denoise_npy_{n}"] = load(port, "/denoise", npys[n], "application/x-npy",
-                                                           clients, seconds)
-                    out[f"stemreg_denoise_npy_{n}"]["rss_mb"] = tree_rss_mb(proc.pid)
-        finally:
+                cases = [("stemreg", "denoise_npy", "/denoise", npys[n], "application/x-npy"),
+                         ("mlflow", "invocations", "/invocations", jsons[n], "application/json"),
+                         ("stemreg", "invocations", "/invocations", jsons[n], "application/json")]
+                cases += [(f"stemreg_parallel{k}", "denoise_npy", "/denoise", npys[n], "application/x-npy")
+                          for k in parallel_sweep or []]
+                for server, label, path, body, ctype in cases:
+                    proc, port = servers[server]
+                    key = f"{server}_{label}_{n}"
+                    records = run_clients(port, [(path, body, ctype)] * clients, seconds)
+                    total = totals.setdefault(key, [0.0, []])
+                    total[0] += max([seconds] + [t for recs in records for t, _ in recs])
+                    total[1] += [ms for recs in records for _, ms in recs]
+                    times = total[1]
+                    out[key] = {"frames_per_s": len(times) / total[0], "requests": len(times),
+                                "p50_ms": _percentile(times, 0.5), "p95_ms": _percentile(times, 0.95),
+                                "rss_mb": tree_rss_mb(proc.pid)}
+                    print(f"  {key}: {out[key]}", file=sys.stderr, flush=True)
+    finally:
+        for proc, _ in servers.values():
             _stop(proc)
+    out["load_average_end"] = os.getloadavg()
     for n in sizes:
         base = out[f"mlflow_invocations_{n}"]["frames_per_s"]
         out[f"ratio_invocations_{n}"] = out[f"stemreg_invocations_{n}"]["frames_per_s"] / base if base else None
@@ -282,18 +380,70 @@ def compare_mlflow(uri: str, condition: str, workdir: Path, sizes: list[int], cl
     return out
 
 
+def soak(uri: str, condition: str, sizes: list[int], clients: int, seconds: float,
+         tick_s: float = 30.0) -> dict:
+    """`clients` clients on stemreg serve (defaults) for ``seconds``: /denoise .npy, the sizes taken in
+    turn, and one client on /invocations JSON (the smallest size). RSS every ``tick_s``; p50/p95 of the
+    first and the last ``tick_s`` seconds."""
+    jsons, npys = _bodies(sizes)
+    cases = [(f"denoise_npy_{sizes[i % len(sizes)]}", "/denoise", npys[sizes[i % len(sizes)]],
+              "application/x-npy") for i in range(max(1, clients - 1))]
+    cases.append((f"invocations_{min(sizes)}", "/invocations", jsons[min(sizes)], "application/json"))
+    proc, port = start_server(uri, condition, max_pixels=4096 * 4096)
+    rss: list[tuple[float, float]] = []
+    try:
+        run_clients(port, [c[1:] for c in cases], min(10.0, seconds / 10))  # warm-up: every path, every size
+        rss.append((0.0, tree_rss_mb(proc.pid)))
+        print(f"  soak: start RSS {rss[0][1]:.0f} MB", file=sys.stderr, flush=True)
+
+        def tick(elapsed: float) -> None:
+            rss.append((elapsed, tree_rss_mb(proc.pid)))
+            print(f"  soak: {elapsed:5.0f} s RSS {rss[-1][1]:.0f} MB", file=sys.stderr, flush=True)
+
+        records = run_clients(port, [c[1:] for c in cases], seconds, warmup=0, on_tick=tick, tick_s=tick_s)
+        rss.append((seconds, tree_rss_mb(proc.pid)))
+    finally:
+        settings = SERVER_SETTINGS.get(port)
+        _stop(proc)
+    out: dict = {"seconds": seconds, "clients": len(cases), "stemreg_settings": settings,
+                 "rss_mb_start": rss[0][1], "rss_mb_end": rss[-1][1], "rss_mb_max": max(r for _, r in rss),
+                 "rss_mb_samples": [[round(t), round(r, 1)] for t, r in rss]}
+    for label in dict.fromkeys(c[0] for c in cases):
+        recs = [rec for (name, *_), client in zip(cases, records) if name == label for rec in client]
+        first = [ms for t, ms in recs if t <= tick_s]
+        last = [ms for t, ms in recs if t > seconds - tick_s]
+        out[label] = {"requests": len(recs), "frames_per_s": len(recs) / seconds,
+                      "p50_ms": _percentile([ms for _, ms in recs], 0.5),
+                      "p95_ms": _percentile([ms for _, ms in recs], 0.95),
+                      "first_p50_ms": _percentile(first, 0.5), "first_p95_ms": _percentile(first, 0.95),
+                      "last_p50_ms": _percentile(last, 0.5), "last_p95_ms": _percentile(last, 0.95)}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--condition", default="low-dose")
     parser.add_argument("--requests", type=int, default=30, help="sequential requests per format")
-    parser.add_argument("--clients", type=int, default=4, help="concurrent clients for throughput")
+    parser.add_argument("--clients", type=int, default=None,
+                        help="concurrent clients (default 4; 8 with --compare-mlflow and --soak-seconds)")
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of the throughput run")
     parser.add_argument("--temp-model", action="store_true",
-                        help="register an untrained default hourglass in a temp store and serve that")
+                        help="serve --model from a temp store, not the store in force's champion")
+    parser.add_argument("--model", choices=("shipped", "untrained"), default="shipped",
+                        help="what a temp store serves: the shipped pretrained base (the network conditions "
+                             "are fine-tuned from) or an untrained default 8-layer hourglass")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--compare-mlflow", action="store_true",
                         help="frames/s of stemreg serve vs mlflow models serve, 256^2 and 1024^2, --clients 8")
-    parser.add_argument("--sizes", default="256,1024", help="image sizes for --compare-mlflow")
+    parser.add_argument("--sizes", default="256,1024", help="image sizes for --compare-mlflow and --soak-seconds")
+    parser.add_argument("--parallel-sweep", default="",
+                        help="with --compare-mlflow, also time /denoise under `stemreg serve --parallel K` "
+                             "for each K listed (e.g. 1,2): the thread settings, measured")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="with --compare-mlflow, run the cases in turn this many times (--seconds each)")
+    parser.add_argument("--soak-seconds", type=float, default=0.0,
+                        help="soak stemreg serve this long (600: ten minutes) with --clients clients: "
+                             "p50/p95 and the server's RSS at start and end")
     args = parser.parse_args()
 
     from stemreg.acquisition import write_image
@@ -303,27 +453,54 @@ def main() -> None:
     uri = tracking_uri()
     if args.temp_model or not has_champion(uri, args.condition):
         args.condition = "low-dose"
-        uri = register_temp_model(Path(tmp.name))
-        source = "untrained default 8-layer reverse hourglass (temp store)"
+        network, source = temp_network(args.model)
+        uri = register_temp_model(Path(tmp.name), network)
     else:
         source = f"stem-denoiser-{args.condition}@champion in {uri}"
+    sizes = [int(n) for n in args.sizes.split(",")]
+    args.clients = args.clients or (8 if args.compare_mlflow or args.soak_seconds > 0 else 4)
 
-    if args.compare_mlflow:
-        sizes = [int(n) for n in args.sizes.split(",")]
-        figures = compare_mlflow(uri, args.condition, Path(tmp.name), sizes, args.clients, args.seconds)
+    if args.soak_seconds > 0:
+        figures = soak(uri, args.condition, sizes, args.clients, args.soak_seconds)
         figures["model"] = source
         if args.json:
             print(json.dumps(figures, indent=2))
             return
-        print(f"stemreg serve vs mlflow models serve, {args.clients} clients, {args.seconds:.0f} s per case, "
-              f"model: {source}")
+        print(f"stemreg serve soak, {figures['seconds']:.0f} s, {figures['clients']} clients "
+              f"({figures['stemreg_settings']}), model: {source}")
+        print(f"  server RSS: start {figures['rss_mb_start']:.0f} MB, end {figures['rss_mb_end']:.0f} MB, "
+              f"max {figures['rss_mb_max']:.0f} MB; samples (s, MB): {figures['rss_mb_samples']}")
+        for label, f in figures.items():
+            if isinstance(f, dict):
+                print(f"  {label:22s} {f['frames_per_s']:6.2f} frames/s  p50 {f['p50_ms']:6.0f} ms  p95 "
+                      f"{f['p95_ms']:6.0f} ms  (first 30 s p50/p95 {f['first_p50_ms']:.0f}/{f['first_p95_ms']:.0f}"
+                      f", last 30 s {f['last_p50_ms']:.0f}/{f['last_p95_ms']:.0f}; {f['requests']} requests)")
+        return
+
+    if args.compare_mlflow:
+        sweep = [int(k) for k in args.parallel_sweep.split(",") if k.strip()]
+        figures = compare_mlflow(uri, args.condition, Path(tmp.name), sizes, args.clients, args.seconds, sweep,
+                                 rounds=args.rounds)
+        figures["model"] = source
+        if args.json:
+            print(json.dumps(figures, indent=2))
+            return
+        print(f"stemreg serve vs mlflow models serve, {args.clients} clients, {args.rounds} x {args.seconds:.0f} s "
+              f"per case, {figures['cores']} cores (load average {figures['load_average_start'][0]:.1f} at start, "
+              f"{figures['load_average_end'][0]:.1f} at end), model: {source}")
+        print(f"  stemreg serve: {figures['stemreg_settings']} (its defaults); mlflow models serve: "
+              f"{figures['mlflow_settings']}")
         for n in sizes:
-            for key in (f"stemreg_invocations_{n}", f"stemreg_denoise_npy_{n}", f"mlflow_invocations_{n}"):
+            keys = [f"stemreg_invocations_{n}", f"stemreg_denoise_npy_{n}", f"mlflow_invocations_{n}"]
+            keys += [f"stemreg_parallel{k}_denoise_npy_{n}" for k in sweep]
+            for key in keys:
                 f = figures[key]
-                print(f"  {key:28s} {f['frames_per_s']:7.2f} frames/s  p50 {f['p50_ms']:8.0f} ms  "
+                print(f"  {key:34s} {f['frames_per_s']:7.2f} frames/s  p50 {f['p50_ms']:8.0f} ms  "
                       f"p95 {f['p95_ms']:8.0f} ms  RSS {f['rss_mb']:6.0f} MB  ({f['requests']} requests)")
             print(f"  {n}^2 ratio stemreg/mlflow: /invocations {figures[f'ratio_invocations_{n}']:.2f}x, "
                   f"/denoise npy {figures[f'ratio_denoise_npy_{n}']:.2f}x")
+        for k in sweep:
+            print(f"  stemreg_parallel{k}: {figures[f'stemreg_parallel{k}_settings']}")
         return
 
     rng = np.random.default_rng(0)

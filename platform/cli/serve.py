@@ -35,8 +35,14 @@ _DEFAULT_POLL_SECONDS = 30.0
               help="Connections served at once (one thread each); 64 more may wait, the rest get 503.")
 @click.option("--batch-images", default=16, show_default=True, type=click.IntRange(1, 256), metavar="N",
               help="Most images of concurrent same-size requests run in one forward call (1: no batching).")
+@click.option("--threads", default=None, type=click.IntRange(1, 1024), metavar="N",
+              help="CPU threads for inference.  [default: the cores this process may use]")
+@click.option("--parallel", default=None, type=click.IntRange(1, 1024), metavar="K",
+              help="Forward calls run at once, sharing --threads (N // K torch threads each). "
+                   "[default: N, one thread each: the most frames/s; 1 answers a lone request soonest]")
 def serve_command(condition: str, alias: str, host: str, port: int, max_pixels: int,
-                  poll_seconds: float, max_work: int | None, workers: int, batch_images: int) -> None:
+                  poll_seconds: float, max_work: int | None, workers: int, batch_images: int,
+                  threads: int | None, parallel: int | None) -> None:
     """Serve a condition's registered denoiser over HTTP.
 
     \b
@@ -54,10 +60,11 @@ def serve_command(condition: str, alias: str, host: str, port: int, max_pixels: 
     """
     from stemreg.platform import serving
 
+    parallel, per_call = serving.configure_threads(threads, parallel)
     try:
         server = serving.make_server(condition, alias=alias, host=host, port=port,
                                      max_pixels=max_pixels, poll_seconds=poll_seconds, max_work=max_work,
-                                     workers=workers, batch_images=batch_images)
+                                     workers=workers, batch_images=batch_images, parallel=parallel)
     except OSError as exc:  # port taken, address not ours: a failure, not bad input
         raise click.ClickException(str(exc)) from exc
 
@@ -71,8 +78,9 @@ def serve_command(condition: str, alias: str, host: str, port: int, max_pixels: 
         click.echo(f"stemreg serve: ready, serving {served.name} v{served.version} ({alias})", err=True)
 
     holder = server.holder
-    click.echo(f"stemreg serve: {holder.name}@{alias} on {server.url} "
-               f"(loading; GET /health answers 200 once ready; Ctrl-C stops)", err=True)
+    click.echo(f"stemreg serve: {holder.name}@{alias} on {server.url}, {parallel} forward call(s) at once "
+               f"x {per_call} torch thread(s) (loading; GET /health answers 200 once ready; Ctrl-C stops)",
+               err=True)
     sys.stderr.flush()
     try:
         server.run(on_load_failure=stop_on_load_failure, on_loaded=announce_ready)

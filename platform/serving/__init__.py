@@ -10,9 +10,9 @@ from stemreg.platform.serving.holder import DEFAULT_ALIAS, ModelHolder, RefreshR
 from stemreg.platform.serving.http_io import (ACCEPTED_IMAGE, ACCEPTED_JSON, RequestError, check_image_array,
                                               decode_image, detect_image_format, encode_image, peek_image_shape)
 from stemreg.platform.serving.server import (DEFAULT_HOST, DEFAULT_MAX_PIXELS, DEFAULT_POLL_SECONDS, DEFAULT_PORT,
-                                             DenoiserHTTPServer, make_server)
+                                             DenoiserHTTPServer, configure_threads, make_server, usable_cores)
 
 __all__ = ["ACCEPTED_IMAGE", "ACCEPTED_JSON", "DEFAULT_ALIAS", "DEFAULT_HOST", "DEFAULT_MAX_PIXELS",
            "DEFAULT_POLL_SECONDS", "DEFAULT_PORT", "DenoiserHTTPServer", "ModelHolder", "RefreshResult",
-           "RequestError", "ServedModel", "check_image_array", "decode_image", "detect_image_format",
-           "encode_image", "make_server", "peek_image_shape"]
+           "RequestError", "ServedModel", "check_image_array", "configure_threads", "decode_image",
+           "detect_image_format", "encode_image", "make_server", "peek_image_shape", "usable_cores"]

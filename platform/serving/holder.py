@@ -94,6 +94,7 @@ class _Job:
         self.data, self.params = data, params
         self.images = 1 if data.ndim == 2 else int(data.shape[0])
         self.key = (tuple(data.shape[-2:]), data.dtype.str, tuple(sorted((params or {}).items())))
+        self.taken = False  # in a running batch (set under the queue lock)
         self.done = threading.Event()
         self.result: Any = None
         self.served: ServedModel | None = None
@@ -138,10 +139,16 @@ class ModelHolder:
         MLflow's global URIs are left alone: this holder asks its own client.
     loader
         `model_uri -> pyfunc`; default: the version's artifacts loaded from their location.
+    batch_images
+        The most images one batched forward call takes (1 turns dynamic batching off).
+    parallel
+        Forward calls run at once (each on its own torch threads; see
+        :func:`stemreg.platform.serving.server.configure_threads`).
     """
 
     def __init__(self, condition: str, alias: str = DEFAULT_ALIAS, *, tracking_uri: str | None = None,
-                 loader: Callable[[str], Any] | None = None, batch_images: int = 16) -> None:
+                 loader: Callable[[str], Any] | None = None, batch_images: int = 16,
+                 parallel: int = 1) -> None:
         if not condition or not condition.strip():
             raise BadInputError("--condition is empty; give a condition name such as low-dose")
         if not alias or not alias.strip():
@@ -160,13 +167,17 @@ class ModelHolder:
         self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         self._loader = loader
         self._current: ServedModel | None = None
+        if int(parallel) < 1 or int(batch_images) < 1:
+            raise BadInputError(f"parallel {parallel} / batch_images {batch_images}: each must be at least 1")
         self._swap_lock = threading.Lock()      # guards _current
-        self._predict_lock = threading.Lock()   # one inference at a time: CPU cores, atomic swap
+        #: Forward calls at once: each takes a slot (the cores are shared out, see configure_threads).
+        self.parallel = int(parallel)
+        self._slots = threading.BoundedSemaphore(self.parallel)
         self._refresh_lock = threading.Lock()   # one load at a time (poller vs /reload)
         self._queue_lock = threading.Lock()     # guards _queue, the requests waiting to be batched
         self._queue: list[_Job] = []
         #: The most images one batched forward call takes (1 turns batching off).
-        self.batch_images = batch_images
+        self.batch_images = int(batch_images)
         self.last_refresh: RefreshResult | None = None
         self.load_error: str | None = None
 
@@ -219,7 +230,9 @@ class ModelHolder:
                     result = RefreshResult(False, previous, previous)
                 else:
                     served = self._load_version(version)
-                    with self._predict_lock, self._swap_lock:  # no inference straddles the swap
+                    # A batch reads `current` once and answers with that version (X-Model-Version
+                    # names it); batches running on the old version finish on it.
+                    with self._swap_lock:
                         self._current = served
                     self.load_error = None
                     log.info("alias %s of %s moved: now serving v%s (was v%s)", self.alias,
@@ -269,23 +282,28 @@ class ModelHolder:
     def denoise(self, data: Any, params: dict | None = None) -> tuple[Any, ServedModel]:
         """Predict on an image `(H, W)` or stack `(N, H, W)` (a lone image comes back `(H, W)`).
 
-        Through :func:`stemreg.models.prediction.predict`, the one prediction path. Concurrent
-        requests of one image size and the same params are batched into one call (dynamic
-        batching): whichever request takes the inference lock runs every compatible request
-        queued behind it. Images are normalised one by one, so batching does not change answers.
+        Through :func:`stemreg.models.prediction.predict`, the one prediction path. Up to
+        :attr:`parallel` forward calls run at once. Concurrent requests of one image size and the
+        same params are batched (dynamic batching): a request thread that gets a slot runs the
+        oldest queued request and the compatible ones behind it, its fair share of the queue across
+        the slots. Images are normalised one by one, so batching does not change answers.
         """
         if not (isinstance(data, np.ndarray) and data.ndim in (2, 3) and self.batch_images > 1):
-            with self._predict_lock:
+            with self._slots:
                 served = self._served_or_503()
                 return predict(served.pyfunc, data, params), served
         job = _Job(data, params)
         with self._queue_lock:
             self._queue.append(job)
         while not job.done.is_set():
-            with self._predict_lock:
-                if job.done.is_set():
-                    break
-                self._run_batch(self._take_batch())
+            with self._queue_lock:
+                taken = job.taken
+            if taken:  # another thread runs it: wait for the answer, leave the slots to queued work
+                job.done.wait()
+                break
+            with self._slots:
+                if not job.taken:  # taken while this thread waited for the slot: nothing to lead
+                    self._run_batch(self._take_batch())
         if job.error is not None:
             raise job.error
         return job.result, job.served
@@ -297,14 +315,19 @@ class ModelHolder:
         return served
 
     def _take_batch(self) -> list["_Job"]:
-        """The oldest queued request and every queued one that can share its forward passes."""
+        """The oldest queued request and the queued ones that can share its forward calls, at most
+        its share of them across the slots (so every slot gets work) and at most ``batch_images``."""
         with self._queue_lock:
             if not self._queue:
                 return []
-            key, batch, rest, images = self._queue[0].key, [], [], 0
+            key = self._queue[0].key
+            alike = sum(job.images for job in self._queue if job.key == key)
+            limit = min(self.batch_images, max(1, -(-alike // self.parallel)))
+            batch, rest, images = [], [], 0
             for job in self._queue:
-                if job.key == key and images + job.images <= self.batch_images or not batch:
+                if job.key == key and images + job.images <= limit or not batch:
                     batch.append(job)
+                    job.taken = True
                     images += job.images
                 else:
                     rest.append(job)
@@ -312,7 +335,7 @@ class ModelHolder:
             return batch
 
     def _run_batch(self, batch: list["_Job"]) -> None:
-        """Run a batch (under the inference lock) and hand each request its own slice."""
+        """Run a batch (holding a slot) and hand each request its own slice."""
         if not batch:
             return
         try:

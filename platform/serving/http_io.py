@@ -16,7 +16,8 @@ import numpy as np
 import tifffile
 
 from stemreg.acquisition import ImageReadError
-from stemreg.acquisition.io import ImageWithCalibration, read_image_bytes, read_npy_header, write_image_bytes
+from stemreg.acquisition.io import (Calibration, ImageWithCalibration, read_image_bytes, read_npy_header,
+                                   write_image_bytes)
 from stemreg.models.mlflow_model import check_shape
 
 #: MLflow scoring-protocol keys we accept on /invocations.
@@ -166,6 +167,45 @@ def detect_image_format(body: bytes, *, content_type: str | None = None,
                             ".npy, TIFF or PNG signature", ACCEPTED_IMAGE)
 
 
+#: A .npy header is read from this many first bytes (a version 1.0 header is at most 65545 bytes).
+_NPY_PREFIX = 65545 + 64
+_NPY_FLOAT32 = np.dtype("<f4")
+
+
+def _npy_header(body: bytes) -> tuple[tuple[int, ...], bool, np.dtype, int] | None:
+    """``(shape, fortran_order, dtype, data offset)`` of a .npy body, read from its first bytes only
+    (no copy of the pixels); None when the header cannot be read."""
+    head = memoryview(body)[:_NPY_PREFIX]
+    for source in (head, body):  # a header longer than the prefix (format 2.0): read from the whole body
+        stream = io.BytesIO(source)
+        try:
+            shape, fortran, dtype = read_npy_header(stream)
+        except Exception:  # noqa: BLE001 - a damaged header is reported by the real reader
+            if len(head) == len(body):
+                return None
+            continue
+        return shape, fortran, dtype, stream.tell()
+    return None
+
+
+def _npy_view(body: bytes, header: tuple[tuple[int, ...], bool, np.dtype, int]) -> np.ndarray | None:
+    """The pixels of a plain .npy body (little-endian float32, C order, finite, no side below 2 px) as
+    a view of the body, not copied; None for any other body, which the general reader then reads
+    (and refuses with its own message where it must)."""
+    shape, fortran, dtype, offset = header
+    if fortran or dtype != _NPY_FLOAT32 or len(shape) not in (2, 3):
+        return None
+    if len(shape) == 3 and shape[0] == 1:
+        shape = shape[1:]  # (1, H, W) is one image, as the reader makes it
+    if min(shape) < 2:
+        return None
+    count = math.prod(shape)
+    if offset + 4 * count > len(body):
+        return None  # truncated: the reader says so
+    pixels = np.frombuffer(body, dtype=_NPY_FLOAT32, count=count, offset=offset).reshape(shape)
+    return pixels if np.isfinite(pixels).all() else None
+
+
 def peek_image_shape(body: bytes, fmt: str) -> tuple[int, ...] | None:
     """The array shape a body's header declares, without decoding the pixels.
 
@@ -180,7 +220,8 @@ def peek_image_shape(body: bytes, fmt: str) -> tuple[int, ...] | None:
                 return None
             return (int.from_bytes(body[20:24], "big"), int.from_bytes(body[16:20], "big"))
         if fmt == "npy":
-            return read_npy_header(io.BytesIO(body))[0]
+            header = _npy_header(body)
+            return header[0] if header else None
         if fmt == "tiff":
             with tifffile.TiffFile(io.BytesIO(body)) as tif:
                 return tuple(int(n) for n in tif.series[0].shape)
@@ -209,7 +250,8 @@ def decode_image(body: bytes, fmt: str, *, max_pixels: int) -> ImageWithCalibrat
     RequestError
         400 for a damaged or refused image, 413 above the size cap.
     """
-    declared = peek_image_shape(body, fmt)
+    header = _npy_header(body) if fmt == "npy" else None
+    declared = header[0] if header else peek_image_shape(body, fmt) if fmt != "npy" else None
     if declared is None and fmt == "npy":  # numpy would allocate what a damaged header claims
         raise RequestError(400, "could not read the npy image: its header is damaged or of an unknown "
                                 "version", ACCEPTED_IMAGE)
@@ -217,6 +259,9 @@ def decode_image(body: bytes, fmt: str, *, max_pixels: int) -> ImageWithCalibrat
         raise RequestError(413, f"the {fmt} image declares shape {list(declared)}: "
                                 f"{math.prod(declared)} pixels, more than this server's cap of "
                                 f"{max_pixels}", ACCEPTED_IMAGE)
+    pixels = _npy_view(body, header) if header else None
+    if pixels is not None:  # float32 pixels used where they arrived: no copy
+        return ImageWithCalibration(pixels, Calibration(), "npy")
     try:
         image = read_image_bytes(body, fmt, allow_stack=True, name="request")
     except ImageReadError as exc:
@@ -228,3 +273,15 @@ def decode_image(body: bytes, fmt: str, *, max_pixels: int) -> ImageWithCalibrat
 def encode_image(data: np.ndarray, fmt: str, *, like: ImageWithCalibration | None = None) -> bytes:
     """A denoised image as bytes of ``fmt`` (``npy``, ``tiff``, ``png``), keeping ``like``'s calibration."""
     return write_image_bytes(data, fmt, like=like)
+
+
+def encode_image_parts(data: np.ndarray, fmt: str, *,
+                       like: ImageWithCalibration | None = None) -> list[bytes | memoryview]:
+    """:func:`encode_image`'s bytes as pieces to send one after the other: for ``npy`` its header and
+    the float32 pixels themselves (not copied); other formats in one piece."""
+    if fmt != "npy":
+        return [encode_image(data, fmt, like=like)]
+    pixels = np.ascontiguousarray(data, dtype=_NPY_FLOAT32)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(pixels))
+    return [header.getvalue(), memoryview(pixels.reshape(-1)).cast("B")]

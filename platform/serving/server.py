@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from http.server import HTTPServer
@@ -32,7 +34,47 @@ log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_BODY_TIMEOUT_S", "DEFAULT_HOST", "DEFAULT_MAX_PIXELS", "DEFAULT_POLL_SECONDS", "DEFAULT_PORT",
            "DEFAULT_QUEUED", "DEFAULT_SOCKET_TIMEOUT_S", "DEFAULT_WORKERS", "DenoiserHTTPServer",
-           "default_max_work", "make_server"]
+           "configure_threads", "default_max_work", "make_server", "usable_cores"]
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+#: How long a thread may keep the GIL while another waits for it (Python's default: 5 ms). A forward
+#: call takes the GIL back after every layer; behind a request thread parsing JSON it would wait up to
+#: this long each time.
+SWITCH_INTERVAL_S = 0.0005
+
+
+def configure_threads(threads: int | None = None, parallel: int | None = None) -> tuple[int, int]:
+    """Share ``threads`` CPU threads (default: :func:`usable_cores`) among ``parallel`` forward calls
+    run at once (default: one per thread); sets torch's intra-op threads to the share of each, and
+    Python's switch interval to :data:`SWITCH_INTERVAL_S`.
+
+    Many small forward calls side by side, one thread each, keep every core busy with no
+    intra-op synchronisation; one call on all threads answers a lone request sooner
+    (`benchmarks/bench_serving.py --compare-mlflow` measures both). Process-wide: for the
+    process that serves (``stemreg serve``), not for a library caller's.
+
+    Returns
+    -------
+    (parallel, torch threads per forward call)
+    """
+    import torch
+
+    threads = int(threads or usable_cores())
+    parallel = int(parallel or threads)
+    if threads < 1 or parallel < 1:
+        raise BadInputError(f"--threads {threads} / --parallel {parallel}: each must be at least 1")
+    per_call = max(1, threads // parallel)
+    torch.set_num_threads(per_call)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    return parallel, per_call
 
 
 class DenoiserHTTPServer(HTTPServer):
@@ -206,12 +248,14 @@ class DenoiserHTTPServer(HTTPServer):
 def make_server(condition: str, *, alias: str = DEFAULT_ALIAS, host: str = DEFAULT_HOST,
                 port: int = DEFAULT_PORT, max_pixels: int = DEFAULT_MAX_PIXELS,
                 poll_seconds: float = DEFAULT_POLL_SECONDS, tracking_uri: str | None = None,
-                loader: Callable[[str], Any] | None = None, batch_images: int = 16,
+                loader: Callable[[str], Any] | None = None, batch_images: int = 16, parallel: int = 1,
                 **options: Any) -> DenoiserHTTPServer:
     """Check that `condition@alias` exists, then bind a server for it (model not loaded yet).
 
     Call :meth:`DenoiserHTTPServer.start_background` or :meth:`DenoiserHTTPServer.run`. ``options``
-    (``max_work``, ``workers``, ``queued``, ``socket_timeout``, ``body_timeout``) go to the server.
+    (``max_work``, ``workers``, ``queued``, ``socket_timeout``, ``body_timeout``) go to the server;
+    ``batch_images`` and ``parallel`` (forward calls at once, see :func:`configure_threads`) to the
+    :class:`ModelHolder`.
 
     Raises
     ------
@@ -219,7 +263,8 @@ def make_server(condition: str, *, alias: str = DEFAULT_ALIAS, host: str = DEFAU
         Unknown condition, nothing registered, no version with the alias, bad
         size cap.
     """
-    holder = ModelHolder(condition, alias, tracking_uri=tracking_uri, loader=loader, batch_images=batch_images)
+    holder = ModelHolder(condition, alias, tracking_uri=tracking_uri, loader=loader, batch_images=batch_images,
+                         parallel=parallel)
     holder.resolve()  # start-up errors before we take a port
     return DenoiserHTTPServer(holder, host=host, port=port, max_pixels=max_pixels,
                               poll_seconds=poll_seconds, **options)

@@ -1,0 +1,211 @@
+"""`stemreg serve`'s fast paths give the same answers as the general ones.
+
+The JSON answer is MLflow's bytes; an .npy body is used where it arrived and the answer's pixels are
+sent as they are, byte for byte what the general reader and writer give; forward calls run side by side
+(``parallel``) with dynamic batching, and every request still gets its own image's answer.
+"""
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+import pytest
+
+CONDITION = "low-dose"
+NAME = f"stem-denoiser-{CONDITION}"
+
+
+def _npy(a: np.ndarray, *, fortran: bool = False) -> bytearray:
+    buf = io.BytesIO()
+    np.save(buf, np.asfortranarray(a) if fortran else a)
+    return bytearray(buf.getvalue())  # what the server reads a body into
+
+
+# --------------------------------------------------------------------------- JSON answers
+
+@pytest.mark.parametrize("shape", [(7, 5), (1, 33, 17), (3, 8, 8)])
+def test_json_answer_is_mlflows_bytes(shape):
+    from mlflow.pyfunc.scoring_server import predictions_to_json
+
+    from stemreg.platform.serving.handler import predictions_json
+
+    rng = np.random.default_rng(0)
+    for values in (rng.normal(size=shape).astype(np.float32), (rng.poisson(20.0, shape) / 20.0).astype(np.float32),
+                   rng.normal(size=shape)):
+        out = io.StringIO()
+        predictions_to_json(values, out)
+        assert predictions_json(values) == out.getvalue().encode()
+
+
+def test_json_answer_of_anything_else_goes_through_mlflows_encoder():
+    import pandas as pd
+    from mlflow.pyfunc.scoring_server import predictions_to_json
+
+    from stemreg.platform.serving.handler import predictions_json
+
+    for value in (pd.DataFrame({"a": [1.5, 2.0]}), np.arange(4), [1.0, 2.0]):
+        out = io.StringIO()
+        predictions_to_json(value, out)
+        assert predictions_json(value) == out.getvalue().encode()
+
+
+# --------------------------------------------------------------------------- npy bodies
+
+@pytest.mark.parametrize("shape", [(16, 24), (3, 8, 8), (1, 9, 9)])
+def test_a_float32_npy_body_is_used_where_it_arrived(shape):
+    from stemreg.acquisition.io import read_image_bytes
+    from stemreg.platform.serving import decode_image
+
+    x = np.random.default_rng(1).normal(size=shape).astype(np.float32)
+    body = _npy(x)
+    got = decode_image(body, "npy", max_pixels=10**6)
+    want = read_image_bytes(bytes(body), "npy", allow_stack=True)
+    assert got.data.dtype == want.data.dtype and got.data.shape == want.data.shape
+    np.testing.assert_array_equal(got.data, want.data)
+    assert np.shares_memory(got.data, np.frombuffer(body, dtype=np.uint8))  # no copy
+
+
+@pytest.mark.parametrize("make", [lambda x: x.astype(">f4"), lambda x: x.astype(np.float64),
+                                  lambda x: x.astype(np.uint16), lambda x: x[None, :, :, None]])
+def test_other_npy_bodies_take_the_general_reader(make):
+    from stemreg.acquisition.io import read_image_bytes
+    from stemreg.platform.serving import decode_image
+
+    x = make((np.random.default_rng(2).poisson(9.0, (12, 10))).astype(np.float32))
+    body = _npy(x)
+    got = decode_image(body, "npy", max_pixels=10**6)
+    np.testing.assert_array_equal(got.data, read_image_bytes(bytes(body), "npy", allow_stack=True).data)
+    assert got.data.dtype == np.float32
+
+
+def test_fortran_order_and_refused_npy_bodies_answer_as_before():
+    from stemreg.platform.serving import RequestError, decode_image
+
+    x = np.arange(48, dtype=np.float32).reshape(6, 8)
+    np.testing.assert_array_equal(decode_image(_npy(x, fortran=True), "npy", max_pixels=10**6).data, x)
+    bad = x.copy()
+    bad[2, 3] = np.nan
+    for body, words in ((_npy(bad), "NaN"), (_npy(x[:1]), "too small"), (_npy(x)[:-8], "truncated")):
+        with pytest.raises(RequestError) as err:
+            decode_image(body, "npy", max_pixels=10**6)
+        assert err.value.status == 400 and words in err.value.error
+    with pytest.raises(RequestError) as err:
+        decode_image(_npy(x), "npy", max_pixels=47)
+    assert err.value.status == 413
+
+
+def test_npy_answer_in_pieces_is_the_writers_bytes():
+    from stemreg.platform.serving import encode_image
+    from stemreg.platform.serving.http_io import encode_image_parts
+
+    for x in (np.random.default_rng(3).normal(size=(5, 7)).astype(np.float32),
+              np.zeros((2, 4, 4), np.float32)):
+        parts = encode_image_parts(x, "npy")
+        assert b"".join(bytes(p) for p in parts) == encode_image(x, "npy")
+        assert np.shares_memory(np.frombuffer(parts[1], np.uint8), x)  # the pixels, not a copy
+    assert encode_image_parts(np.ones((4, 4), np.float32), "tiff") == [encode_image(np.ones((4, 4), np.float32),
+                                                                                      "tiff")]
+
+
+# --------------------------------------------------------------------------- threads
+
+def test_configure_threads_shares_the_cores_among_forward_calls():
+    import torch
+
+    from stemreg.platform.serving import configure_threads
+
+    before, interval = torch.get_num_threads(), sys.getswitchinterval()
+    try:
+        assert configure_threads(4, 2) == (2, 2) and torch.get_num_threads() == 2
+        assert configure_threads(2) == (2, 1) and torch.get_num_threads() == 1
+        assert configure_threads(1, 3) == (3, 1)
+        assert sys.getswitchinterval() < interval
+    finally:
+        torch.set_num_threads(before)
+        sys.setswitchinterval(interval)
+
+
+# --------------------------------------------------------------------------- concurrent requests
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A SQLite registry holding one tiny untrained hourglass as the champion."""
+    import mlflow
+    import torch
+
+    from stemreg.models.architectures import build_model
+    from stemreg.models.mlflow_model import log_model_args, model_signature
+
+    root = tmp_path_factory.mktemp("serving-speed-store")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    old_cwd = os.getcwd()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        mlflow.set_experiment("serving-speed-tests")
+        torch.manual_seed(0)
+        net = build_model({"kind": "reverse-hourglass", "depth": 3, "widths": [4, 4], "kernel_size": 3})
+        with tempfile.TemporaryDirectory() as tmp, mlflow.start_run():
+            info = mlflow.pyfunc.log_model(name="model", **log_model_args(net, tmp), signature=model_signature(),
+                                           pip_requirements=["torch==2.13.0"])
+        version = mlflow.register_model(info.model_uri, NAME)
+        mlflow.MlflowClient().set_registered_model_alias(NAME, "champion", version.version)
+        pyfunc = mlflow.pyfunc.load_model(f"models:/{NAME}/{version.version}")
+        yield {"uri": uri, "pyfunc": pyfunc}
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+    os.chdir(old_cwd)
+
+
+@pytest.mark.parametrize("parallel, batch_images", [(2, 16), (3, 4), (2, 1)])
+def test_concurrent_requests_each_get_their_own_answer(store, parallel, batch_images):
+    from stemreg.platform.serving import make_server
+
+    rng = np.random.default_rng(4)
+    images = [(rng.poisson(20.0, (n, n)) / 20.0).astype(np.float32) for n in (24, 24, 24, 40, 24, 40, 24, 32)]
+    want = [store["pyfunc"].predict(x[None])[0] for x in images]
+    stack = (rng.poisson(20.0, (3, 24, 24)) / 20.0).astype(np.float32)
+    want_stack = store["pyfunc"].predict(stack)
+    failures: list[str] = []
+    with make_server(CONDITION, port=0, poll_seconds=0, tracking_uri=store["uri"], parallel=parallel,
+                     batch_images=batch_images) as srv:
+        srv.start_background()
+        deadline = time.monotonic() + 60
+        while not srv.holder.loaded:
+            assert time.monotonic() < deadline, "the model did not load"
+            time.sleep(0.05)
+
+        def client(i: int) -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+            for round_ in range(4):
+                if i == len(images) and round_ % 2:  # a stack and a JSON request among the images
+                    conn.request("POST", "/invocations", body=json.dumps({"inputs": stack.tolist()}),
+                                 headers={"Content-Type": "application/json"})
+                    resp = conn.getresponse()
+                    got, expected = np.asarray(json.loads(resp.read())["predictions"]), want_stack
+                else:
+                    x, expected = (stack, want_stack) if i == len(images) else (images[i], want[i])
+                    conn.request("POST", "/denoise", body=bytes(_npy(x)))
+                    resp = conn.getresponse()
+                    got = np.load(io.BytesIO(resp.read()))
+                if resp.status != 200 or not np.allclose(got, expected, rtol=1e-5, atol=1e-5):
+                    failures.append(f"client {i} round {round_}: status {resp.status}")
+            conn.close()
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(len(images) + 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not any(t.is_alive() for t in threads), "a request never got its answer"
+        assert srv.holder.parallel == parallel and not srv.holder._queue
+    assert not failures, failures
