@@ -192,8 +192,13 @@ def test_two_tune_workers_share_one_postgres_study_and_register_their_best(lab, 
     import optuna
 
     study = optuna.load_study(study_name="lab-study", storage=lab.study_storage)
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(complete) == 2 and {t.number for t in complete} == {0, 1}
+    # One trial each, numbered apart by the database. Finished = complete or pruned (what --trials counts): the
+    # worker whose trial reaches its first epoch after the other's has completed may be pruned by the median
+    # rule, a race of the two processes' timing, not a lost trial.
+    TrialState = optuna.trial.TrialState
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(study.trials) == 2 and {t.number for t in finished} == {0, 1}
+    assert any(t.state == TrialState.COMPLETE for t in finished)
     versions = sorted(int(out["registered"]["version"]) for out in tuned)
     assert versions == [2, 3]  # the registry numbered the two concurrent registrations apart
     assert all(out["registered"]["alias"] == "challenger" for out in tuned)
