@@ -11,7 +11,6 @@ import io
 import json
 import os
 import sys
-import tempfile
 import threading
 import time
 
@@ -138,10 +137,7 @@ def test_configure_threads_shares_the_cores_among_forward_calls():
 def store(tmp_path_factory):
     """A SQLite registry holding one tiny untrained hourglass as the champion."""
     import mlflow
-    import torch
-
-    from stemreg.models.architectures import build_model
-    from stemreg.models.mlflow_model import log_model_args, model_signature
+    from test_serving import log_and_register
 
     root = tmp_path_factory.mktemp("serving-speed-store")
     uri = f"sqlite:///{root / 'mlflow.db'}"
@@ -152,14 +148,9 @@ def store(tmp_path_factory):
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
         mlflow.set_experiment("serving-speed-tests")
-        torch.manual_seed(0)
-        net = build_model({"kind": "reverse-hourglass", "depth": 3, "widths": [4, 4], "kernel_size": 3})
-        with tempfile.TemporaryDirectory() as tmp, mlflow.start_run():
-            info = mlflow.pyfunc.log_model(name="model", **log_model_args(net, tmp), signature=model_signature(),
-                                           pip_requirements=["torch==2.13.0"])
-        version = mlflow.register_model(info.model_uri, NAME)
-        mlflow.MlflowClient().set_registered_model_alias(NAME, "champion", version.version)
-        pyfunc = mlflow.pyfunc.load_model(f"models:/{NAME}/{version.version}")
+        version = log_and_register(0)  # the serving tests' tiny untrained hourglass
+        mlflow.MlflowClient().set_registered_model_alias(NAME, "champion", version)
+        pyfunc = mlflow.pyfunc.load_model(f"models:/{NAME}/{version}")
         yield {"uri": uri, "pyfunc": pyfunc}
         mlflow.set_tracking_uri(None)
         mlflow.set_registry_uri(None)
