@@ -274,10 +274,14 @@ class Condition(BaseModel):
         """
         key = self.hash()
         if key not in _BENCHMARK_CACHE:
-            pins = [b for b in self.benchmark_bins() for _ in range(self.benchmark_per_bin)]
+            pins = self._benchmark_pins()
             _BENCHMARK_CACHE[key] = self._draw(len(pins), self.image_size_px, self.benchmark_seed, False, pins)
         cached = _BENCHMARK_CACHE[key]
         return cached[np.arange(len(cached))]
+
+    def _benchmark_pins(self) -> list[BenchmarkBin]:
+        """Each benchmark image's bin, in image order: ``benchmark_per_bin`` per bin."""
+        return [b for b in self.benchmark_bins() for _ in range(self.benchmark_per_bin)]
 
     def benchmark_head(self, n: int = 1) -> PairBatch:
         """The first ``n`` images of :meth:`benchmark_set`, without drawing the rest (image i does not
@@ -285,7 +289,7 @@ class Condition(BaseModel):
         cached = _BENCHMARK_CACHE.get(self.hash())
         if cached is not None:
             return cached[np.arange(min(n, len(cached)))]
-        pins = [b for b in self.benchmark_bins() for _ in range(self.benchmark_per_bin)][:n]
+        pins = self._benchmark_pins()[:n]
         return self._draw(len(pins), self.image_size_px, self.benchmark_seed, False, pins)
 
     def degrade(self, clean: np.ndarray, *, seed: int | np.random.Generator,
