@@ -105,11 +105,13 @@ def has_champion(uri: str, condition: str) -> bool:
 
 #: What `stemreg serve` said about its thread settings, per port (the last server started).
 SERVER_SETTINGS: dict[int, str] = {}
+#: Extra environment for every `stemreg serve` started (--server-env), e.g. glibc allocator tunables.
+SERVER_ENV: dict[str, str] = {}
 
 
 def start_server(uri: str, condition: str, max_pixels: int = 8 * SIZE_PX * SIZE_PX,
                  extra: list[str] | None = None) -> tuple[subprocess.Popen, int]:
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONUNBUFFERED": "1", **SERVER_ENV}
     proc = subprocess.Popen([sys.executable, "-c", "from stemreg.platform.cli import main; main()", "serve",
                              "--condition", condition,
                              "--port", "0", "--poll-seconds", "0", "--max-pixels", str(max_pixels),
@@ -444,7 +446,15 @@ def main() -> None:
     parser.add_argument("--soak-seconds", type=float, default=0.0,
                         help="soak stemreg serve this long (600: ten minutes) with --clients clients: "
                              "p50/p95 and the server's RSS at start and end")
+    parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="set this in the environment of every `stemreg serve` started (repeatable), "
+                             "e.g. MALLOC_ARENA_MAX=2 to compare allocator settings")
     args = parser.parse_args()
+    for item in args.server_env:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            parser.error(f"--server-env {item!r}: give NAME=VALUE")
+        SERVER_ENV[name] = value
 
     from stemreg.acquisition import write_image
     from stemreg.platform.store import tracking_uri

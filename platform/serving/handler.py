@@ -4,10 +4,8 @@ Every answer, refusals included, is JSON; no answer names an absolute path or an
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
-import re
 import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
@@ -17,7 +15,6 @@ from urllib.parse import parse_qs, urlsplit
 import mlflow
 import numpy as np
 from mlflow.exceptions import MlflowException
-from mlflow.pyfunc.scoring_server import infer_and_parse_data, predictions_to_json
 
 from stemreg.models.mlflow_model import PASS_COST_PX, resolve_params
 from stemreg.platform.prediction import sampling_warning
@@ -25,6 +22,7 @@ from stemreg.platform.errors import BadInputError, StemregError
 from stemreg.platform.serving.http_io import (_RESPONSE_TYPES, ACCEPTED_JSON, JSON_INPUT_KEYS,
                                               RequestError, _shorten, check_image_array, decode_image,
                                               detect_image_format, encode_image_parts, public_message)
+from stemreg.platform.serving.json_io import holds_booleans, parse_inputs, parse_json_body, predictions_json
 
 log = logging.getLogger(__name__)
 
@@ -48,23 +46,6 @@ def default_max_work(max_pixels: int) -> int:
     """The work budget (see :func:`stemreg.models.mlflow_model.work_of`): twice the pixel cap
     (tiling overlap on the largest image) plus 64 forward passes."""
     return 2 * int(max_pixels) + 64 * PASS_COST_PX
-
-
-_BOOLEAN = re.compile(rb'(?<!")\b(?:true|false)\b(?!")')
-
-
-def predictions_json(predictions: Any) -> bytes:
-    """The body MLflow's scoring server answers for ``predictions`` (its ``predictions_to_json``).
-
-    A float array, what the denoiser returns, is encoded in one call of the standard library's C
-    encoder: the same bytes, ~8x sooner than MLflow's streaming ``json.dump`` with its numpy
-    encoder (tests/platform/test_serving.py compares the two). Anything else goes through MLflow's.
-    """
-    if isinstance(predictions, np.ndarray) and predictions.dtype.kind == "f":
-        return json.dumps({"predictions": predictions.tolist()}).encode()
-    out = io.StringIO()
-    predictions_to_json(predictions, out)
-    return out.getvalue().encode()
 
 
 def _list_depth(value: Any) -> int:
@@ -255,7 +236,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not body:
             raise RequestError(400, "empty request body", ACCEPTED_JSON)
         try:
-            request = json.loads(body)
+            request = parse_json_body(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise RequestError(400, f"bad JSON: {exc}", ACCEPTED_JSON) from exc
         except RecursionError:
@@ -273,7 +254,7 @@ class _Handler(BaseHTTPRequestHandler):
         if key == "inputs" and isinstance(request[key], dict):
             raise RequestError(400, '"inputs" holds named tensors; this model takes one unnamed tensor',
                                ACCEPTED_JSON)
-        if _BOOLEAN.search(body):  # MLflow's parser would turn them into 0.0 and 1.0 silently
+        if holds_booleans(body):  # MLflow's parser would turn them into 0.0 and 1.0 silently
             raise RequestError(400, "input holds booleans (true/false); a real-valued image (integer or "
                                     "float pixels) is needed", ACCEPTED_JSON)
         depth = _list_depth(request[key]) if key in ("inputs", "instances") else 0
@@ -291,8 +272,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not holder.loaded:
             raise RequestError(503, "the model is not loaded yet; retry when GET /health answers 200")
         try:
-            # MLflow's own parser: the same array (dtype from the signature) `mlflow models serve` builds.
-            data = infer_and_parse_data({key: request[key]}, holder.input_schema())
+            # MLflow's own parsing: the same array (dtype from the signature) `mlflow models serve` builds.
+            data = parse_inputs(key, request[key], holder.input_schema())
         except MlflowException as exc:
             raise RequestError(400, f"could not parse {key!r}: {_shorten(exc.message)}",
                                ACCEPTED_JSON) from exc

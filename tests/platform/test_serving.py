@@ -117,6 +117,16 @@ def store(tmp_path_factory):
     os.chdir(old_cwd)
 
 
+@pytest.fixture(autouse=True)
+def _mlflow_points_at_store(store):
+    """MLflow's global URIs at this module's store for every test: a session fixture created mid-module
+    (``registered_low_dose``) points them at its own store, and the helpers here use the globals."""
+    import mlflow
+
+    mlflow.set_tracking_uri(store["uri"])
+    mlflow.set_registry_uri(store["uri"])
+
+
 @pytest.fixture(scope="module")
 def pyfuncs(store):
     """Each version loaded straight through mlflow.pyfunc, the reference answer."""

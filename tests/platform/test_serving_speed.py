@@ -29,30 +29,78 @@ def _npy(a: np.ndarray, *, fortran: bool = False) -> bytearray:
 
 # --------------------------------------------------------------------------- JSON answers
 
-@pytest.mark.parametrize("shape", [(7, 5), (1, 33, 17), (3, 8, 8)])
-def test_json_answer_is_mlflows_bytes(shape):
+def _mlflow_answer(value) -> bytes:
     from mlflow.pyfunc.scoring_server import predictions_to_json
 
-    from stemreg.platform.serving.handler import predictions_json
+    out = io.StringIO()
+    predictions_to_json(value, out)
+    return out.getvalue().encode()
+
+
+@pytest.mark.parametrize("shape", [(7, 5), (1, 33, 17), (3, 8, 8)])
+def test_json_answer_reads_back_as_mlflows_values(shape):
+    """Every number a client parses from our answer is the float64 it parses from MLflow's."""
+    from stemreg.platform.serving.json_io import predictions_json
 
     rng = np.random.default_rng(0)
+    tiny = (rng.normal(size=shape) * 1e-6).astype(np.float32)  # exponents: spelt 1e-6, not 1e-06
+    huge = (rng.normal(size=shape) * 1e20).astype(np.float32)
     for values in (rng.normal(size=shape).astype(np.float32), (rng.poisson(20.0, shape) / 20.0).astype(np.float32),
-                   rng.normal(size=shape)):
-        out = io.StringIO()
-        predictions_to_json(values, out)
-        assert predictions_json(values) == out.getvalue().encode()
+                   rng.normal(size=shape), tiny, huge, np.zeros(shape, np.float32) * -1.0):
+        ours, theirs = json.loads(predictions_json(values)), json.loads(_mlflow_answer(values))
+        assert set(ours) == set(theirs) == {"predictions"}
+        ours_arr, theirs_arr = np.array(ours["predictions"]), np.array(theirs["predictions"])
+        assert ours_arr.dtype == theirs_arr.dtype == np.float64 and ours_arr.shape == shape
+        assert np.array_equal(ours_arr, theirs_arr)
+        assert np.array_equal(np.signbit(ours_arr), np.signbit(theirs_arr))
 
 
-def test_json_answer_of_anything_else_goes_through_mlflows_encoder():
+def test_json_answer_of_anything_else_is_mlflows_bytes():
     import pandas as pd
-    from mlflow.pyfunc.scoring_server import predictions_to_json
 
-    from stemreg.platform.serving.handler import predictions_json
+    from stemreg.platform.serving.json_io import predictions_json
 
-    for value in (pd.DataFrame({"a": [1.5, 2.0]}), np.arange(4), [1.0, 2.0]):
-        out = io.StringIO()
-        predictions_to_json(value, out)
-        assert predictions_json(value) == out.getvalue().encode()
+    not_finite = np.array([[1.0, np.nan], [np.inf, 2.0]], np.float32)
+    for value in (pd.DataFrame({"a": [1.5, 2.0]}), np.arange(4), [1.0, 2.0], not_finite, np.float32(2.5)):
+        assert predictions_json(value) == _mlflow_answer(value)
+
+
+@pytest.mark.parametrize("key, value", [
+    ("inputs", [[[1.5, 2.0], [3.0, 4.25]]]), ("instances", [[1, 2], [3, 4]]),
+    ("inputs", [[0.1, 1e-30], [1e30, -2]]), ("inputs", 3.0), ("inputs", [{"a": 1}])])
+def test_json_inputs_parse_to_mlflows_array(key, value):
+    """One unnamed float32 tensor: the array MLflow's `infer_and_parse_data` builds, dtype included."""
+    import copy
+
+    from mlflow.models.signature import infer_signature
+    from mlflow.pyfunc.scoring_server import infer_and_parse_data
+
+    from stemreg.platform.serving.json_io import parse_inputs
+
+    schema = infer_signature(np.zeros((1, 4, 4), np.float32)).inputs
+    try:
+        theirs = infer_and_parse_data({key: copy.deepcopy(value)}, schema)
+    except Exception as exc:  # noqa: BLE001 - then ours must refuse it too
+        with pytest.raises(type(exc)):
+            parse_inputs(key, value, schema)
+        return
+    ours = parse_inputs(key, value, schema)
+    assert type(ours) is type(theirs)
+    if isinstance(theirs, np.ndarray):
+        assert ours.dtype == theirs.dtype and np.array_equal(ours, theirs)
+
+
+def test_json_body_parser_is_strict_first_and_lenient_after():
+    from stemreg.platform.serving.json_io import holds_booleans, parse_json_body
+
+    assert parse_json_body(b'{"inputs": [[1, 2.5]]}') == {"inputs": [[1, 2.5]]}
+    nan = parse_json_body(b'{"inputs": [[NaN, 1]]}')  # the standard library's reading: refused later as NaN
+    assert np.isnan(nan["inputs"][0][0])
+    with pytest.raises(ValueError):
+        parse_json_body(b'{"inputs": [[1, 2]')
+    with pytest.raises(RecursionError):
+        parse_json_body(b"[" * 100_000 + b"]" * 100_000)
+    assert holds_booleans(b'{"inputs": [[true, 1]]}') and not holds_booleans(b'{"inputs": [[1, 2]], "x": "true"}')
 
 
 # --------------------------------------------------------------------------- npy bodies
