@@ -125,7 +125,7 @@ def start_server(uri: str, condition: str, max_pixels: int = 8 * SIZE_PX * SIZE_
             raise RuntimeError(f"stemreg serve exited with {proc.returncode}")
         if port is None and (found := re.search(r"http://127\.0\.0\.1:(\d+)", line)):
             port = int(found.group(1))
-            settings = re.search(r"(\d+ forward call\(s\) at once x \d+ torch thread\(s\))", line)
+            settings = re.search(r"(\d+ forward call\(s\) at once x \d+ torch thread\(s\)(?:, malloc: [^(]*[^(\s])?)", line)
             SERVER_SETTINGS[port] = settings.group(1) if settings else "?"
         if "ready, serving" in line:
             break
@@ -383,10 +383,11 @@ def compare_mlflow(uri: str, condition: str, workdir: Path, sizes: list[int], cl
 
 
 def soak(uri: str, condition: str, sizes: list[int], clients: int, seconds: float,
-         tick_s: float = 30.0) -> dict:
+         window_s: float = 30.0, sample_s: float = 5.0) -> dict:
     """`clients` clients on stemreg serve (defaults) for ``seconds``: /denoise .npy, the sizes taken in
-    turn, and one client on /invocations JSON (the smallest size). RSS every ``tick_s``; p50/p95 of the
-    first and the last ``tick_s`` seconds."""
+    turn, and one client on /invocations JSON (the smallest size). The server's RSS every ``sample_s``
+    (summarised per minute: it swings with the requests in flight, so a trend shows in the medians);
+    p50/p95 of the first and the last ``window_s`` seconds."""
     jsons, npys = _bodies(sizes)
     cases = [(f"denoise_npy_{sizes[i % len(sizes)]}", "/denoise", npys[sizes[i % len(sizes)]],
               "application/x-npy") for i in range(max(1, clients - 1))]
@@ -400,20 +401,28 @@ def soak(uri: str, condition: str, sizes: list[int], clients: int, seconds: floa
 
         def tick(elapsed: float) -> None:
             rss.append((elapsed, tree_rss_mb(proc.pid)))
-            print(f"  soak: {elapsed:5.0f} s RSS {rss[-1][1]:.0f} MB", file=sys.stderr, flush=True)
+            if round(elapsed / sample_s) % round(window_s / sample_s) == 0:
+                recent = [r for t, r in rss if t > elapsed - window_s]
+                print(f"  soak: {elapsed:5.0f} s RSS {rss[-1][1]:.0f} MB (last {window_s:.0f} s: "
+                      f"{min(recent):.0f}-{max(recent):.0f})", file=sys.stderr, flush=True)
 
-        records = run_clients(port, [c[1:] for c in cases], seconds, warmup=0, on_tick=tick, tick_s=tick_s)
+        records = run_clients(port, [c[1:] for c in cases], seconds, warmup=0, on_tick=tick, tick_s=sample_s)
         rss.append((seconds, tree_rss_mb(proc.pid)))
     finally:
         settings = SERVER_SETTINGS.get(port)
         _stop(proc)
+    minutes = []
+    for m in range(max(1, int(round(seconds / 60)))):
+        inside = [r for t, r in rss if 60 * m < t <= 60 * (m + 1)] or [rss[-1][1]]
+        minutes.append({"minute": m + 1, "median_mb": round(statistics.median(inside), 1),
+                        "max_mb": round(max(inside), 1)})
     out: dict = {"seconds": seconds, "clients": len(cases), "stemreg_settings": settings,
                  "rss_mb_start": rss[0][1], "rss_mb_end": rss[-1][1], "rss_mb_max": max(r for _, r in rss),
-                 "rss_mb_samples": [[round(t), round(r, 1)] for t, r in rss]}
+                 "rss_per_minute": minutes, "rss_mb_samples": [[round(t), round(r, 1)] for t, r in rss]}
     for label in dict.fromkeys(c[0] for c in cases):
         recs = [rec for (name, *_), client in zip(cases, records) if name == label for rec in client]
-        first = [ms for t, ms in recs if t <= tick_s]
-        last = [ms for t, ms in recs if t > seconds - tick_s]
+        first = [ms for t, ms in recs if t <= window_s]
+        last = [ms for t, ms in recs if t > seconds - window_s]
         out[label] = {"requests": len(recs), "frames_per_s": len(recs) / seconds,
                       "p50_ms": _percentile([ms for _, ms in recs], 0.5),
                       "p95_ms": _percentile([ms for _, ms in recs], 0.95),
@@ -479,7 +488,9 @@ def main() -> None:
         print(f"stemreg serve soak, {figures['seconds']:.0f} s, {figures['clients']} clients "
               f"({figures['stemreg_settings']}), model: {source}")
         print(f"  server RSS: start {figures['rss_mb_start']:.0f} MB, end {figures['rss_mb_end']:.0f} MB, "
-              f"max {figures['rss_mb_max']:.0f} MB; samples (s, MB): {figures['rss_mb_samples']}")
+              f"max {figures['rss_mb_max']:.0f} MB")
+        print("  per minute, median / max MB: " + ", ".join(
+            f"{m['median_mb']:.0f}/{m['max_mb']:.0f}" for m in figures["rss_per_minute"]))
         for label, f in figures.items():
             if isinstance(f, dict):
                 print(f"  {label:22s} {f['frames_per_s']:6.2f} frames/s  p50 {f['p50_ms']:6.0f} ms  p95 "

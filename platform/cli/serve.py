@@ -59,8 +59,10 @@ def serve_command(condition: str, alias: str, host: str, port: int, max_pixels: 
     champion is served without a restart.
     """
     from stemreg.platform import serving
+    from stemreg.platform.serving.memory import bound_allocator
 
     parallel, per_call = serving.configure_threads(threads, parallel)
+    allocator = bound_allocator(parallel)  # flat memory under load (platform/serving/memory.py)
     try:
         server = serving.make_server(condition, alias=alias, host=host, port=port,
                                      max_pixels=max_pixels, poll_seconds=poll_seconds, max_work=max_work,
@@ -79,7 +81,7 @@ def serve_command(condition: str, alias: str, host: str, port: int, max_pixels: 
 
     holder = server.holder
     click.echo(f"stemreg serve: {holder.name}@{alias} on {server.url}, {parallel} forward call(s) at once "
-               f"x {per_call} torch thread(s) (loading; GET /health answers 200 once ready; Ctrl-C stops)",
+               f"x {per_call} torch thread(s), {allocator} (loading; GET /health answers 200 once ready; Ctrl-C stops)",
                err=True)
     sys.stderr.flush()
     try:

@@ -156,6 +156,9 @@ def rollback(condition: Any, *, reason: str | None = None, user: str | None = No
         No model or no champion for the condition.
     RegistryError
         No earlier champion recorded.
+    PromotionRefused
+        The earlier champion cannot be loaded now (damaged or replaced weights) or answers
+        non-finite pixels on a benchmark image; nothing is moved.
     """
     client = _client()
     name = model_name(condition)
@@ -171,6 +174,8 @@ def rollback(condition: Any, *, reason: str | None = None, user: str | None = No
             raise RegistryError(f"{name}: no earlier champion recorded to roll back to "
                                 f"(champion is version {champion.version})")
         previous = client.get_model_version(name, stack[-2])
+        # A version whose weights were damaged since it was champion must not be served again.
+        _check_candidate(client, name, as_condition(condition), previous, champion, action="rolled back to")
         change = ChampionChange(
             kind="rollback", to_version=str(previous.version), from_version=str(champion.version),
             to_psnr=_psnr_or_none(previous), from_psnr=_psnr_or_none(champion),
@@ -182,7 +187,7 @@ def rollback(condition: Any, *, reason: str | None = None, user: str | None = No
     return _result(name, change)
 
 
-def _check_candidate(client, name: str, cond: Any, target, champion) -> Any:
+def _check_candidate(client, name: str, cond: Any, target, champion, *, action: str = "promoted") -> Any:
     """The candidate's pyfunc, loaded as serving loads it (sha256 verified) and run on the condition's
     first benchmark image; :class:`PromotionRefused` (one line: the version, why, what to do) if not."""
     try:
@@ -191,9 +196,10 @@ def _check_candidate(client, name: str, cond: Any, target, champion) -> Any:
         stays = (f"the champion stays version {champion.version}" if champion is not None
                  else "no champion was set")
         raise PromotionRefused(
-            f"refused: {name} version {target.version} cannot be promoted: {exc}; nothing was changed "
+            f"refused: {name} version {target.version} cannot be {action}: {exc}; nothing was changed "
             f"({stays}); register a good copy of the model again (e.g. `stemreg train --condition {cond.name}`) "
-            f"or promote another version with --version") from None
+            f"or promote another version with `stemreg promote --condition {cond.name} --version N "
+            "--force --reason TEXT`") from None
 
 
 def _score_if_needed(cond: Any, mv, *, rescore: bool, missing: bool, predict: Any = None) -> None:

@@ -278,6 +278,29 @@ def test_a_version_answering_nan_is_refused_before_any_alias_moves(store, tmp_pa
     assert _stored_state(client) == before
 
 
+def test_rolling_back_to_a_version_damaged_since_is_refused_in_one_line_and_changes_nothing(store):
+    from stemreg.platform.cli import main
+
+    client = store["client"]
+    earlier, later = log_and_register(9), log_and_register(10)
+    try:
+        for version in (earlier, later):
+            assert _promote_cli(store, "--version", version, "--force", "--reason", "x").exit_code == 0
+        weights = _weights(client, earlier)
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+        before = _stored_state(client)
+        result = CliRunner().invoke(main, ["rollback", "--condition", CONDITION, "--reason", "x"],
+                                    env={"MLFLOW_TRACKING_URI": store["uri"]})
+        assert result.exit_code == 1, result.output  # was: rolled back, then every server failed to load it
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert len(lines) == 1 and "Traceback" not in result.output, result.output
+        assert f"version {earlier} cannot be rolled back to" in lines[0] and "truncated or corrupt" in lines[0]
+        assert f"the champion stays version {later}" in lines[0] and "stemreg promote" in lines[0]
+        assert _stored_state(client) == before
+    finally:
+        set_champion(store["versions"][0])
+
+
 def test_a_good_version_still_force_promotes(store):
     good = store["versions"][2]  # correct sha256 tags
     try:

@@ -1,0 +1,72 @@
+"""Keep a long-running server's memory flat under load: few malloc heaps, free pages given back.
+
+glibc's malloc gives each thread that allocates while the others hold their heaps a heap ("arena")
+of its own, up to 8 per core, and keeps the freed memory of each for reuse. A forward call
+allocates activations of one to a few tens of MB per layer, from whichever request thread runs the
+batch; with 32 request threads the activations spread over up to 16 heaps, each keeping its
+high-water mark. Measured with `benchmarks/bench_serving.py --temp-model --soak-seconds 60`
+(8 clients, 256^2 and 1024^2, the shipped base; each variant its own server, one after another):
+
+| glibc setting                          | RSS after warm-up -> after 60 s | /denoise 256^2, 1024^2 frames/s |
+| ---                                    | ---                             | ---                             |
+| its defaults                           | 1506 -> 2174 MB (peak 2404)     | 4.92, 2.40                      |
+| mmap threshold fixed at 1 MiB          | 536 -> 560 MB (peak 764)        | 3.90, 1.97 (page faults)        |
+| 2 arenas                               | 1125 -> 1224 MB                 | 5.15, 2.62                      |
+| `malloc_trim` every 5 s                | 1690 -> 1731 MB                 | 5.30, 2.55                      |
+| 2 arenas and `malloc_trim` every 5 s   | 648 -> 724 MB (peak 1231)       | 5.63, 2.82                      |
+
+So ``stemreg serve`` caps the arenas at its forward-call slots (at least 2) and gives free heap
+pages back every 5 s (the pages of a heap's free chunks are released with ``madvise``, the memory
+stays mapped and is faulted back in when used again). Process-wide, so only ``stemreg serve`` does
+it. ``STEMREG_MALLOC=glibc`` leaves glibc's defaults (and any ``MALLOC_*`` environment) in force.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import threading
+
+log = logging.getLogger(__name__)
+
+#: glibc's mallopt parameter number for the most arenas (malloc.h).
+_M_ARENA_MAX = -8
+#: Seconds between two ``malloc_trim`` calls.
+TRIM_SECONDS = 5.0
+
+
+def _glibc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    # musl and the BSDs have no malloc_trim; macOS no mallopt either.
+    return libc if libc is not None and hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
+
+
+def bound_allocator(arenas: int, trim_seconds: float = TRIM_SECONDS,
+                    stop: threading.Event | None = None) -> str:
+    """Cap glibc's arenas at ``max(2, arenas)`` and start a daemon thread that calls ``malloc_trim(0)``
+    every ``trim_seconds`` (until ``stop`` is set, if given).
+
+    Call before the serving threads start. Returns a short description for the start-up log.
+    """
+    if os.environ.get("STEMREG_MALLOC", "").strip().lower() == "glibc":
+        return "malloc: glibc's defaults (STEMREG_MALLOC=glibc)"
+    libc = _glibc()
+    if libc is None:
+        return "malloc: not glibc, left alone"
+    arenas = max(2, int(arenas))
+    if not os.environ.get("MALLOC_ARENA_MAX") and libc.mallopt(_M_ARENA_MAX, arenas) != 1:
+        log.warning("mallopt(M_ARENA_MAX, %d) refused; memory may grow under load", arenas)
+    if trim_seconds > 0:
+        stop = stop or threading.Event()
+
+        def trim() -> None:
+            while not stop.wait(trim_seconds):
+                libc.malloc_trim(0)
+
+        threading.Thread(target=trim, name="stemreg-malloc-trim", daemon=True).start()
+    return f"malloc: {arenas} arenas, trimmed every {trim_seconds:g} s"
