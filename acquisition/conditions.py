@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Sequence, Union
 
@@ -336,6 +337,26 @@ def _fmt(x: float) -> str:
     return f"{x:g}"
 
 
+#: The most images per benchmark bin of every condition read (its YAML's ``benchmark_per_bin`` when
+#: lower): fewer for smoke runs (the test suite uses 2). The count is part of the condition's hash,
+#: so the benchmark id changes with it and scores on sets of different sizes are never compared.
+BENCHMARK_PER_BIN_ENV = "STEMREG_BENCHMARK_MAX_PER_BIN"
+
+
+def _benchmark_per_bin_cap() -> int | None:
+    raw = os.environ.get(BENCHMARK_PER_BIN_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 1000:
+        raise ValueError(f"{BENCHMARK_PER_BIN_ENV}={raw!r}: give a whole number of images per benchmark bin, "
+                         "1 to 1000 (or unset it for each condition's own count)")
+    return value
+
+
 def _read_yaml(path: Path) -> Condition:
     try:
         data = yaml.safe_load(path.read_text())
@@ -343,6 +364,10 @@ def _read_yaml(path: Path) -> Condition:
         raise ValueError(f"{path}: cannot read the condition YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a condition YAML must be a mapping of keys to values, got {type(data).__name__}")
+    cap = _benchmark_per_bin_cap()
+    own = data.get("benchmark_per_bin", Condition.model_fields["benchmark_per_bin"].default)
+    if cap is not None and isinstance(own, int) and own > cap:  # anything else: the validation says what
+        data = {**data, "benchmark_per_bin": cap}
     try:
         return Condition(**data)
     except ValidationError as exc:

@@ -69,4 +69,4 @@ def bound_allocator(arenas: int, trim_seconds: float = TRIM_SECONDS,
                 libc.malloc_trim(0)
 
         threading.Thread(target=trim, name="stemreg-malloc-trim", daemon=True).start()
-    return f"malloc: {arenas} arenas, trimmed every {trim_seconds:g} s"
+    return f"malloc: {arenas} arenas, trimmed every {trim_seconds:g} s" if trim_seconds > 0 else f"malloc: {arenas} arenas"

@@ -2,9 +2,10 @@
 
 One process serves one condition: the model version that an alias
 (`champion` by default) of `stem-denoiser-<condition>` points to. The server
-speaks MLflow's scoring protocol on `POST /invocations` (same parsing and the
-same JSON answer as `mlflow models serve`, because it runs MLflow's own
-parser and encoder on the same pyfunc), and adds `POST /denoise` for raw image
+speaks MLflow's scoring protocol on `POST /invocations` (the same array as
+`mlflow models serve` builds, through MLflow's own conversion, and an answer
+that reads back as the same values; parsed and encoded in C, see
+:mod:`stemreg.platform.serving.json_io`), and adds `POST /denoise` for raw image
 files (.npy, .tif/.tiff, .png), `GET /model`, `POST /reload`, `GET /health`,
 `GET /ping` and `GET /version`.
 

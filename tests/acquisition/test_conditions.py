@@ -227,3 +227,18 @@ def test_benchmark_head_is_the_benchmark_sets_first_images_without_drawing_the_r
     full = cond.benchmark_set()
     np.testing.assert_array_equal(head.degraded, full.degraded[:2])
     np.testing.assert_array_equal(cond.benchmark_head(1).clean, full.clean[:1])  # from the cache now
+
+
+def test_a_smaller_benchmark_for_smoke_runs_has_its_own_id_and_bad_caps_are_refused(monkeypatch):
+    monkeypatch.delenv("STEMREG_BENCHMARK_MAX_PER_BIN", raising=False)  # the suite sets it (tests/conftest.py)
+    full = get_condition("low-dose")
+    assert full.benchmark_per_bin == 8 and full.benchmark_size == 8 * len(full.benchmark_bins())
+    monkeypatch.setenv("STEMREG_BENCHMARK_MAX_PER_BIN", "2")
+    small = get_condition("low-dose")
+    assert small.benchmark_per_bin == 2 and small.benchmark_id() != full.benchmark_id()
+    monkeypatch.setenv("STEMREG_BENCHMARK_MAX_PER_BIN", "20")  # a cap, not a count: the YAML's 8 stays
+    assert get_condition("low-dose").benchmark_id() == full.benchmark_id()
+    for bad in ("0", "two", "-3"):
+        monkeypatch.setenv("STEMREG_BENCHMARK_MAX_PER_BIN", bad)
+        with pytest.raises(ValueError, match="STEMREG_BENCHMARK_MAX_PER_BIN.*1 to 1000"):
+            get_condition("low-dose")

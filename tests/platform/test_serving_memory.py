@@ -6,53 +6,71 @@ settings are applied, reported, and can be turned off.
 """
 from __future__ import annotations
 
-import subprocess
 import sys
-import textwrap
+import threading
+import time
 
 import pytest
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc only")
 
 
-def _run(code: str, **env: str) -> str:
-    import os
+class _CountingLibc:
+    """glibc itself, counting the calls."""
 
-    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                         timeout=60, env={**os.environ, **env})
-    assert out.returncode == 0, out.stderr
-    return out.stdout.strip()
+    def __init__(self, libc) -> None:
+        self.libc, self.trims, self.mallopts = libc, 0, []
+
+    def mallopt(self, param: int, value: int) -> int:
+        self.mallopts.append((param, value))
+        return self.libc.mallopt(param, value)
+
+    def malloc_trim(self, pad: int) -> int:
+        self.trims += 1
+        return self.libc.malloc_trim(pad)
 
 
-_TRIMS = """
-    import ctypes, threading, time
+@pytest.fixture()
+def libc(monkeypatch):
     from stemreg.platform.serving import memory
-    calls = []
-    class Libc:  # glibc itself, counting the trims
-        def __init__(self, libc): self.libc = libc
-        def mallopt(self, *a): return self.libc.mallopt(*a)
-        def malloc_trim(self, pad): calls.append(pad); return self.libc.malloc_trim(pad)
+
     real = memory._glibc()
-    memory._glibc = lambda: Libc(real) if real is not None else None
+    if real is None:
+        pytest.skip("not glibc")
+    counting = _CountingLibc(real)
+    monkeypatch.setattr(memory, "_glibc", lambda: counting)
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    return counting
+
+
+def _trimmer_alive() -> bool:
+    return any(t.name == "stemreg-malloc-trim" for t in threading.enumerate())
+
+
+def test_arenas_are_capped_and_free_pages_given_back_until_stopped(libc, monkeypatch):
+    from stemreg.platform.serving.memory import bound_allocator
+
+    monkeypatch.delenv("STEMREG_MALLOC", raising=False)
     stop = threading.Event()
-    print(memory.bound_allocator(3, trim_seconds=0.05, stop=stop))
-    time.sleep(0.5)
-    stop.set()
+    try:
+        assert bound_allocator(3, trim_seconds=0.05, stop=stop) == "malloc: 3 arenas, trimmed every 0.05 s"
+        time.sleep(0.5)
+    finally:
+        stop.set()
     time.sleep(0.2)
-    n = len(calls)
-    time.sleep(0.3)
-    print(n, len(calls), any(t.name == "stemreg-malloc-trim" for t in threading.enumerate()))
-"""
+    trims = libc.trims
+    assert libc.mallopts == [(-8, 3)] and trims >= 3  # M_ARENA_MAX; trimmed while running ...
+    time.sleep(0.2)
+    assert libc.trims == trims and not _trimmer_alive()  # ... and not after stop
 
 
-def test_arenas_are_capped_and_free_pages_given_back_until_stopped():
-    first, counts = _run(_TRIMS).splitlines()
-    assert first == "malloc: 3 arenas, trimmed every 0.05 s"
-    before, after, alive = counts.split()
-    assert int(before) >= 3 and before == after and alive == "False"  # trimmed while running, not after stop
+def test_at_least_two_arenas_and_glibc_defaults_kept_when_asked(libc, monkeypatch):
+    from stemreg.platform.serving.memory import bound_allocator
 
-
-def test_glibc_defaults_are_kept_when_asked():
-    first, counts = _run(_TRIMS, STEMREG_MALLOC="glibc").splitlines()
-    assert first == "malloc: glibc's defaults (STEMREG_MALLOC=glibc)"
-    assert counts.split() == ["0", "0", "False"]
+    monkeypatch.setenv("STEMREG_MALLOC", "glibc")
+    assert bound_allocator(2, trim_seconds=0.05) == "malloc: glibc's defaults (STEMREG_MALLOC=glibc)"
+    time.sleep(0.2)
+    assert libc.mallopts == [] and libc.trims == 0 and not _trimmer_alive()
+    monkeypatch.delenv("STEMREG_MALLOC")
+    bound_allocator(1, trim_seconds=0)  # one forward slot still gets two arenas; no trimming thread
+    assert libc.mallopts == [(-8, 2)] and not _trimmer_alive()
