@@ -162,8 +162,3 @@ def load_pyfunc(model_uri: str, *, expected: dict[str, str] | None = None) -> An
                              f"{str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}") from exc
     return mlflow.pyfunc.PyFuncModel(model_meta=meta, model_impl=impl,
                                       model_id=getattr(meta, "model_id", None))
-
-
-def pyfunc_predict_fn(model_uri: str) -> Callable[[np.ndarray], np.ndarray]:
-    """A predict function from an MLflow model URI (loads the pyfunc once)."""
-    return predict_fn(load_pyfunc(model_uri))

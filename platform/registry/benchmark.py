@@ -19,8 +19,9 @@ from mlflow.entities import Metric
 from stemreg.models.binned import mean_over_bins, per_bin
 from stemreg.models.metrics import psnr_batch, ssim_batch
 from stemreg.models.scoring import PredictFn, score_predictions
-from stemreg.models.prediction import pyfunc_predict_fn
+from stemreg.models.prediction import predict_fn as predict_fn_of
 from stemreg.platform.registry.card import refresh_cards
+from stemreg.platform.registry.loading import open_version
 from stemreg.platform.registry.naming import BY_BIN_SUFFIX, as_condition, benchmark_id, model_name
 from stemreg.platform.store import client as make_client
 
@@ -145,6 +146,12 @@ def score_version(condition: Any, version: str | int, *, predict_fn: PredictFn |
         The version number.
     predict_fn
         Use this instead of loading the registered pyfunc (same model, already in memory).
+
+    Raises
+    ------
+    ModelLoadError
+        The version cannot be loaded (missing artifacts, weights damaged or not matching the
+        sha256 recorded at registration).
     run_id
         Run to log the `benchmark_*` metrics to; default the version's own run.
     columns
@@ -158,8 +165,9 @@ def score_version(condition: Any, version: str | int, *, predict_fn: PredictFn |
         See :func:`score_model`.
     """
     cond = as_condition(condition)
-    if predict_fn is None:
-        predict_fn = pyfunc_predict_fn(f"models:/{model_name(cond)}/{version}")
+    if predict_fn is None:  # loaded as it is served: its own artifacts, sha256 verified
+        client = make_client()
+        predict_fn = predict_fn_of(open_version(client, client.get_model_version(model_name(cond), str(version))))
     scores = score_model(predict_fn, cond, columns=columns, progress=progress)
     record_scores(cond, version, scores, run_id=run_id)
     log.info("%s v%s: benchmark PSNR %.2f dB (noisy %.2f dB), SSIM %.3f (means over bins), %.0f ms/Mpx",

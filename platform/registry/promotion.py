@@ -107,8 +107,17 @@ def promote(condition: Any, version: str | int | None = None, *, force: bool = F
     # Scoring loads a model and takes seconds: done before the lock (it is idempotent).
     for mv in (target, champion):
         if mv is not None and not (mv is champion and str(mv.version) == str(target.version)):
-            _score_if_needed(cond, mv, rescore=rescore, missing=score_missing,
-                             predict=predict_fn(candidate) if mv is target else None)
+            try:
+                _score_if_needed(cond, mv, rescore=rescore, missing=score_missing,
+                                 predict=predict_fn(candidate) if mv is target else None)
+            except ModelLoadError as exc:  # only the champion is loaded here: the candidate already ran
+                if not force:
+                    raise PromotionRefused(
+                        f"refused: {name} champion version {mv.version} cannot be loaded to score it on the "
+                        f"current benchmark: {exc}; nothing was changed; to replace it: `stemreg promote "
+                        f"--condition {cond.name} --version {target.version} --force --reason TEXT`") from None
+                log.warning("%s: champion v%s cannot be loaded (%s); force-promoting v%s without its score",
+                            name, mv.version, exc, target.version)
     with champion_lock(condition):
         target = client.get_model_version(name, target.version)
         champion = alias_version(client, name, CHAMPION)

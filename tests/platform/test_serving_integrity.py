@@ -301,6 +301,31 @@ def test_rolling_back_to_a_version_damaged_since_is_refused_in_one_line_and_chan
         set_champion(store["versions"][0])
 
 
+def test_a_champion_damaged_since_is_not_rescored_from_bad_weights(store):
+    """Re-scoring the champion loads it as serving does (sha256 verified): refused in one line without
+    --force; with --force the good candidate replaces it."""
+    from stemreg.platform import registry
+    from stemreg.platform.registry import PromotionRefused
+
+    client = store["client"]
+    damaged, candidate = log_and_register(11), log_and_register(12)
+    try:
+        set_champion(damaged)
+        weights = _weights(client, damaged)
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+        before = _stored_state(client)
+        with pytest.raises(PromotionRefused, match=rf"champion version {damaged} cannot be loaded to score it.*"
+                                                   r"truncated or corrupt.*--force"):
+            registry.promote(CONDITION, candidate, rescore=True)
+        after = _stored_state(client)
+        assert after["aliases"] == before["aliases"]  # the candidate was scored (tags); nothing moved
+        result = registry.promote(CONDITION, candidate, rescore=True, force=True, reason="champion damaged")
+        assert result.to_version == candidate
+        assert str(client.get_model_version_by_alias(NAME, "champion").version) == candidate
+    finally:
+        set_champion(store["versions"][0])
+
+
 def test_a_good_version_still_force_promotes(store):
     good = store["versions"][2]  # correct sha256 tags
     try:
