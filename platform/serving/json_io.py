@@ -3,9 +3,9 @@ work per pixel.
 
 A 1024^2 image is a 17 MB JSON body of a million numbers. Read the way `mlflow models serve` reads
 it (the standard library's parser, then MLflow's `infer_and_parse_data`, which deep-copies the
-parsed lists before converting them) and answered the way it answers (a float's `repr` per pixel),
-it costs about 0.9 s of CPU per frame, all of it holding the GIL that the forward calls also need.
-Here:
+parsed lists before converting them) and answered with a float's `repr` per pixel, it cost 1.8 s
+of CPU per frame (2.6 s with MLflow's own encoder), all of it holding the GIL that the forward
+calls also need; here 0.19 s (`benchmarks/bench_json.py`, figures in docs/RESULTS.md):
 
 - the body is parsed by orjson (strict RFC 8259 JSON, in C); a body it refuses goes to the standard
   library's parser, so lenient input (``NaN``) and errors get the same treatment and messages as before;
@@ -16,8 +16,8 @@ Here:
   very same values as from `mlflow models serve`; only the spelling of small and large exponents
   differs (``1e-5`` rather than ``1e-05``). Non-finite and non-array answers go through MLflow's encoder.
 
-`benchmarks/bench_serving.py --compare-mlflow` measures the effect; tests/platform/test_serving_speed.py
-checks the values against MLflow's parser and encoder.
+`benchmarks/bench_serving.py --compare-mlflow` measures the effect on throughput;
+tests/platform/test_serving_speed.py checks the values against MLflow's parser and encoder.
 """
 from __future__ import annotations
 
