@@ -33,16 +33,40 @@ def _mlflow_env_restored():
             os.environ[key] = value
 
 
+@pytest.fixture(scope="session")
+def _empty_store_template(tmp_path_factory):
+    """An empty MLflow SQLite store, created by MLflow once per session. A new database runs all of
+    MLflow's schema migrations (about 1.2 s); a copy of this one is a new store in 0.05 s."""
+    from mlflow import MlflowClient
+
+    root = tmp_path_factory.mktemp("store-template")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.search_experiments()
+    client.search_registered_models()
+    return root / "mlflow.db"
+
+
 @pytest.fixture
-def mlflow_store(tmp_path, monkeypatch):
+def mlflow_store(tmp_path, monkeypatch, _empty_store_template):
     """A fresh, real MLflow tracking + registry store (SQLite) in a temp dir.
 
     The working directory moves there too, so the default artifact location
-    and any `mlflow.db` default land inside tmp_path.
+    and any `mlflow.db` default land inside tmp_path. The database is a copy of a new, empty one
+    (:func:`_empty_store_template`) whose Default experiment is pointed where MLflow would have put
+    it here, ``mlruns/0`` in tmp_path.
     """
+    import shutil
+    import sqlite3
+
     import mlflow
     import mlflow.tracking.fluent as fluent
 
+    shutil.copyfile(_empty_store_template, tmp_path / "mlflow.db")
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:
+        db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+                   (str(tmp_path / "mlruns" / "0"),))
+    db.close()
     monkeypatch.chdir(tmp_path)
     # mlflow.set_experiment() remembers the experiment id in a module global and
     # in MLFLOW_EXPERIMENT_ID; an id from an earlier test's store means nothing here.
