@@ -6,10 +6,12 @@ not see.
 """
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
 import json
 import os
+from pathlib import Path
 import re
 import signal
 import subprocess
@@ -95,12 +97,13 @@ def set_champion(version: str) -> None:
 
 # --------------------------------------------------------------------------- fixtures
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """A real SQLite registry with two versions of stem-denoiser-low-dose; v1 is champion."""
+@contextlib.contextmanager
+def serving_store(root: Path, experiment: str, seeds: tuple[int, ...]):
+    """A real SQLite registry in ``root`` (artifacts there too) with :func:`log_and_register` of each
+    seed, the first version champion; MLflow's URIs and the working directory point at it inside.
+    Yields ``{"uri", "versions", "root"}``."""
     import mlflow
 
-    root = tmp_path_factory.mktemp("serving-store")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     old_cwd = os.getcwd()
     with pytest.MonkeyPatch.context() as mp:
@@ -108,13 +111,22 @@ def store(tmp_path_factory):
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
-        mlflow.set_experiment("serving-tests")
-        versions = [log_and_register(seed) for seed in (1, 2)]
+        mlflow.set_experiment(experiment)
+        versions = [log_and_register(seed) for seed in seeds]
         set_champion(versions[0])
-        yield {"uri": uri, "versions": versions, "root": root}
-        mlflow.set_tracking_uri(None)
-        mlflow.set_registry_uri(None)
+        try:
+            yield {"uri": uri, "versions": versions, "root": root}
+        finally:
+            mlflow.set_tracking_uri(None)
+            mlflow.set_registry_uri(None)
     os.chdir(old_cwd)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A real SQLite registry with two versions of stem-denoiser-low-dose; v1 is champion."""
+    with serving_store(tmp_path_factory.mktemp("serving-store"), "serving-tests", (1, 2)) as store:
+        yield store
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from test_serving import CONDITION, NAME, log_and_register, noisy_stack, post_json, set_champion, wait_healthy
+from test_serving import (CONDITION, NAME, log_and_register, noisy_stack, post_json, serving_store, set_champion,
+                          wait_healthy)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -34,16 +35,9 @@ def store(tmp_path_factory):
     with a wrong weights_sha256."""
     import mlflow
 
-    root = tmp_path_factory.mktemp("integrity-store")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mlflow.set_tracking_uri(uri)
-        mlflow.set_registry_uri(uri)
-        mlflow.set_experiment("integrity-tests")
+    with serving_store(tmp_path_factory.mktemp("integrity-store"), "integrity-tests", (1, 2, 3, 4)) as store:
         client = mlflow.MlflowClient()
-        versions = [log_and_register(seed) for seed in (1, 2, 3, 4)]
+        versions = store["versions"]
         weights = _weights(client, versions[1])
         weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
         for version, digest in ((versions[2], None), (versions[3], "0" * 64)):
@@ -52,10 +46,7 @@ def store(tmp_path_factory):
                                          digest or hashlib.sha256(data.read_bytes()).hexdigest())
             arch = data.with_name("architecture.json").read_bytes()
             client.set_model_version_tag(NAME, version, "architecture_sha256", hashlib.sha256(arch).hexdigest())
-        set_champion(versions[0])
-        yield {"uri": uri, "versions": versions, "root": root, "client": client}
-        mlflow.set_tracking_uri(None)
-        mlflow.set_registry_uri(None)
+        yield {**store, "client": client}
 
 
 def _denoise_cli(store, tmp_path, *inputs: str, outdir: str | None = None):

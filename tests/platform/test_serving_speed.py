@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.client
 import io
 import json
-import os
 import sys
 import threading
 import time
@@ -183,26 +182,13 @@ def test_configure_threads_shares_the_cores_among_forward_calls():
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """A SQLite registry holding one tiny untrained hourglass as the champion."""
+    """A SQLite registry holding one tiny untrained hourglass (the serving tests') as the champion."""
     import mlflow
-    from test_serving import log_and_register
+    from test_serving import serving_store
 
-    root = tmp_path_factory.mktemp("serving-speed-store")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    old_cwd = os.getcwd()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mlflow.set_tracking_uri(uri)
-        mlflow.set_registry_uri(uri)
-        mlflow.set_experiment("serving-speed-tests")
-        version = log_and_register(0)  # the serving tests' tiny untrained hourglass
-        mlflow.MlflowClient().set_registered_model_alias(NAME, "champion", version)
-        pyfunc = mlflow.pyfunc.load_model(f"models:/{NAME}/{version}")
-        yield {"uri": uri, "pyfunc": pyfunc}
-        mlflow.set_tracking_uri(None)
-        mlflow.set_registry_uri(None)
-    os.chdir(old_cwd)
+    with serving_store(tmp_path_factory.mktemp("serving-speed-store"), "serving-speed-tests", (0,)) as store:
+        store["pyfunc"] = mlflow.pyfunc.load_model(f"models:/{NAME}/{store['versions'][0]}")
+        yield store
 
 
 @pytest.mark.parametrize("parallel, batch_images", [(2, 16), (3, 4), (2, 1)])
