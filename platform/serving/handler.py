@@ -4,9 +4,9 @@ Every answer, refusals included, is JSON; no answer names an absolute path or an
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
-import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -31,13 +31,19 @@ DEFAULT_PORT = 8080
 #: 4096 x 4096 pixels: a large STEM frame, well within memory for the tiled model.
 DEFAULT_MAX_PIXELS = 4096 * 4096
 DEFAULT_POLL_SECONDS = 30.0
-#: Connections served at once (one thread each) and connections waiting for a thread; more get 503.
+#: Requests worked on at once (one thread each) and complete requests waiting for a thread; more get 503.
+#: Only complete requests take a thread: the front end (frontend.py) reads them first.
 DEFAULT_WORKERS = 32
 DEFAULT_QUEUED = 64
-#: Seconds a connection may stay silent (idle keep-alive, or a body that stops arriving).
+#: Seconds a connection may stay silent (idle keep-alive, or a request or answer that stops moving).
 DEFAULT_SOCKET_TIMEOUT_S = 10.0
-#: Seconds a whole body may take to arrive, plus one per MB.
-DEFAULT_BODY_TIMEOUT_S = 30.0
+#: Seconds from a request's first byte to the end of its headers.
+DEFAULT_HEADER_TIMEOUT_S = 10.0
+#: Seconds from a request's first byte to the end of its body, plus one per MB of body; a trickle
+#: of bytes does not extend it.
+DEFAULT_REQUEST_TIMEOUT_S = 30.0
+#: Connections held at once; a new one beyond pushes out the one idle (or reading headers) longest.
+DEFAULT_MAX_CONNECTIONS = 1024
 #: JSON inputs are at most 3 lists deep (a stack of rows of numbers).
 _MAX_INPUT_DEPTH = 3
 
@@ -77,10 +83,17 @@ class _Handler(BaseHTTPRequestHandler):
         ("POST", "/denoise"): "_denoise", ("POST", "/reload"): "_reload",
     }
 
-    # -- plumbing ----------------------------------------------------------------------------
-    def setup(self) -> None:
-        self.timeout = self.server.socket_timeout  # StreamRequestHandler sets it on the socket
-        super().setup()
+    # -- plumbing ---------------------------------------------------------------------------
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        if self.request_version == "HTTP/0.9":  # its answers would carry no status line
+            self.send_error(505, "HTTP/0.9 is not served; send HTTP/1.0 or HTTP/1.1")
+            return False
+        return True
+
+    def handle_expect_100(self) -> bool:
+        return True  # the front end has sent "100 Continue" already, and read the body since
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """http.server's own refusals (bad request line, unsupported method, ...) as JSON too."""
@@ -150,46 +163,13 @@ class _Handler(BaseHTTPRequestHandler):
     do_PATCH = _dispatch
     do_OPTIONS = _dispatch
 
-    def _read_body(self) -> bytes:
-        length_header = self.headers.get("Content-Length")
-        if length_header is None:
-            self.close_connection = True  # a chunked body we will not read would poison the connection
+    def _read_body(self) -> bytearray:
+        """The body, read in full by the front end (which refused a bad or oversized Content-Length)."""
+        if self.headers.get("Content-Length") is None:
+            self.close_connection = True
             raise RequestError(411, "the request has no Content-Length",
                                "a request body with a Content-Length header")
-        try:
-            length = int(length_header)
-        except ValueError as exc:
-            self.close_connection = True
-            raise RequestError(400, f"bad Content-Length {length_header!r}",
-                               "a non-negative integer") from exc
-        if length < 0:
-            self.close_connection = True
-            raise RequestError(400, f"bad Content-Length {length}", "a non-negative integer")
-        if length > self.server.max_body_bytes:
-            # Don't read (or buffer) an oversized body; close the connection instead.
-            self.close_connection = True
-            raise RequestError(413, f"request body of {length} bytes is larger than this server's "
-                                    f"cap of {self.server.max_body_bytes} bytes "
-                                    f"(--max-pixels {self.server.max_pixels})",
-                               f"at most {self.server.max_pixels} pixels per request")
-        deadline = time.monotonic() + self.server.body_timeout + length / 1e6
-        body = bytearray(length)
-        view, got = memoryview(body), 0
-        try:
-            while got < length:
-                if time.monotonic() > deadline:
-                    raise TimeoutError
-                n = self.rfile.readinto(view[got:got + (1 << 20)])
-                if not n:
-                    self.close_connection = True
-                    raise RequestError(400, f"the body ended after {got} of the {length} bytes its "
-                                            "Content-Length announced", "a body as long as its Content-Length")
-                got += n
-        except TimeoutError:
-            self.close_connection = True
-            raise RequestError(408, f"the body did not arrive in time ({got} of {length} bytes)",
-                               "a body as long as its Content-Length, sent without pauses") from None
-        return body
+        return self.body
 
     # -- endpoints ---------------------------------------------------------------------------
     def _ping(self) -> None:
@@ -324,3 +304,30 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, payload, _RESPONSE_TYPES[fmt], headers=headers)
 
 
+class _Answer:
+    """A handler's ``wfile``: keeps the pieces of the answer (not joined) for the front end to send."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes | memoryview] = []
+
+    def write(self, data: bytes | memoryview) -> int:
+        self.parts.append(data)
+        return memoryview(data).nbytes
+
+    def flush(self) -> None:
+        pass
+
+
+def answer_request(server: Any, head: bytes, body: bytearray, client_address: Any) -> tuple[list, bool]:
+    """Answer one request read in full (``head``: request line and headers) with :class:`_Handler`.
+
+    Returns
+    -------
+    (the answer's pieces, whether to close the connection after it)
+    """
+    handler = _Handler.__new__(_Handler)  # not its __init__, which would read a socket
+    handler.server, handler.client_address, handler.request = server, client_address, None
+    handler.rfile, handler.wfile, handler.body = io.BytesIO(head), _Answer(), body
+    handler.close_connection = True
+    handler.handle_one_request()
+    return handler.wfile.parts, handler.close_connection
