@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from stemreg.acquisition.errors import ImageReadError
-from stemreg.acquisition.limits import READ_MAX_PIXELS, check_pixels, check_tiff
+from stemreg.acquisition.limits import READ_MAX_PIXELS, check_pixels, check_png, check_tiff
 
 READ_SUFFIXES = {".npy": "npy", ".tif": "tiff", ".tiff": "tiff", ".png": "png", ".dm3": "dm3", ".dm4": "dm4",
                  ".emd": "emd", ".hspy": "hspy", ".hdf5": "hspy"}
@@ -157,9 +157,8 @@ def _read_tiff(path: Path | BinaryIO, max_pixels: int | None = None) -> tuple[np
 def _read_png(path: Path | BinaryIO, max_pixels: int | None = None) -> tuple[np.ndarray, Calibration]:
     from PIL import Image
 
+    check_png(path, path if isinstance(path, Path) else Path("image.png"), max_pixels)  # before decoding
     with Image.open(path) as im:
-        check_pixels((im.height, im.width), path if isinstance(path, Path) else Path("image.png"),
-                     max_pixels)  # before decoding
         im.load()
         info = dict(im.info)
         data = np.asarray(im)

@@ -168,6 +168,8 @@ def http_exchange(port: int, method: str, path: str, body: bytes | None, ctype: 
     try:
         conn.request(method, path, body=body, headers={"Content-Type": ctype})
         resp = conn.getresponse()
+        if method == "HEAD":  # an answer to HEAD has no body: its status says it all
+            return "clear" if 400 <= resp.status < 500 or resp.status == 501 else classify_http(resp.status, b"")
         return classify_http(resp.status, resp.read())
     except TimeoutError:
         return "hung"
@@ -584,7 +586,8 @@ def api_calls(uri: str, root: Path) -> list[tuple[str, object]]:
         ("simulate size_px 2.5", lambda: stemreg.simulate("low-dose", 1, size_px=2.5)),
     ]
     for name, text in cases.yaml_cases():
-        path = root / "files" / (re.sub(r"\W+", "_", name) + "-api.yaml")
+        path = root / "api-files" / (re.sub(r"\W+", "_", name) + ".yaml")
+        path.parent.mkdir(exist_ok=True)
         path.write_text(text)
         calls.append((f"simulate {name}", lambda p=path: stemreg.simulate(str(p), 1, size_px=32)))
     return calls
@@ -624,22 +627,33 @@ def main() -> int:
     outcomes: list[tuple[str, str, str]] = []  # (surface, case, outcome)
     figures: dict = {}
     started = time.monotonic()
-    run_http(uri, outcomes, figures)
-    run_cli(uri, root, outcomes, figures)
-    inputs = _digest(root / "files")
-    run_api(uri, root, outcomes)
+    for phase, run in (("http", lambda: run_http(uri, outcomes, figures)),
+                       ("cli", lambda: run_cli(uri, root, outcomes, figures)),
+                       ("api", lambda: run_api(uri, root, outcomes))):
+        if phase == "api":
+            inputs = _digest(root / "files")
+        begun = time.monotonic()
+        run()
+        figures[f"{phase}_seconds"] = round(time.monotonic() - begun)
+        print(f"[fuzz] {phase}: {figures[f'{phase}_seconds']} s, {len(outcomes)} cases so far", file=sys.stderr,
+              flush=True)
     import mlflow
     import stemreg
 
     if (root / "PWNED").exists():
         outcomes.append(("store", "code from the artifact store ran", "silent"))
-    champion = mlflow.MlflowClient(tracking_uri=uri).get_model_version_by_alias(NAME, "champion").version
     try:
+        champion = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_by_alias(
+            NAME, "champion").version
         out = stemreg.denoise(np.ones((8, 8), np.float32), condition="low-dose", tracking_uri=uri)
-        intact = champion == "1" and np.isfinite(out).all() and _digest(root / "files") == inputs
-    except Exception:  # noqa: BLE001 - the store must still serve
-        intact = False
-    outcomes.append(("store", "champion and input files intact afterwards", "clear" if intact else "lost"))
+        problems = [what for what, bad in (("the champion moved", champion != "1"),
+                                           ("the champion's answer is not finite", not np.isfinite(out).all()),
+                                           ("an input file changed", _digest(root / "files") != inputs)) if bad]
+    except Exception as exc:  # noqa: BLE001 - the store must still serve
+        problems = [f"the champion no longer denoises: {exc}"]
+    outcomes.append(("store", "champion and input files intact afterwards" + (f" ({'; '.join(problems)})"
+                                                                               if problems else ""),
+                     "lost" if problems else "clear"))
     figures["seconds"] = round(time.monotonic() - started)
 
     counts = collections.Counter(outcome for _, _, outcome in outcomes)

@@ -44,6 +44,8 @@ DEFAULT_HEADER_TIMEOUT_S = 10.0
 DEFAULT_REQUEST_TIMEOUT_S = 30.0
 #: Connections held at once; a new one beyond pushes out the one idle (or reading headers) longest.
 DEFAULT_MAX_CONNECTIONS = 1024
+#: Commas a JSON body may hold beyond one per pixel (params, dataframe keys and the like).
+_JSON_SLACK_VALUES = 65536
 #: JSON inputs are at most 3 lists deep (a stack of rows of numbers).
 _MAX_INPUT_DEPTH = 3
 
@@ -215,6 +217,12 @@ class _Handler(BaseHTTPRequestHandler):
                                "application/json (" + ACCEPTED_JSON + "); images go to POST /denoise")
         if not body:
             raise RequestError(400, "empty request body", ACCEPTED_JSON)
+        # Parsed, every number becomes a Python object of ~32 bytes: a body of "0,0,0,..." within the
+        # byte cap would take GBs. Values are separated by commas, so count those before parsing.
+        values = body.count(b",") + 1
+        if values > self.server.max_pixels + _JSON_SLACK_VALUES:
+            raise RequestError(413, f"the JSON holds about {values} values, more than this server's cap of "
+                                    f"{self.server.max_pixels} pixels", ACCEPTED_JSON)
         try:
             request = parse_json_body(body)
         except (ValueError, UnicodeDecodeError) as exc:

@@ -71,3 +71,20 @@ def test_an_unboundable_tiff_compression_is_refused_by_name(tmp_path, tiff_bomb)
     path.write_bytes(tiff_bomb.with_strip(b"\x81\x00" * 2, 32773, 16))  # 2 runs of 128 zeros
     with pytest.raises(ImageReadError, match="PACKBITS, which is not read .accepted: none, deflate/zip, lzma"):
         read_image(path)
+
+
+def test_a_png_with_more_compressed_data_than_its_declared_size_can_need_is_refused():
+    import struct
+    import zlib
+
+    from stemreg.acquisition import ImageReadError
+    from stemreg.acquisition.io import read_image_bytes
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    idat = zlib.compress(b"\0" * (8 << 20), 9)  # 8 MiB inflated, ~8 KB compressed; 32 x 32 declared
+    bomb = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 32, 32, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    with pytest.raises(ImageReadError, match="decompression bomb"):  # was read: Pillow ignored the rest
+        read_image_bytes(bomb, "png")

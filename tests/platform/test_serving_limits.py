@@ -420,3 +420,13 @@ def test_a_big_answer_reaches_a_slow_reader(slow_server):
         reply = _reply(sock)
     head, _, body = reply.partition(b"\r\n\r\n")
     assert _status(head) == 200 and np.load(io.BytesIO(body)).shape == image.shape
+
+
+def test_a_json_body_of_more_values_than_pixels_is_413_before_parsing(slow_server):
+    # 2 bytes per value: within the body cap (32 bytes per pixel), but parsed it would take ~32 bytes
+    # of Python objects per value.
+    n = slow_server.max_pixels + 70_000
+    body = b'{"inputs": [' + b"0," * n + b"0]}"
+    assert len(body) < slow_server.max_body_bytes
+    status, _, answer = request(slow_server.url, "POST", "/invocations", body, {"Content-Type": "application/json"})
+    assert status == 413 and "values, more than this server's cap" in json.loads(answer)["error"]
