@@ -25,6 +25,9 @@ class DenoiseResult:
     alias: str
     model_name: str
     version: str
+    #: The trust report(s) (:class:`stemreg.models.trust.TrustReport`, one per image of a stack),
+    #: judged from the input and the output alone; each holds a ``map``.
+    trust: Any = None
 
 
 _MODELS: dict[tuple[str, str], Any] = {}
@@ -82,5 +85,12 @@ def denoise_image(image: np.ndarray, *, condition: str, alias: str = "champion")
     version = registry.resolve(cond, alias)
     model = _load(uri, registry.model_uri(cond, str(version.version)))
     denoised = np.asarray(model.predict(data[None] if data.ndim == 2 else data), dtype=np.float32)
-    return DenoiseResult(data=denoised.reshape(data.shape), condition=cond.name, alias=alias,
-                         model_name=registry.model_name(cond), version=str(version.version))
+    denoised = denoised.reshape(data.shape)
+    from types import SimpleNamespace
+
+    from stemreg.platform.trust import report_for
+
+    trust = report_for(SimpleNamespace(tags=dict(version.tags or {}), condition=cond.name), data, denoised,
+                       with_map=True)
+    return DenoiseResult(data=denoised, condition=cond.name, alias=alias,
+                         model_name=registry.model_name(cond), version=str(version.version), trust=trust)
