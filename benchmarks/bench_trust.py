@@ -48,7 +48,7 @@ from stemreg.models.training import TrainConfig, train
 from stemreg.models.trust import trust_report
 from stemreg.platform.trust import trained_range
 
-SEED_SETS = {"calibrate": 1000, "report": 5000}
+SEED_SETS = {"calibrate": 1000, "report": 5000, "report2": 20000}
 NOISE_KEYS = ("beam_current_pA", "dwell_time_us", "bias", "detector_efficiency", "read_noise_e")
 CASES = ("good", "bright-field", "sampling", "dose", "corr-noise", "undertrained", "wrong-condition")
 

@@ -157,8 +157,8 @@ def lattice_in_residual(noisy: np.ndarray, residual: np.ndarray) -> tuple[float,
     ratio : float
         The largest peak-over-background ratio (about 1 to 2 for noise; 0 without a lattice).
     removed : float
-        The largest share of a lattice peak's amplitude (above background) found in the residual
-        (0: none of the lattice removed, 1: all of it).
+        The share of the lattice peaks' amplitude (above background, power-weighted over the peaks,
+        so that a weak peak's noise does not decide) found in the residual (0: none removed, 1: all).
     """
     x = np.asarray(noisy, np.float64)
     p_x = _power(x)
@@ -167,7 +167,7 @@ def lattice_in_residual(noisy: np.ndarray, residual: np.ndarray) -> tuple[float,
         return 0.0, 0.0
     h, w = x.shape
     p_r = _power(np.asarray(residual, np.float64))
-    ratio = removed = 0.0
+    ratio, in_residual, in_input = 0.0, 0.0, 0.0
     for py, px in peaks:
         y0, y1, x0, x1 = max(py - 5, 0), min(py + 6, h), max(px - 5, 0), min(px + 6, w)
         core = (slice(max(py - 1, 0), py + 2), slice(max(px - 1, 0), px + 2))
@@ -181,7 +181,9 @@ def lattice_in_residual(noisy: np.ndarray, residual: np.ndarray) -> tuple[float,
         if bg_r > 0:
             ratio = max(ratio, float(core_r / bg_r))
         if core_x > bg_x:
-            removed = max(removed, float(np.sqrt(max(core_r - bg_r, 0.0) / (core_x - bg_x))))
+            in_residual += max(core_r - bg_r, 0.0)
+            in_input += core_x - bg_x
+    removed = float(np.sqrt(in_residual / in_input)) if in_input > 0 else 0.0
     return ratio, min(removed, 1.0)
 
 
