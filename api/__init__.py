@@ -161,7 +161,7 @@ def simulate(condition: Any, n: int, *, seed: int = 0, size_px: int | None = Non
     """
     from stemreg.acquisition import load_condition
 
-    cond = load_condition(condition) if not hasattr(condition, "sample_pairs") else condition
+    cond = load_condition(condition)
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
     return cond.sample_pairs(n, size_px=size_px, seed=seed)
