@@ -124,7 +124,7 @@ def load_model(condition: Any = None, *, alias: str = "champion", model_uri: str
     '3'
     >>> outputs = [stemreg.denoise(f, model=model) for f in files]     # doctest: +SKIP
     """
-    from stemreg.platform.prediction import load_model as _load_model
+    from stemreg.platform.registry.loading import load_model as _load_model
 
     return _load_model(condition, alias=alias, model_uri=model_uri, tracking_uri=tracking_uri,
                        fallback_pretrained=fallback_pretrained)
