@@ -46,7 +46,7 @@ def adapt_command(files: tuple[Path, ...], condition_name: str, frames: bool, ep
     them is compared with the champion's. The version is registered with the files in its tags and
     card; --promote makes it champion when it passes the gate.
     """
-    from dataclasses import asdict
+    from dataclasses import fields
 
     from stemreg.platform.training.adapt import adapt
 
@@ -65,8 +65,7 @@ def adapt_command(files: tuple[Path, ...], condition_name: str, frames: bool, ep
               f"{t['adapted']['residual_structure']:.3f} (champion {t['champion']['residual_structure']:.3f})"
             + (f"; benchmark PSNR {fmt((result.benchmark or {}).get('psnr'))} dB" if result.benchmark else "")
             + (f"\n{result.gate}" if result.gate else ""))
-    payload = asdict(result)
-    payload.pop("history", None)
+    payload = {f.name: getattr(result, f.name) for f in fields(result) if f.name not in ("history", "network")}
     emit(payload, as_json, text)
 
 

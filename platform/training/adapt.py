@@ -72,6 +72,7 @@ class AdaptResult:
     gate: str = ""
     seconds: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
+    network: Any = field(default=None, repr=False)
 
 
 def read_lab_files(paths: list[str | Path]) -> list[tuple[str, np.ndarray, float | None]]:
@@ -266,7 +267,7 @@ def adapt(condition: Any, files: list[str | Path], *, frames: bool = False, held
         out = AdaptResult(condition=cond.name, mode=mode, lab_files=lab_names, held_out_files=held_names,
                           noise_corr_x=corr, struct_px=span, val_loss=float(result.best_val_loss),
                           trust={"champion": trust_base, "adapted": trust_adapted}, parent=parent,
-                          history=result.history)
+                          history=result.history, network=network)
         if register:
             listed = json.dumps([Path(n).name for n in lab_names])
             version_tags = {"training_mode": mode, "training_data": "lab-files", "parent": parent,

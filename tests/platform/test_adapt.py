@@ -63,3 +63,17 @@ def test_a_corrupt_or_empty_lab_file_is_refused_in_one_line_and_nothing_is_regis
     error = [line for line in result.output.splitlines() if line.startswith("Error")]
     assert len(error) == 1 and "broken.npy" in error[0], result.output
     assert _versions(mlflow_store) == []
+
+
+def test_evaluate_raw_images_gives_trust_figures_per_method(mlflow_store, tmp_path):
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    _lab_files(folder, n=2)
+    result = CliRunner().invoke(main, ["evaluate", "--condition", "low-dose", "--images", str(folder), "--raw",
+                                       "--methods", "champion,bm3d", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["method"]: r for r in json.loads(result.stdout)["rows"]}
+    assert set(rows) == {"champion", "bm3d"}
+    # the shipped base never saw noise correlated along x: every raw frame is out of its range
+    assert rows["champion"]["verdicts"]["out of range"] == 2
+    assert all(sum(r["verdicts"].values()) == 2 for r in rows.values())
