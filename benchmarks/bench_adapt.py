@@ -56,6 +56,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--synthetic-fraction", type=float, default=0.5)
+    parser.add_argument("--direct", action="store_true", help="switch the residual skip off (train --images' way)")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -71,7 +72,7 @@ def main() -> None:
             files.append(str(Path(tmp) / f"lab_{i:02d}.npy"))
             np.save(files[-1], frame)
         result = adapt("low-dose", files, epochs=args.epochs, steps_per_epoch=args.steps,
-                       synthetic_fraction=args.synthetic_fraction, register=False, score=False, progress=False)
+                       synthetic_fraction=args.synthetic_fraction, keep_residual=not args.direct, register=False, score=False, progress=False)
     print(f"adapt: {result.mode}, blind spot +-{result.struct_px} px along x (lab noise lag 1-3 correlation "
           f"{', '.join(f'{c:.2f}' for c in result.noise_corr_x)}), held-out loss {result.val_loss:.4f}, "
           f"{result.seconds:.0f} s; lab files {len(result.lab_files)}, held out {len(result.held_out_files)}")

@@ -222,7 +222,8 @@ def train(model: nn.Module, config: TrainConfig, *, train_data: Any,
     if ckpt is not None:
         ckpt.mkdir(parents=True, exist_ok=True)
 
-    if config.mode is TrainingMode.BLIND_SPOT and getattr(model, "residual", False):
+    if (config.mode is TrainingMode.BLIND_SPOT and getattr(model, "residual", False)
+            and not config.blind_spot_keep_residual):
         # A residual path copies the (masked) centre pixel to the output; at inference that pixel
         # is the real noisy value and leaks straight through. Blind-spot nets predict directly.
         log.info("blind-spot training: switching %s to direct (non-residual) output",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -113,3 +114,18 @@ def header_for(model: Any, noisy: np.ndarray, denoised: np.ndarray, pixel_size_p
     except ValueError:  # non-finite output: the answer itself says so; no verdict to give
         return None
     return report.header()
+
+
+def map_path(out: Path) -> Path:
+    """Where `stemreg denoise --trust-map` writes a map: beside the output, ``<name>.trust.tif`` (float32
+    keeps the z-scores, whatever the output's format)."""
+    return out.with_name(out.stem + ".trust.tif")
+
+
+def trust_line(trust: dict | list) -> str:
+    """``verdict (reason)`` of a report's dict; for a stack, the count per verdict and the first doubt."""
+    if isinstance(trust, dict):
+        return f"{trust['verdict']} ({trust['reason']})"
+    counts = {v: sum(t["verdict"] == v for t in trust) for v in ("ok", "doubtful", "out of range")}
+    worst = next((t for t in trust if t["verdict"] != "ok"), trust[0])
+    return ", ".join(f"{n} {v}" for v, n in counts.items() if n) + f" ({worst['reason']})"

@@ -237,20 +237,6 @@ def _refuse_collisions(inputs: tuple[Path, ...], outs: list[Path]) -> None:
         seen[key] = path
 
 
-def _map_path(out: Path) -> Path:
-    """Where a trust map goes: beside the output, ``<name>.trust.tif`` (float32 keeps the z-scores)."""
-    return out.with_name(out.stem + ".trust.tif")
-
-
-def _trust_line(trust: dict | list) -> str:
-    """``verdict (reason)``; for a stack, the count per verdict and the first doubt."""
-    if isinstance(trust, dict):
-        return f"{trust['verdict']} ({trust['reason']})"
-    counts = {v: sum(t["verdict"] == v for t in trust) for v in ("ok", "doubtful", "out of range")}
-    worst = next((t for t in trust if t["verdict"] != "ok"), trust[0])
-    return ", ".join(f"{n} {v}" for v, n in counts.items() if n) + f" ({worst['reason']})"
-
-
 @command("denoise")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @condition_option
@@ -285,7 +271,7 @@ def denoise_command(inputs: tuple[Path, ...], condition_name: str, alias: str, o
     from stemreg.acquisition.io import READ_SUFFIXES
     from stemreg.platform.prediction import denoise, load_model, sampling_warning
     from stemreg.platform.store import configure
-    from stemreg.platform.trust import report_for
+    from stemreg.platform.trust import map_path, report_for, trust_line
 
     for path in inputs:
         if not path.exists():
@@ -320,15 +306,15 @@ def denoise_command(inputs: tuple[Path, ...], condition_name: str, alias: str, o
             write_image(out, denoised.data, denoised.calibration)  # atomic: a temporary name, then renamed
             if trust_map:
                 maps = np.stack([t.map for t in trusts]) if len(trusts) > 1 else trusts[0].map
-                write_image(_map_path(out), maps, denoised.calibration)
+                write_image(map_path(out), maps, denoised.calibration)
         except OSError as exc:
             raise BadInputError(f"cannot write {out}: {exc.strerror or exc}; give a writable -o OUTDIR") from None
         report.append({"input": str(path), "output": str(out), "shape": list(denoised.data.shape),
                        "seconds": round(seconds, 3), "replaced": replaced, **({"warning": warning} if warning else {}),
                        "trust": [t.to_dict() for t in trusts] if len(trusts) > 1 else trusts[0].to_dict(),
-                       **({"trust_map": str(_map_path(out))} if trust_map else {})})
+                       **({"trust_map": str(map_path(out))} if trust_map else {})})
     text = "\n".join(f"{r['input']} -> {r['output']} ({r['seconds']:.2f} s"
-                     + ("; replaced the existing file)" if r["replaced"] else ")") + f" trust: {_trust_line(r['trust'])}"
+                     + ("; replaced the existing file)" if r["replaced"] else ")") + f" trust: {trust_line(r['trust'])}"
                      for r in report)
     used = (f"{model.name} v{model.version}, {alias}" if model.version is not None else
             f"{model.name}: nothing is registered for {cond.name} yet; train or run the main job for a "

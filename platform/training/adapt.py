@@ -166,7 +166,8 @@ def _split(files: list[tuple[str, np.ndarray, float | None]], fraction: float):
 
 def adapt(condition: Any, files: list[str | Path], *, frames: bool = False, held_out_fraction: float = 0.25,
           epochs: int = 4, steps_per_epoch: int = 30, batch_size: int = 8, patch_px: int = 64, lr: float = 3e-4,
-          synthetic_fraction: float = 0.5, struct_px: int | None = None, seed: int = 0, register: bool = True,
+          synthetic_fraction: float = 0.5, struct_px: int | None = None, keep_residual: bool = True,
+          seed: int = 0, register: bool = True,
           score: bool = True, promote: bool = False, tolerance_db: float = 0.5,
           progress: bool = True) -> AdaptResult:
     """Fine-tune a condition's champion on a lab's raw noisy files (see the module docstring).
@@ -186,6 +187,9 @@ def adapt(condition: Any, files: list[str | Path], *, frames: bool = False, held
         Share of each batch drawn fresh from the condition's simulated stream.
     struct_px
         Neighbours masked either side along x; default from the measured noise correlation.
+    keep_residual
+        Keep the champion's residual skip in blind-spot training (it starts from the champion's own
+        function); false switches to direct output as `train --images` does.
     register, score
         Register the version (tags and card list the files) and score it on the condition's benchmark.
     promote, tolerance_db
@@ -237,7 +241,8 @@ def adapt(condition: Any, files: list[str | Path], *, frames: bool = False, held
                                  noise_corr_x=max(corr[0], base_range.noise_corr_x or 0.0))
     trust_base = held_out_trust(base, held_images, held_pm, base_range)
     config = TrainConfig(mode=mode, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
-                         patch_px=patch_px, lr=lr, seed=seed, blind_spot_struct_px=span, warmup_fraction=0.1)
+                         patch_px=patch_px, lr=lr, seed=seed, blind_spot_struct_px=span, warmup_fraction=0.1,
+                         blind_spot_keep_residual=keep_residual)
     # rendering a field costs more than a training step at small budgets: the pool grows with the budget
     n_fields = min(16, max(2, epochs * steps_per_epoch // 8))
     pool = (FieldPool(cond, n_fields=n_fields, size_px=max(96, patch_px), seed=seed + 4242)
