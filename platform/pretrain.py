@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import torch
 
-from stemreg.acquisition.conditions import Condition, load_condition
+from stemreg.acquisition import Condition, load_condition
 from stemreg.acquisition.stream import FieldPool
 from stemreg.models.architectures import build_model
 from stemreg.models.config import ArchitectureName, architecture
@@ -74,7 +74,7 @@ def pretrain_base(condition: Condition | str = "low-dose", *, steps: int = 4000,
         Continue from a pretrained model's weights (its name, and the folder holding it; default
         the package's): its architecture is kept and its card is recorded as the parent.
     """
-    cond = load_condition(condition) if isinstance(condition, str) else condition
+    cond = load_condition(condition)
     commit = git_commit() or "unknown"  # the code that trains, before anything can move HEAD
     if threads:
         torch.set_num_threads(threads)
