@@ -2,15 +2,17 @@
 
 On simulated low-dose images (truth known) the shipped low-dose base denoises
 
-- ``good``: images from its own range (sampling 4-64 pm/px, dose 0.25-4x, HAADF);
+- ``good``: images from its own range (sampling 4-64 pm/px, dose 0.25-4x, HAADF, an ideal detector:
+  the base was trained before the detector physics of :mod:`stemreg.acquisition.detector`);
 
 and, as failures that must be flagged,
 
 - ``bright-field``: dark columns on a bright field (the signal inverted before the noise);
 - ``sampling``: 90-200 pm/px or 1.5-3 pm/px (the file's pixel size given, as a microscope writes it);
 - ``dose``: 0.01-0.05x or 30-100x the condition's dose;
-- ``corr-noise``: the noise low-passed along the fast-scan axis (first order, pole 0.4-0.7, its
-  variance kept), which the base never saw;
+- ``corr-noise``: a detector bandwidth of 1-3 px along the fast-scan axis
+  (:func:`stemreg.acquisition.detector.fast_scan_lowpass`: noise lag-1 correlation 0.37-0.72), which
+  the base never saw;
 - ``undertrained``: the same images through the base's architecture after 15 training steps;
 - ``wrong-condition``: the same images through a model fine-tuned for the *blur* condition (it
   sharpens what is not blurred).
@@ -35,9 +37,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.signal import lfilter
 
 from stemreg.acquisition import load_condition
+from stemreg.acquisition.detector import IDEAL_DETECTOR
 from stemreg.acquisition.dose import apply_dose_noise
 from stemreg.acquisition.stream import FieldPool
 from stemreg.models import pretrained
@@ -51,11 +53,6 @@ from stemreg.platform.trust import trained_range
 SEED_SETS = {"calibrate": 1000, "report": 5000, "report2": 20000}
 NOISE_KEYS = ("beam_current_pA", "dwell_time_us", "bias", "detector_efficiency", "read_noise_e")
 CASES = ("good", "bright-field", "sampling", "dose", "corr-noise", "undertrained", "wrong-condition")
-
-
-def correlate_along_x(noise: np.ndarray, pole: float) -> np.ndarray:
-    """First-order low-pass of the noise along x (a detector's bandwidth), its variance kept."""
-    return lfilter([1.0 - pole], [1.0, -pole], noise, axis=1) * np.sqrt((1.0 + pole) / (1.0 - pole))
 
 
 def aux_model(kind: str, cache: Path) -> torch.nn.Module:
@@ -81,7 +78,9 @@ def aux_model(kind: str, cache: Path) -> torch.nn.Module:
 
 def make_case(case: str, cond, rng: np.random.Generator, seed: int, size: int):
     """(noisy, truth, pixel_size_pm, which model) for one image of a case."""
-    update = {}
+    update = dict(IDEAL_DETECTOR)
+    if case == "corr-noise":
+        update["bandwidth_px"] = (1.0, 3.0)
     if case == "sampling":
         update["pixel_size_pm"] = (90.0, 200.0) if rng.random() < 0.5 else (1.5, 3.0)
     if case == "dose":
@@ -91,8 +90,6 @@ def make_case(case: str, cond, rng: np.random.Generator, seed: int, size: int):
     if case == "bright-field":
         clean = signal = (1.2 - signal).astype(np.float32)
         noisy = apply_dose_noise(signal, rng, **{k: params[k] for k in NOISE_KEYS})
-    if case == "corr-noise":
-        noisy = (signal + correlate_along_x(noisy - signal, rng.uniform(0.4, 0.7))).astype(np.float32)
     model = {"undertrained": "undertrained", "wrong-condition": "blur"}.get(case, "base")
     return noisy, clean, float(params["pixel_size_pm"]), model
 
@@ -107,7 +104,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    cond = load_condition("low-dose")
+    cond = load_condition("low-dose").model_copy(update=IDEAL_DETECTOR)  # the base's own range
     nets = {"base": pretrained.load_pretrained()[0]}
     nets["undertrained"], nets["blur"] = aux_model("undertrained", args.cache), aux_model("blur", args.cache)
     trained = trained_range({"trained_pixel_size_pm": json.dumps(list(cond.pixel_size_range_pm()))}, cond)

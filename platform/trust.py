@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from stemreg.acquisition.detector import lowpass_coefficient
 from stemreg.models.trust import TrainedRange, TrustReport, trust_report
 from stemreg.models.trust_stats import input_noise, peak_counts
 
@@ -21,10 +22,13 @@ _RANGE_IMAGES = 6
 
 
 @lru_cache(maxsize=16)
-def _counts_range(condition_name: str, condition_hash: str) -> tuple[float, float]:
+def _counts_range(condition_name: str, condition_hash: str, detector: bool) -> tuple[float, float]:
     from stemreg.acquisition import load_condition
+    from stemreg.acquisition.detector import IDEAL_DETECTOR
 
     cond = load_condition(condition_name)
+    if not detector:
+        cond = cond.model_copy(update=IDEAL_DETECTOR)
     dose = cond.dose_scale if isinstance(cond.dose_scale, tuple) else (cond.dose_scale, cond.dose_scale)
     values = []
     for k, scale in enumerate(dose):
@@ -36,14 +40,16 @@ def _counts_range(condition_name: str, condition_hash: str) -> tuple[float, floa
     return float(np.min(values)), float(np.max(values))
 
 
-def counts_range(condition: Any) -> tuple[float, float]:
-    """Detected electrons per pixel at the brightest columns over a condition's dose range (cached)."""
-    return _counts_range(condition.name, condition.hash())
+def counts_range(condition: Any, *, detector: bool = True) -> tuple[float, float]:
+    """Detected electrons per pixel at the brightest columns over a condition's dose range (cached);
+    ``detector=False``: with an ideal detector (what models trained before the detector physics saw)."""
+    return _counts_range(condition.name, condition.hash(), detector)
 
 
 def trained_range(tags: dict[str, str] | None, condition: Any = None) -> TrainedRange:
-    """What a model was trained on: sampling from its tags, dose from its condition, contrast and the
-    noise correlation it saw from ``trust.*`` tags (default HAADF, pixel-independent noise)."""
+    """What a model was trained on: sampling from its tags, dose from its condition, contrast from
+    ``trust.contrast`` (default HAADF), the noise correlation from its condition's detector bandwidth
+    (``condition.bandwidth_px``) or ``trust.noise_corr_x`` (set by `stemreg adapt`), else none."""
     tags = tags or {}
     pixel = None
     raw = tags.get("trained_pixel_size_pm") or tags.get("condition.pixel_size_pm")
@@ -55,11 +61,17 @@ def trained_range(tags: dict[str, str] | None, condition: Any = None) -> Trained
             pixel = None
     if pixel is None and condition is not None:
         pixel = condition.pixel_size_range_pm()
-    counts = counts_range(condition) if condition is not None else None
+    corr = 0.0
+    trained_on_detector = "condition.bandwidth_px" in tags
     try:
-        corr = float(tags.get("trust.noise_corr_x", 0.0))
-    except ValueError:
-        corr = 0.0
+        # a model trained on the detector physics (simulator revision 4) saw the fast-scan bandwidth's
+        # noise correlation up to its condition's largest bandwidth; an older model (no such tag) none
+        bandwidth = json.loads(tags.get("condition.bandwidth_px", "0"))
+        corr = lowpass_coefficient(float(max(bandwidth) if isinstance(bandwidth, list) else bandwidth))
+        corr = max(corr, float(tags.get("trust.noise_corr_x", 0.0)))
+    except (TypeError, ValueError):
+        pass
+    counts = counts_range(condition, detector=trained_on_detector) if condition is not None else None
     return TrainedRange(pixel_size_pm=pixel, peak_counts=counts, contrast=tags.get("trust.contrast", "haadf"),
                         noise_corr_x=corr)
 
