@@ -182,6 +182,63 @@ def local_artifacts(location: str, uri: str | None = None) -> str:
     return str(candidate) if candidate.exists() else location
 
 
+#: Seconds a tracking server gets to answer before a read-only command says it cannot reach it.
+REACH_TIMEOUT_S = 5.0
+
+
+def explicit_tracking_uri(uri: str | None = None) -> bool:
+    """True when the store was named (``uri`` given, or ``MLFLOW_TRACKING_URI`` set), not the default."""
+    return bool(uri) or bool(os.environ.get("MLFLOW_TRACKING_URI"))
+
+
+def store_exists(uri: str) -> bool:
+    """Whether a local store (SQLite file, file store folder) is there; other stores: True."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):].split("?", 1)[0]).expanduser().is_file()
+    scheme = uri.split("://", 1)[0] if "://" in uri else ""
+    if scheme in ("", "file"):
+        return Path(uri[len("file://"):] if scheme else uri).expanduser().exists()
+    return True
+
+
+def check_store(uri: str, *, must_exist: bool) -> None:
+    """Refuse, in one line, a store that is not there, before MLflow is asked anything.
+
+    A SQLite file or file-store folder that does not exist would otherwise be created, new and
+    empty (a typo in a path reads as "nothing registered"); a tracking server that does not
+    answer would otherwise be retried for minutes.
+
+    Raises
+    ------
+    BadInputError
+        ``must_exist`` and a local store that does not exist.
+    StemregError
+        An ``http(s)`` tracking server that does not answer within :data:`REACH_TIMEOUT_S`.
+    """
+    from stemreg.errors import BadInputError, StemregError
+
+    scheme = uri.split("://", 1)[0] if "://" in uri else ""
+    if scheme in ("http", "https"):
+        import urllib.error
+        import urllib.request
+
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=REACH_TIMEOUT_S).close()
+        except urllib.error.HTTPError as exc:
+            if exc.code in (401, 403):
+                return  # it answered: a server (or its proxy) asking for credentials, which MLflow sends
+            raise StemregError(f"the server at {uri} does not answer as an MLflow tracking server (GET /health: "
+                               f"HTTP {exc.code}); check the address (MLFLOW_TRACKING_URI)") from None
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise StemregError(f"cannot reach the MLflow tracking server at {uri} ({reason}); check the address "
+                               "(MLFLOW_TRACKING_URI) and that the server runs") from None
+        return
+    if must_exist and not store_exists(uri):
+        raise BadInputError(f"no MLflow store at {uri}: nothing there to read (a typo in the path?); give the "
+                            "tracking URI of an existing store, or unset it for sqlite:///mlflow.db here")
+
+
 def client():
     """An `MlflowClient` on the configured tracking and registry store."""
     from mlflow import MlflowClient
