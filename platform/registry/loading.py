@@ -200,8 +200,10 @@ def registered_version(client: Any, model_uri: str) -> Any:
 
 
 def open_uri(model_uri: str, client: Any = None) -> Any:
-    """A verified pyfunc from any model URI: a ``models:/`` URI through its registered version
-    (:func:`open_version`, sha256 checked), any other URI or folder through :func:`load_pyfunc`.
+    """A verified pyfunc from any model URI: a registry URI (``models:/<name>/<version>`` or
+    ``models:/<name>@<alias>``) through its registered version (:func:`open_version`, sha256
+    checked), any other URI (a logged model's ``models:/m-<id>``, ``runs:/``, a folder) through
+    :func:`load_pyfunc`.
 
     Raises
     ------
@@ -210,7 +212,8 @@ def open_uri(model_uri: str, client: Any = None) -> Any:
     ModelLoadError
         The model cannot be loaded (see :func:`load_pyfunc`).
     """
-    if str(model_uri).startswith("models:/"):
+    rest = str(model_uri)[len("models:/"):].strip("/")
+    if str(model_uri).startswith("models:/") and ("@" in rest or "/" in rest):  # not a logged model's m-<id>
         if client is None:
             from stemreg.platform.store import client as make_client
 
