@@ -37,7 +37,7 @@ __all__ = ["denoise", "load_model", "simulate"]
 
 
 def denoise(image: Any, *, condition: Any = None, alias: str = "champion", model: "LoadedModel | None" = None,
-            tracking_uri: str | None = None, params: dict | None = None) -> Any:
+            tracking_uri: str | None = None, params: dict | None = None, report: bool = False) -> Any:
     """Denoise a low-dose STEM image with a condition's registered model.
 
     Parameters
@@ -57,6 +57,12 @@ def denoise(image: Any, *, condition: Any = None, alias: str = "champion", model
         else ``sqlite:///mlflow.db`` in the working directory.
     params : dict, optional
         Tiling options: ``tile_px``, ``overlap_px``, ``batch_size``.
+    report : bool, default False
+        Also return a trust report, judged from the input and the output alone
+        (no clean image): ``(denoised, trust)``; ``trust.verdict`` is ``ok``,
+        ``doubtful`` or ``out of range``, ``trust.reason`` says why,
+        ``trust.figures`` holds every figure and ``trust.map`` where the
+        residual holds structure (a list of reports for a stack).
 
     Returns
     -------
@@ -86,10 +92,14 @@ def denoise(image: Any, *, condition: Any = None, alias: str = "champion", model
     >>> import hyperspy.api as hs                                     # doctest: +SKIP
     >>> signal = hs.load("scan.emd")                                  # doctest: +SKIP
     >>> stemreg.denoise(signal, condition="low-dose").axes_manager    # doctest: +SKIP
+    >>> clean, trust = stemreg.denoise(noisy, condition="low-dose", report=True)  # doctest: +SKIP
+    >>> trust.verdict, trust.reason                                   # doctest: +SKIP
+    ('ok', "residual looks like the input's noise (variance 1.01x, no structure, no dots)")
     """
     from stemreg.platform.prediction import denoise as _denoise  # mlflow, torch: on first use
 
-    return _denoise(image, condition=condition, alias=alias, model=model, tracking_uri=tracking_uri, params=params)
+    return _denoise(image, condition=condition, alias=alias, model=model, tracking_uri=tracking_uri, params=params,
+                    report=report)
 
 
 def load_model(condition: Any = None, *, alias: str = "champion", model_uri: str | None = None,
@@ -124,7 +134,7 @@ def load_model(condition: Any = None, *, alias: str = "champion", model_uri: str
     '3'
     >>> outputs = [stemreg.denoise(f, model=model) for f in files]     # doctest: +SKIP
     """
-    from stemreg.platform.prediction import load_model as _load_model
+    from stemreg.platform.registry.loading import load_model as _load_model
 
     return _load_model(condition, alias=alias, model_uri=model_uri, tracking_uri=tracking_uri,
                        fallback_pretrained=fallback_pretrained)
@@ -161,7 +171,7 @@ def simulate(condition: Any, n: int, *, seed: int = 0, size_px: int | None = Non
     """
     from stemreg.acquisition import load_condition
 
-    cond = load_condition(condition) if not hasattr(condition, "sample_pairs") else condition
+    cond = load_condition(condition)
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
     return cond.sample_pairs(n, size_px=size_px, seed=seed)

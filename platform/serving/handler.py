@@ -17,7 +17,9 @@ import numpy as np
 from mlflow.exceptions import MlflowException
 
 from stemreg.models.mlflow_model import PASS_COST_PX, resolve_params
+from stemreg.platform.config import SERVE
 from stemreg.platform.prediction import sampling_warning
+from stemreg.platform.trust import header_for
 from stemreg.platform.errors import BadInputError, StemregError
 from stemreg.platform.serving.http_io import (_RESPONSE_TYPES, ACCEPTED_JSON, JSON_INPUT_KEYS,
                                               RequestError, _shorten, check_image_array, decode_image,
@@ -26,24 +28,12 @@ from stemreg.platform.serving.json_io import holds_booleans, parse_inputs, parse
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8080
-#: 4096 x 4096 pixels: a large STEM frame, well within memory for the tiled model.
-DEFAULT_MAX_PIXELS = 4096 * 4096
-DEFAULT_POLL_SECONDS = 30.0
-#: Requests worked on at once (one thread each) and complete requests waiting for a thread; more get 503.
-#: Only complete requests take a thread: the front end (frontend.py) reads them first.
-DEFAULT_WORKERS = 32
-DEFAULT_QUEUED = 64
-#: Seconds a connection may stay silent (idle keep-alive, or a request or answer that stops moving).
-DEFAULT_SOCKET_TIMEOUT_S = 10.0
-#: Seconds from a request's first byte to the end of its headers.
-DEFAULT_HEADER_TIMEOUT_S = 10.0
-#: Seconds from a request's first byte to the end of its body, plus one per MB of body; a trickle
-#: of bytes does not extend it.
-DEFAULT_REQUEST_TIMEOUT_S = 30.0
-#: Connections held at once; a new one beyond pushes out the one idle (or reading headers) longest.
-DEFAULT_MAX_CONNECTIONS = 1024
+# The defaults live in one typed home (platform/config.py, SERVE); these names are kept for their importers.
+DEFAULT_HOST, DEFAULT_PORT, DEFAULT_MAX_PIXELS, DEFAULT_POLL_SECONDS = (SERVE.host, SERVE.port, SERVE.max_pixels,
+                                                                        SERVE.poll_seconds)
+DEFAULT_WORKERS, DEFAULT_QUEUED = SERVE.workers, SERVE.queued
+DEFAULT_SOCKET_TIMEOUT_S, DEFAULT_HEADER_TIMEOUT_S = SERVE.socket_timeout_s, SERVE.header_timeout_s
+DEFAULT_REQUEST_TIMEOUT_S, DEFAULT_MAX_CONNECTIONS = SERVE.request_timeout_s, SERVE.max_connections
 #: Commas a JSON body may hold beyond one per pixel (params, dataframe keys and the like).
 _JSON_SLACK_VALUES = 65536
 #: JSON inputs are at most 3 lists deep (a stack of rows of numbers).
@@ -309,6 +299,9 @@ class _Handler(BaseHTTPRequestHandler):
         warning = sampling_warning(served, image.calibration.pixel_size_pm())
         if warning:  # still denoised; the client is told, as `stemreg denoise` tells its user
             headers["X-Stemreg-Warning"] = warning
+        trust = header_for(served, image.data, denoised, image.calibration.pixel_size_pm())
+        if trust:  # the trust report's verdict and reason (stemreg.platform.trust), judged without truth
+            headers["X-Stemreg-Trust"] = trust
         self._send(200, payload, _RESPONSE_TYPES[fmt], headers=headers)
 
 

@@ -189,7 +189,8 @@ def test_a_body_shorter_than_its_content_length_does_not_hold_the_connection(url
 # --------------------------------------------------------------------------- dynamic batching
 
 def test_concurrent_requests_share_forward_calls_and_get_their_own_answers(store):
-    from stemreg.models.prediction import load_pyfunc, predict
+    from stemreg.models.prediction import predict
+    from stemreg.platform.registry.loading import load_pyfunc
     from stemreg.platform.serving import make_server
 
     calls = []
