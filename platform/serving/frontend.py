@@ -16,12 +16,11 @@ each byte. Here one thread watches every socket (``selectors``, non-blocking) an
 - holds at most ``max_connections`` connections: a new one pushes out the idle or header-reading
   connection that has waited longest, so a crowd of slow clients cannot shut the others out.
 
-The request itself is parsed and answered by :class:`~stemreg.platform.serving.handler.BufferedHandler`.
+The request itself is parsed and answered by :func:`~stemreg.platform.serving.handler.answer_request`.
 """
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import queue
 import re
@@ -31,52 +30,14 @@ import time
 from http import HTTPStatus
 from typing import Any
 
+from stemreg.platform.serving.connection import (_BODY_STEP, LINGER_S, MAX_HEAD_BYTES, Connection as _Conn,
+                                                 plain_answer, scan_head)
+
 log = logging.getLogger(__name__)
 
-#: The most bytes of request line and headers (http.server allows 64 KiB per line).
-MAX_HEAD_BYTES = 65536
 #: Routes answered by the front end itself: cheap, and they must answer however busy the workers are.
 INLINE_ROUTES = frozenset({"/ping", "/health", "/version"})
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
-_BODY_STEP = 1 << 16
-#: Seconds a closing connection is read (and dropped) after its last answer, so the answer is not lost.
-LINGER_S = 2.0
-
-
-def plain_answer(status: int, reason: str, error: str, accepted: str | None = None,
-                 code: str = "BAD_REQUEST") -> bytes:
-    """A complete JSON error answer that closes the connection."""
-    payload: dict[str, Any] = {"error": error}
-    if accepted:
-        payload["accepted"] = accepted
-    payload["error_code"] = code
-    body = json.dumps(payload).encode()
-    extra = "Retry-After: 1\r\n" if status == 503 else ""
-    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-            f"{extra}Connection: close\r\n\r\n").encode() + body
-
-
-class _Conn:
-    """One client connection and where its current request stands."""
-
-    __slots__ = ("sock", "addr", "fd", "buf", "filled", "phase", "started", "last", "limit", "head",
-                 "method", "path", "length", "reserved", "out", "close_after", "events")
-
-    def __init__(self, sock: socket.socket, addr: Any, now: float) -> None:
-        self.sock, self.addr, self.fd = sock, addr, sock.fileno()
-        self.buf = bytearray()     # head bytes being read; then the body (its buffer grows as bytes arrive)
-        self.filled = 0            # body bytes received (the buffer may be larger)
-        self.phase = "idle"        # idle -> head -> body -> work -> send -> idle ... (or -> linger -> closed)
-        self.started = now         # first byte of the current request (idle, linger: when the phase began)
-        self.last = now            # the last byte received or sent
-        self.limit = 0.0           # the whole-request (or whole-answer) deadline
-        self.head = b""
-        self.method = self.path = ""
-        self.length = 0            # the body's Content-Length
-        self.reserved = 0          # body buffer bytes counted against the server's budget
-        self.out: collections.deque = collections.deque()
-        self.close_after = False
-        self.events = 0            # what the selector watches for
 
 
 class FrontEnd:
@@ -264,20 +225,7 @@ class FrontEnd:
 
     def _parse_head(self, conn: _Conn, now: float) -> bool:
         """Take the method, path and body length from the head; False when the request was refused."""
-        lines = conn.head.split(b"\n")
-        words = lines[0].split()
-        conn.method = words[0].decode("latin-1") if words else ""
-        conn.path = words[1].decode("latin-1").split("?", 1)[0].rstrip("/") or "/" if len(words) > 1 else ""
-        lengths, chunked, expect = set(), False, False
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                lengths.add(value.strip())
-            elif name == b"transfer-encoding":
-                chunked = True
-            elif name == b"expect":
-                expect = value.strip().lower() == b"100-continue"
+        conn.method, conn.path, lengths, chunked, expect = scan_head(conn.head)
         if chunked:
             self._refuse(conn, 411, "a body sent with Transfer-Encoding is not read",
                          "a request body with a Content-Length header")
