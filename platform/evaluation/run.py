@@ -20,7 +20,10 @@ from stemreg.platform.evaluation.data import TestSet, _Data, benchmark_test_set,
 from stemreg.platform.evaluation.figures import bar_chart, gallery
 from stemreg.platform.evaluation.heatmaps import gain_heatmap, hourglass_vs_bm3d
 from stemreg.platform.evaluation.leaderboard import METRICS, Leaderboard, _json_safe, grid_bin, score_method
-from stemreg.platform.evaluation.methods import METHOD_DESCRIPTIONS, NOISY, _build_method, parse_methods
+from stemreg.models.training import pick_device
+from stemreg.platform.evaluation.converged import ConvergedTraining, converged_method
+from stemreg.platform.evaluation.methods import (LEARNED_METHODS, METHOD_DESCRIPTIONS, NOISY, _build_method,
+                                                 parse_methods)
 from stemreg.platform.registry import as_condition, benchmark_id
 from stemreg.platform.store import configure
 
@@ -30,7 +33,8 @@ log = logging.getLogger(__name__)
 def evaluate(condition: Any, *, methods: str | Sequence[str] | None = None, budget: str | TrainBudget = "quick",
              images_dir: str | Path | None = None, seed: int = 0, device: str = "auto",
              use_registry: bool = True, log_to_mlflow: bool = True, progress: bool = True,
-             output_dir: str | Path | None = None) -> Leaderboard:
+             output_dir: str | Path | None = None, checkpoint_dir: str | Path = "converged",
+             time_limit_s: float | None = None) -> Leaderboard:
     """Score every method on a condition and (optionally) log the leaderboard as one MLflow run.
 
     Parameters
@@ -40,7 +44,9 @@ def evaluate(condition: Any, *, methods: str | Sequence[str] | None = None, budg
     methods
         Subset of :data:`METHODS` (comma-separated text or a list); default all.
     budget
-        ``"tiny"``, ``"quick"``, ``"full"`` or a :class:`Budget`.
+        ``"tiny"``, ``"quick"``, ``"full"``, ``"converged"`` or a :class:`Budget`. ``converged`` trains
+        (or resumes) every CNN until its validation curve is flat (:mod:`.converged`) and scores
+        their last weights; the registered champion is not used then.
     images_dir
         Score on these high-dose images degraded by the condition instead of
         the frozen benchmark set.
@@ -56,6 +62,11 @@ def evaluate(condition: Any, *, methods: str | Sequence[str] | None = None, budg
         Show tqdm progress bars.
     output_dir
         Also write the artifacts here (default: a temporary folder).
+    checkpoint_dir
+        ``converged`` budget: where each method's checkpoints live (``<dir>/<condition>/``).
+    time_limit_s
+        ``converged`` budget: stop training after the round that passes this many seconds (it
+        resumes next time) and score what is reached.
 
     Returns
     -------
@@ -70,11 +81,20 @@ def evaluate(condition: Any, *, methods: str | Sequence[str] | None = None, budg
 
     results = [score_method(NOISY, lambda image: image, test, source="input",
                             details={"description": METHOD_DESCRIPTIONS[NOISY]})]
+    converged = None
+    if plan.name == "converged" and any(m in LEARNED_METHODS for m in method_list):
+        converged = ConvergedTraining(cond, plan, methods=[m for m in method_list if m in LEARNED_METHODS],
+                                      seed=seed, checkpoint_dir=checkpoint_dir, device=str(pick_device(device)),
+                                      log_to_mlflow=log_to_mlflow)
+        converged.run(time_limit_s=time_limit_s, progress=progress)
     bar = tqdm(method_list, desc=f"evaluate {cond.name}", disable=not progress, unit="method")
     for method in bar:
         bar.set_postfix(method=method)
-        predict, source, details = _build_method(method, cond, data, plan, test, seed=seed, device=device,
-                                                 use_registry=use_registry, progress=progress)
+        if converged is not None and method in converged.states:
+            predict, source, details = converged_method(converged, method)
+        else:
+            predict, source, details = _build_method(method, cond, data, plan, test, seed=seed, device=device,
+                                                     use_registry=use_registry, progress=progress)
         details = {"description": METHOD_DESCRIPTIONS[method], **details}
         results.append(score_method(method, predict, test, source=source, details=details, progress=progress))
         log.info("%s: PSNR %.2f dB (%s)", method, float(np.mean(results[-1].psnr)), source)
