@@ -31,6 +31,7 @@ local full state, the MLflow run's artifact, the small copy (its AdamW moments t
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import tempfile
@@ -53,7 +54,8 @@ log = logging.getLogger(__name__)
 
 WARMUP_STEPS = 100
 N_VAL, VAL_SIZE_PX = 8, 128
-FLAT_WINDOW, FLAT_DB, MAX_DROPS = 5, 0.05, 2
+#: Flat: no gain of FLAT_DB over the last FLAT_WINDOW scores (rounds; 20 rounds of 25 steps = 500 steps).
+FLAT_WINDOW, FLAT_DB, MAX_DROPS = 20, 0.05, 2
 #: Bump when the recipe or the architectures change: a run resumes only its own version.
 RECIPE_VERSION = "1"
 
@@ -100,7 +102,7 @@ class MethodState:
 
     def meta(self) -> dict[str, Any]:
         return {"method": self.method, "architecture": self.arch, "mode": self.mode, "history": self.history,
-                "drops": self.drops, "converged": self.converged, "recipe_version": RECIPE_VERSION}
+                "drops": self.drops, "converged": self.converged}
 
     def summary(self) -> dict[str, Any]:
         """What the leaderboard shows beside the method."""
@@ -157,8 +159,13 @@ class ConvergedTraining:
     # -- persistence -----------------------------------------------------------------------------
     def _tags(self) -> dict[str, str]:
         return {"stemreg.kind": "converged-training", "condition": self.condition.name,
-                "benchmark.id": self.condition.benchmark_id(), "converged.recipe": RECIPE_VERSION,
-                "converged.seed": str(self.seed), "converged.budget": json.dumps(self.budget.to_dict())}
+                "benchmark.id": self.condition.benchmark_id(), "converged.recipe": self.recipe_id(),
+                "converged.seed": str(self.seed)}
+
+    def recipe_id(self) -> str:
+        """The recipe version and a hash of the budget: checkpoints resume only into the same one."""
+        budget = json.dumps(self.budget.to_dict(), sort_keys=True)
+        return f"{RECIPE_VERSION}-{hashlib.sha1(budget.encode()).hexdigest()[:10]}"
 
     def _mlflow_run(self) -> str:
         import mlflow
@@ -167,7 +174,7 @@ class ConvergedTraining:
 
         configure()
         tags = self._tags()
-        query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items() if k != "converged.budget")
+        query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
         found = mlflow.search_runs(filter_string=query, order_by=["attributes.start_time DESC"], max_results=1,
                                    output_format="list")
         if found:
@@ -204,7 +211,7 @@ class ConvergedTraining:
         for source, path in self._candidates(state):
             saved = torch.load(path, map_location="cpu", weights_only=True)
             meta = json.loads(saved["meta"])
-            if meta.get("recipe_version") != RECIPE_VERSION or meta.get("architecture") != state.arch:
+            if meta.get("recipe_version") != self.recipe_id() or meta.get("architecture") != state.arch:
                 log.warning("%s: %s is of another recipe or architecture; not resumed", state.method, path)
                 continue
             if best is None or int(saved["steps"]) > best[0]:
@@ -222,7 +229,7 @@ class ConvergedTraining:
         """Write every method's full and small checkpoint, the curves and progress.json; log them."""
         self.folder.mkdir(parents=True, exist_ok=True)
         for state in self.states.values():
-            meta = json.dumps(state.meta())
+            meta = json.dumps({**state.meta(), "recipe_version": self.recipe_id()})
             full = {**state.trainer.state_dict(), "meta": meta}
             torch.save(full, self.folder / f"{state.method}.pt")
             small = state.trainer.state_dict(with_optimiser=False)
@@ -245,7 +252,7 @@ class ConvergedTraining:
     def progress(self) -> dict[str, Any]:
         """The curves and the state of every method (JSON-able)."""
         return {"condition": self.condition.name, "benchmark_id": self.condition.benchmark_id(),
-                "recipe_version": RECIPE_VERSION, "budget": self.budget.to_dict(), "seed": self.seed,
+                "recipe_version": self.recipe_id(), "budget": self.budget.to_dict(), "seed": self.seed,
                 "round_steps": self.budget.steps_per_epoch, "flatness": (f"flat when the best validation PSNR of the last "
                                                          f"{FLAT_WINDOW} rounds is < {FLAT_DB} dB above the "
                                                          f"best before them; the learning rate then drops x"

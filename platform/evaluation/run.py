@@ -16,14 +16,15 @@ from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 from tqdm.auto import tqdm
 
 from stemreg.models.config import TrainBudget, leaderboard_budget
+from stemreg.models.training import pick_device
+from stemreg.platform.evaluation.cache import classical_rows
+from stemreg.platform.evaluation.converged import ConvergedTraining, converged_method
 from stemreg.platform.evaluation.data import TestSet, _Data, benchmark_test_set, user_test_set
 from stemreg.platform.evaluation.figures import bar_chart, gallery
 from stemreg.platform.evaluation.heatmaps import gain_heatmap, hourglass_vs_bm3d
 from stemreg.platform.evaluation.leaderboard import METRICS, Leaderboard, _json_safe, grid_bin, score_method
-from stemreg.models.training import pick_device
-from stemreg.platform.evaluation.converged import ConvergedTraining, converged_method
-from stemreg.platform.evaluation.methods import (LEARNED_METHODS, METHOD_DESCRIPTIONS, NOISY, _build_method,
-                                                 parse_methods)
+from stemreg.platform.evaluation.methods import (CLASSICAL, LEARNED_METHODS, METHOD_DESCRIPTIONS, NOISY, RESTORATION,
+                                                 _build_method, default_methods, parse_methods)
 from stemreg.platform.registry import as_condition, benchmark_id
 from stemreg.platform.store import configure
 
@@ -34,7 +35,7 @@ def evaluate(condition: Any, *, methods: str | Sequence[str] | None = None, budg
              images_dir: str | Path | None = None, seed: int = 0, device: str = "auto",
              use_registry: bool = True, log_to_mlflow: bool = True, progress: bool = True,
              output_dir: str | Path | None = None, checkpoint_dir: str | Path = "converged",
-             time_limit_s: float | None = None) -> Leaderboard:
+             time_limit_s: float | None = None, use_cache: bool = True, workers: int = 2) -> Leaderboard:
     """Score every method on a condition and (optionally) log the leaderboard as one MLflow run.
 
     Parameters
@@ -67,6 +68,11 @@ def evaluate(condition: Any, *, methods: str | Sequence[str] | None = None, budg
     time_limit_s
         ``converged`` budget: stop training after the round that passes this many seconds (it
         resumes next time) and score what is reached.
+    use_cache
+        Take the classical rows of the frozen benchmark from the MLflow store when they are there
+        (and store the ones computed); only with ``log_to_mlflow`` (:mod:`.cache`).
+    workers
+        Processes computing the missing classical rows in parallel.
 
     Returns
     -------
@@ -74,7 +80,7 @@ def evaluate(condition: Any, *, methods: str | Sequence[str] | None = None, budg
     """
     started = time.perf_counter()
     cond = as_condition(condition)
-    method_list = parse_methods(methods)
+    method_list = parse_methods(methods) if methods is not None else default_methods(cond)
     plan = leaderboard_budget(budget)
     test = user_test_set(cond, images_dir, seed=seed) if images_dir is not None else benchmark_test_set(cond)
     data = _Data(cond, plan, seed)
@@ -87,9 +93,17 @@ def evaluate(condition: Any, *, methods: str | Sequence[str] | None = None, budg
                                       seed=seed, checkpoint_dir=checkpoint_dir, device=str(pick_device(device)),
                                       log_to_mlflow=log_to_mlflow)
         converged.run(time_limit_s=time_limit_s, progress=progress)
+    precomputed: dict[str, Any] = {}
+    fixed = [m for m in method_list if m in CLASSICAL or m in RESTORATION]
+    if images_dir is None and fixed:  # the frozen benchmark: the same answer every time
+        precomputed = classical_rows(cond, fixed, plan, seed, use_cache=use_cache and log_to_mlflow,
+                                     workers=workers)
     bar = tqdm(method_list, desc=f"evaluate {cond.name}", disable=not progress, unit="method")
     for method in bar:
         bar.set_postfix(method=method)
+        if method in precomputed:
+            results.append(precomputed[method])
+            continue
         if converged is not None and method in converged.states:
             predict, source, details = converged_method(converged, method)
         else:
