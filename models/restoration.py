@@ -24,6 +24,8 @@ from scipy.ndimage import gaussian_filter1d, shift as nd_shift
 #: Strength grids searched on validation images (as the denoisers' strengths are).
 WIENER_BALANCES: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3)
 RL_ITERATIONS: tuple[int, ...] = (3, 6, 12, 25, 50)
+#: Assumed error of one line-to-line shift measurement (pixels), against the jitter's spread.
+MEASUREMENT_ERROR_PX = 0.1
 
 
 def _check(image: np.ndarray, psf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -123,15 +125,36 @@ def _resample_rows(image: np.ndarray, displacement: np.ndarray) -> np.ndarray:
     return out
 
 
+def _relative_shift(row: np.ndarray, previous: np.ndarray, candidates: np.ndarray, margin: int
+                    ) -> tuple[float, float]:
+    """``(r, weight)``: the shift r with ``row(x + r) ~ previous(x)`` (parabola-refined minimum of the
+    squared difference) and how sharply that minimum is defined (its curvature over its depth)."""
+    x = np.arange(row.size, dtype=np.float64)
+    errors = np.array([np.mean((np.interp(x + c, x, row)[margin:-margin] - previous[margin:-margin]) ** 2)
+                       for c in candidates])
+    k = int(np.argmin(errors))
+    step = candidates[1] - candidates[0]
+    if 0 < k < len(errors) - 1:
+        curvature = errors[k - 1] - 2 * errors[k] + errors[k + 1]
+        offset = 0.5 * (errors[k - 1] - errors[k + 1]) / curvature if curvature > 0 else 0.0
+        weight = max(curvature, 0.0) / step**2 / (errors[k] + 1e-12)
+        return float(candidates[k] + np.clip(offset, -1, 1) * step), float(weight)
+    return float(candidates[k]), 0.0  # at the search's edge: no information
+
+
 def align_scan_lines(image: np.ndarray, *, hysteresis_amplitude_px: float = 0.0, hysteresis_decay_px: float = 8.0,
-                     max_shift_px: float = 2.0, smooth_px: float = 1.5, iterations: int = 2) -> np.ndarray:
+                     max_shift_px: float = 2.0, jitter_px: float | None = None, smooth_px: float = 1.5,
+                     iterations: int = 2) -> np.ndarray:
     """Undo scan-line displacements along the fast axis (x).
 
     The line-start hysteresis ``A exp(-x / d)`` (the same on every line) is undone with the given
-    amplitude and decay; then each line's own shift is estimated by matching it (smoothed over
-    ``smooth_px`` to see through the noise) against the mean of its two neighbours over
-    ``[-max_shift_px, max_shift_px]`` in 0.05 px steps, the shifts' slow trend is removed (a
-    relative alignment cannot see a common drift) and each line is moved back.
+    amplitude and decay. Each line's own shift (jitter) is then estimated: the shift between every
+    pair of neighbouring lines (smoothed over ``smooth_px`` to see through the noise) is measured,
+    weighted by how sharply it is defined, and the shifts that best explain all of them are solved
+    for by weighted least squares, with a weak pull towards zero (a relative alignment cannot see a
+    common offset; with the jitter's known spread ``jitter_px`` the pull is the prior's: a line
+    shift is trusted in proportion to how large shifts are expected against a ~0.1 px measurement
+    error). ``iterations`` repeats the estimate on the corrected image.
 
     Returns
     -------
@@ -146,20 +169,29 @@ def align_scan_lines(image: np.ndarray, *, hysteresis_amplitude_px: float = 0.0,
     hysteresis = hysteresis_amplitude_px * np.exp(-x / max(hysteresis_decay_px, 1e-6))
     unhysteresed = _resample_rows(image, np.broadcast_to(hysteresis, (h, w)))
     out = unhysteresed
-    candidates = np.arange(-max_shift_px, max_shift_px + 1e-9, 0.05)
-    margin = int(np.ceil(max_shift_px)) + 1
+    if max_shift_px <= 0 or iterations < 1 or h < 3:
+        return out.astype(np.float32)
+    candidates = np.arange(-2 * max_shift_px, 2 * max_shift_px + 1e-9, 0.1)
+    margin = int(np.ceil(2 * max_shift_px)) + 1
     total = np.zeros(h)
     for _ in range(iterations):
-        smooth = gaussian_filter1d(gaussian_filter1d(out, smooth_px, axis=1), 0.7, axis=0)
-        shifts = np.zeros(h)
-        for i in range(h):
-            neighbours = [j for j in (i - 1, i + 1) if 0 <= j < h]
-            reference = smooth[neighbours].mean(axis=0)[margin:-margin]
-            row = smooth[i]
-            errors = [np.mean((np.interp(x + s, x, row)[margin:-margin] - reference) ** 2) for s in candidates]
-            shifts[i] = candidates[int(np.argmin(errors))]
-        shifts -= gaussian_filter1d(shifts, 8.0, mode="nearest")  # no common drift from relative matching
-        total += shifts
-        out = np.stack([nd_shift(row, -s, order=1, mode="nearest") if s else row
+        smooth = gaussian_filter1d(out, smooth_px, axis=1)
+        # rows of unequal brightness (on and between atom rows) compare by shape, not level
+        smooth = (smooth - smooth.mean(axis=1, keepdims=True)) / (smooth.std(axis=1, keepdims=True) + 1e-12)
+        pairs = [_relative_shift(smooth[i], smooth[i - 1], candidates, margin) for i in range(1, h)]
+        r = np.array([p[0] for p in pairs])
+        weights = np.array([p[1] for p in pairs])
+        # minimise sum_i w_i (s_{i-1} - s_i - r_i)^2 + prior sum_i s_i^2
+        difference = np.zeros((h - 1, h))
+        difference[np.arange(h - 1), np.arange(h - 1)] = 1.0
+        difference[np.arange(h - 1), np.arange(1, h)] = -1.0
+        scale = float(np.mean(weights)) or 1.0
+        prior = scale * ((MEASUREMENT_ERROR_PX / jitter_px) ** 2 if jitter_px else 1e-3)
+        normal = difference.T @ (weights[:, None] * difference) + prior * np.eye(h)
+        shifts = np.linalg.solve(normal, difference.T @ (weights * r))
+        # a lattice tilted against the scan shifts every line by the same amount: that is not jitter
+        shifts -= np.polyval(np.polyfit(np.arange(h), shifts, 1), np.arange(h))
+        total += shifts - gaussian_filter1d(shifts, 8.0, mode="reflect")
+        out = np.stack([nd_shift(row, s, order=1, mode="nearest") if s else row
                         for row, s in zip(unhysteresed, total)])
     return out.astype(np.float32)

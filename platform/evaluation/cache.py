@@ -13,6 +13,7 @@ building the benchmark and the validation draws itself.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import multiprocessing
@@ -32,14 +33,25 @@ log = logging.getLogger(__name__)
 #: Bump when a classical method, its fitting or the scoring changes (restoration rows add their own).
 ROWS_VERSION = "1"
 KIND = "classical-row"
+#: Below this many megapixels of missing rows they are computed in this process.
+PARALLEL_MIN_MPX = 4.0
 _ARRAYS = ("psnr", "ssim", "column_f1", "column_error_pm")
 
 
-def row_tags(condition: Any, method: str, budget: TrainBudget, seed: int) -> dict[str, str]:
-    """The tags that identify one cached row."""
-    return {"stemreg.kind": KIND, "benchmark.id": condition.benchmark_id(), "method": method,
+def row_tags(condition: Any, method: str, budget: TrainBudget, seed: int, *, learned: bool = False
+             ) -> dict[str, str]:
+    """The tags that identify one cached row. A CNN trained here is deterministic for a given code,
+    budget and seed on one machine: its row is keyed by the git commit and the whole budget too."""
+    tags = {"stemreg.kind": KIND, "benchmark.id": condition.benchmark_id(), "method": method,
             "method.version": f"{ROWS_VERSION}.{RESTORATION_VERSION}", "seed": str(seed),
             "n_classical_val": str(budget.n_classical_val), "n_images": str(len(condition.benchmark_set()))}
+    if learned:
+        from stemreg.platform.training.runs import git_commit
+
+        budget_text = json.dumps(budget.to_dict(), sort_keys=True)
+        tags.update({"budget": hashlib.sha1(budget_text.encode()).hexdigest()[:12],
+                     "git.commit": git_commit() or "unknown"})
+    return tags
 
 
 def _query(tags: dict[str, str]) -> str:
@@ -92,11 +104,14 @@ def save_row(tags: dict[str, str], result: MethodResult) -> str:
         return run.info.run_id
 
 
-def compute_row(condition: Any, method: str, budget: TrainBudget, seed: int) -> MethodResult:
-    """Fit and score one classical row on the condition's benchmark (what a worker process runs)."""
+def _one_thread() -> None:
     import torch
 
     torch.set_num_threads(1)  # one process per core
+
+
+def compute_row(condition: Any, method: str, budget: TrainBudget, seed: int) -> MethodResult:
+    """Fit and score one classical row on the condition's benchmark (what a worker process runs)."""
     from stemreg.platform.evaluation.data import _Data, benchmark_test_set
     from stemreg.platform.evaluation.methods import METHOD_DESCRIPTIONS, _build_method
 
@@ -125,9 +140,13 @@ def classical_rows(condition: Any, methods: Sequence[str], budget: TrainBudget, 
     if missing:
         log.info("computing %d classical row(s) in %d process(es): %s", len(missing), min(workers, len(missing)),
                  ", ".join(missing))
-        if workers > 1 and len(missing) > 1:
+        bench = condition.benchmark_set()
+        # Starting a process (torch, mlflow imports) costs seconds: worth it only for real work.
+        megapixels = len(missing) * float(np.prod(bench.degraded.shape)) / 1e6
+        if workers > 1 and len(missing) > 1 and megapixels >= PARALLEL_MIN_MPX:
             context = multiprocessing.get_context("spawn")  # no forked torch / sqlite state
-            with ProcessPoolExecutor(max_workers=min(workers, len(missing)), mp_context=context) as pool:
+            with ProcessPoolExecutor(max_workers=min(workers, len(missing)), mp_context=context,
+                                     initializer=_one_thread) as pool:
                 futures = {m: pool.submit(compute_row, condition, m, budget, seed) for m in missing}
                 computed = {m: f.result() for m, f in futures.items()}
         else:

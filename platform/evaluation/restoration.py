@@ -39,16 +39,16 @@ DESCRIPTIONS: dict[str, str] = {
 
 def applies(method: str, condition: Any) -> bool:
     """Whether a restoration row has anything to undo in ``condition`` (others always apply)."""
-
-    def present(name: str) -> bool:
-        value = getattr(condition, name, 0.0)
-        return any(float(v) != 0.0 for v in (value if isinstance(value, (tuple, list)) else (value,)))
-
     if method in ("bm3d-wiener", "bm3d-rl"):
-        return present("blur_sigma_px") or present("defocus_nm")
+        return _present(condition, "blur_sigma_px") or _present(condition, "defocus_nm")
     if method == "align-bm3d":
-        return present("hysteresis_amplitude_px") or present("jitter_px")
+        return _present(condition, "hysteresis_amplitude_px") or _present(condition, "jitter_px")
     return True
+
+
+def _present(condition: Any, name: str) -> bool:
+    value = getattr(condition, name, 0.0)
+    return any(float(v) != 0.0 for v in (value if isinstance(value, (tuple, list)) else (value,)))
 
 
 def _align(image: np.ndarray, degradation: dict[str, Any] | None) -> np.ndarray:
@@ -57,7 +57,8 @@ def _align(image: np.ndarray, degradation: dict[str, Any] | None) -> np.ndarray:
     jitter = degradation["jitter_px"]
     return align_scan_lines(image, hysteresis_amplitude_px=degradation["hysteresis_amplitude_px"],
                             hysteresis_decay_px=degradation["hysteresis_decay_px"],
-                            max_shift_px=3.0 * jitter, iterations=2 if jitter > 0 else 0)
+                            max_shift_px=max(3.0 * jitter, 0.5), jitter_px=jitter,
+                            iterations=2 if jitter > 0 else 0)
 
 
 def build_restoration(method: str, data: _Data, budget: TrainBudget, test: TestSet
