@@ -46,7 +46,7 @@ def row_tags(condition: Any, method: str, budget: TrainBudget, seed: int, *, lea
             "method.version": f"{ROWS_VERSION}.{RESTORATION_VERSION}", "seed": str(seed),
             "n_classical_val": str(budget.n_classical_val), "n_images": str(len(condition.benchmark_set()))}
     if learned:
-        from stemreg.platform.training.runs import git_commit
+        from stemreg.platform.commit import git_commit
 
         budget_text = json.dumps(budget.to_dict(), sort_keys=True)
         tags.update({"budget": hashlib.sha1(budget_text.encode()).hexdigest()[:12],
