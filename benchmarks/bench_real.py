@@ -65,7 +65,8 @@ def dot_fraction(image: np.ndarray) -> float:
 
 def degrade_real(condition, data: np.ndarray, pixel_size_pm: float | None, contrast: str, seed: int):
     """One degradation of a real high-dose image: (degraded, clean, params)."""
-    batch = condition.degrade(data, seed=seed, pixel_size_pm=pixel_size_pm, contrast=contrast)
+    batch = condition.degrade(data, seed=seed, pixel_size_pm=pixel_size_pm,
+                              contrast="abf" if contrast == "abf" else "haadf")
     return batch.degraded[0], batch.clean[0], batch.params[0]
 
 
