@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from stemreg.acquisition import ImageWithCalibration, read_image
+from stemreg.models.mlflow_model import as_image_array
 # Loading lives in one module; these names are re-exported for the callers that import them from here.
 from stemreg.platform.registry.loading import LoadedModel, load_model, load_shipped_base, load_version  # noqa: F401
 from stemreg.platform.registry.naming import CHAMPION
@@ -110,5 +111,5 @@ def denoise(image: Any, *, condition: Any = None, alias: str = CHAMPION, model: 
 
 
 def _run(model: LoadedModel, data: Any, params: dict | None) -> np.ndarray:
-    data = np.asarray(data, dtype=np.float32)
+    data = as_image_array(data)  # the one rule: no booleans, complex numbers or float32 overflow
     return np.asarray(model.predict(data, params), dtype=np.float32).reshape(data.shape)

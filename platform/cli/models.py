@@ -270,7 +270,6 @@ def denoise_command(inputs: tuple[Path, ...], condition_name: str, alias: str, o
     from stemreg.acquisition import read_image, write_image
     from stemreg.acquisition.io import READ_SUFFIXES
     from stemreg.platform.prediction import denoise, load_model, sampling_warning
-    from stemreg.platform.store import configure
     from stemreg.platform.trust import map_path, report_for, trust_line
 
     for path in inputs:
@@ -282,8 +281,7 @@ def denoise_command(inputs: tuple[Path, ...], condition_name: str, alias: str, o
     cond = load_condition(condition_name)
     outs = [_output_path(path, outdir) for path in inputs]
     _refuse_collisions(inputs, outs)
-    configure()
-    model = load_model(cond, alias=alias)
+    model = load_model(cond, alias=alias)  # read only: no store or experiment is created
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -296,7 +294,10 @@ def denoise_command(inputs: tuple[Path, ...], condition_name: str, alias: str, o
         if warning:
             click.echo(f"warning: {path}: {warning}", err=True)
         start = time.perf_counter()
-        denoised = denoise(image, model=model)
+        try:
+            denoised = denoise(image, model=model)
+        except BadInputError as exc:  # e.g. channels last, (H, W, 3): name the file
+            raise BadInputError(f"{path}: {exc}") from None
         seconds = time.perf_counter() - start
         trust = report_for(model, image.data, denoised.data, pixel_size_pm=image.calibration.pixel_size_pm(),
                            with_map=trust_map)
