@@ -134,21 +134,27 @@ def _read_tiff(path: Path | BinaryIO) -> tuple[np.ndarray, Calibration]:
         data = tif.series[0].asarray()
         if tif.series[0].axes.endswith("S") and data.shape[-1] in (3, 4):
             data = data[..., :3].astype(np.float64).mean(axis=-1)  # a grey image saved as RGB(A), as for PNG
-        page = tif.pages[0]
-        tags = page.tags
-        calibration = Calibration()
-        if "XResolution" in tags:
-            num, den = tags["XResolution"].value
-            pixels_per_unit = num / den if den else 0.0
-            unit = None
-            if tif.imagej_metadata and tif.imagej_metadata.get("unit"):
-                unit = str(tif.imagej_metadata["unit"])
-                unit = {"micron": "µm", "\\u00B5m": "µm"}.get(unit, unit)
-            elif "ResolutionUnit" in tags:
-                unit = {2: "inch_", 3: "cm"}.get(int(tags["ResolutionUnit"].value))
-            if pixels_per_unit > 0 and unit and unit != "inch_" and not (pixels_per_unit == 1 and unit is None):
-                calibration = Calibration(1.0 / pixels_per_unit, unit)
+        calibration = tiff_calibration(tif)
     return data, calibration
+
+
+def tiff_calibration(tif: Any) -> Calibration:
+    """The pixel size of an open ``tifffile.TiffFile``: its resolution tags, in ImageJ's unit or the
+    resolution unit (centimetres); none for inches or without tags."""
+    tags = tif.pages[0].tags
+    if "XResolution" not in tags:
+        return Calibration()
+    num, den = tags["XResolution"].value
+    pixels_per_unit = num / den if den else 0.0
+    unit = None
+    if tif.imagej_metadata and tif.imagej_metadata.get("unit"):
+        unit = str(tif.imagej_metadata["unit"])
+        unit = {"micron": "µm", "\\u00B5m": "µm"}.get(unit, unit)
+    elif "ResolutionUnit" in tags:
+        unit = {2: "inch_", 3: "cm"}.get(int(tags["ResolutionUnit"].value))
+    if pixels_per_unit > 0 and unit and unit != "inch_":
+        return Calibration(1.0 / pixels_per_unit, unit)
+    return Calibration()
 
 
 def _read_png(path: Path | BinaryIO) -> tuple[np.ndarray, Calibration]:

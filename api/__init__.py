@@ -42,9 +42,13 @@ def denoise(image: Any, *, condition: Any = None, alias: str = "champion", model
 
     Parameters
     ----------
-    image : numpy.ndarray, str, pathlib.Path, ImageWithCalibration or hyperspy Signal2D
+    image : numpy.ndarray, dask.array.Array, str, pathlib.Path, ImageWithCalibration or hyperspy Signal2D
         A float image `(H, W)` or stack `(N, H, W)`; a file (.tif/.tiff,
         .png, .npy, .dm3/.dm4, .emd, .hspy); or a HyperSpy `Signal2D`.
+        A Dask array or a lazy signal (``hs.load(..., lazy=True)``) is
+        denoised lazily: frames map over chunks of whole frames, the model
+        is loaded once per Dask worker (sha256 verified), and nothing is
+        computed until the caller asks (``.compute()``, ``.save()``).
     condition : str or Condition, optional
         The acquisition condition whose model to use (`stemreg conditions`
         lists them), e.g. ``"low-dose"``. Needed unless ``model`` is given.
@@ -64,7 +68,8 @@ def denoise(image: Any, *, condition: Any = None, alias: str = "champion", model
         The kind that came in: an array for an array (float32, same shape);
         for a file path an ``ImageWithCalibration`` with the file's pixel
         size; for a ``Signal2D`` a new signal with the same axes (scale,
-        units) and metadata.
+        units) and metadata; for lazy input a lazy result of the same shape
+        and calibration, whose values are those of the in-memory path.
 
     Raises
     ------
@@ -86,6 +91,8 @@ def denoise(image: Any, *, condition: Any = None, alias: str = "champion", model
     >>> import hyperspy.api as hs                                     # doctest: +SKIP
     >>> signal = hs.load("scan.emd")                                  # doctest: +SKIP
     >>> stemreg.denoise(signal, condition="low-dose").axes_manager    # doctest: +SKIP
+    >>> series = hs.load("series.zspy", lazy=True)                    # doctest: +SKIP
+    >>> stemreg.denoise(series, condition="low-dose").save("clean.zspy")  # doctest: +SKIP
     """
     from stemreg.platform.prediction import denoise as _denoise  # mlflow, torch: on first use
 

@@ -13,6 +13,8 @@ import click
 
 from stemreg.platform.cli.common import (command, condition_option, emit, fmt, json_option, load_condition,
                                          load_targets_option, target_fraction_option, targets_option)
+from stemreg.platform.cli.streaming import (STORE_SUFFIXES, report_text, stream_inputs, stream_options,
+                                            stream_output_path, wants_stream)
 from stemreg.platform.errors import BadInputError
 
 # --------------------------------------------------------------------------- train
@@ -238,19 +240,29 @@ def _refuse_collisions(inputs: tuple[Path, ...], outs: list[Path]) -> None:
 
 
 @command("denoise")
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @condition_option
 @click.option("--alias", default="champion", show_default=True,
               help="Registered alias (or version number) of the condition's model to use.")
 @click.option("-o", "--outdir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Directory for the denoised files (same names and formats as the inputs).")
+@stream_options
 @json_option
-def denoise_command(inputs: tuple[Path, ...], condition_name: str, alias: str, outdir: Path, as_json: bool) -> None:
+def denoise_command(inputs: tuple[Path, ...], condition_name: str, alias: str, outdir: Path, as_json: bool,
+                    **stream: Any) -> None:
     """Denoise image files with a condition's registered model (default its champion).
 
     Reads .tif/.tiff/.png/.npy/.dm3/.dm4/.emd/.hspy and writes the same format,
     keeping the input's calibration (pixel size); .dm3/.dm4, which cannot be
     written, come out as .hspy.
+
+    Series and huge scans (.zarr/.zspy stores, files over 1 GiB, or any input
+    with --stream, --workers, --scheduler, --align or --sum) are streamed:
+    read and denoised chunk by chunk of whole frames, in bounded memory, into
+    OUTDIR/NAME.zspy (a .zarr stays .zarr), with a progress bar. A killed run
+    resumes where it stopped when run again; --workers N or --scheduler
+    tcp://host:8786 spread the chunks over Dask workers, each loading the
+    model once through the verified path.
     """
     import time
 
@@ -264,12 +276,16 @@ def denoise_command(inputs: tuple[Path, ...], condition_name: str, alias: str, o
     for path in inputs:
         if not path.exists():
             raise BadInputError(f"no such file: {path}")
-        if path.suffix.lower() not in READ_SUFFIXES:
+        if path.suffix.lower() not in (*READ_SUFFIXES, *STORE_SUFFIXES) or (
+                path.is_dir() and path.suffix.lower() not in STORE_SUFFIXES):
             raise BadInputError(f"{path}: unsupported format {path.suffix or '(none)'}; accepted: "
-                                f"{', '.join(READ_SUFFIXES)}")
+                                f"{', '.join((*READ_SUFFIXES, *STORE_SUFFIXES))}")
     cond = load_condition(condition_name)
-    outs = [_output_path(path, outdir) for path in inputs]
-    _refuse_collisions(inputs, outs)
+    streamed = [path for path in inputs if wants_stream(path, stream)]
+    whole = [path for path in inputs if path not in streamed]
+    outs = [_output_path(path, outdir) for path in whole]
+    stream_outs = [stream_output_path(path, outdir) for path in streamed]
+    _refuse_collisions((*whole, *streamed), [*outs, *stream_outs])
     configure()
     model = load_model(cond, alias=alias)
     try:
@@ -277,8 +293,9 @@ def denoise_command(inputs: tuple[Path, ...], condition_name: str, alias: str, o
     except OSError as exc:
         raise BadInputError(f"cannot create the output directory {outdir}: {exc.strerror or exc}; "
                             "give a writable -o OUTDIR") from None
+    streamed_reports = stream_inputs(list(zip(streamed, stream_outs)), model, stream, as_json=as_json) if streamed else []
     report = []
-    for path, out in tqdm(list(zip(inputs, outs)), desc="denoise", disable=as_json or len(inputs) < 2):
+    for path, out in tqdm(list(zip(whole, outs)), desc="denoise", disable=as_json or len(whole) < 2):
         image = read_image(path, allow_stack=True)
         warning = sampling_warning(model, image.calibration.pixel_size_pm())
         if warning:
@@ -293,12 +310,13 @@ def denoise_command(inputs: tuple[Path, ...], condition_name: str, alias: str, o
             raise BadInputError(f"cannot write {out}: {exc.strerror or exc}; give a writable -o OUTDIR") from None
         report.append({"input": str(path), "output": str(out), "shape": list(denoised.data.shape),
                        "seconds": round(seconds, 3), "replaced": replaced, **({"warning": warning} if warning else {})})
-    text = "\n".join(f"{r['input']} -> {r['output']} ({r['seconds']:.2f} s"
-                     + ("; replaced the existing file)" if r["replaced"] else ")") for r in report)
+    text = "\n".join([*(f"{r['input']} -> {r['output']} ({r['seconds']:.2f} s"
+                       + ("; replaced the existing file)" if r["replaced"] else ")") for r in report),
+                      *map(report_text, streamed_reports)])
     used = (f"{model.name} v{model.version}, {alias}" if model.version is not None else
             f"{model.name}: nothing is registered for {cond.name} yet; train or run the main job for a "
             f"model of its own")
-    emit({"model": model.model_uri, "version": model.version, "files": report}, as_json,
+    emit({"model": model.model_uri, "version": model.version, "files": report + streamed_reports}, as_json,
          f"{text}\n(denoised with {used})")
 
 
