@@ -57,8 +57,11 @@ class DaskExecutor:
 
 @contextlib.contextmanager
 def open_executor(*, scheduler: str | None = None, workers: int | None = None,
-                  connect_timeout_s: float = 10.0) -> Iterator[Any]:
+                  connect_timeout_s: float = 10.0, processes: bool = True) -> Iterator[Any]:
     """The executor for ``--scheduler`` / ``--workers``: in-process when neither is given.
+
+    ``processes=False`` makes the local cluster's workers threads of this process (what a test
+    can afford to start; `stemreg denoise --workers` always starts processes).
 
     Raises
     ------
@@ -76,7 +79,7 @@ def open_executor(*, scheduler: str | None = None, workers: int | None = None,
 
     if workers:
         # one thread per worker process: torch's own threads would fight over the same cores
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes, dashboard_address=None,
                           silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
             yield DaskExecutor(client)
         return

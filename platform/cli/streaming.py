@@ -94,8 +94,8 @@ def stream_inputs(pairs: list[tuple[Path, Path]], model: Any, options: dict, *, 
             def started(done: int, total: int, name: str = path.name) -> None:
                 bars.append(tqdm(total=total, initial=done, unit="frame", desc=name, disable=as_json,
                                  dynamic_ncols=True))
-                if done:
-                    bars[0].write(f"{name}: resuming, {done} of {total} frames already done")
+                if done and not as_json:
+                    click.echo(f"{name}: resuming, {done} of {total} frames already done", err=True)
 
             try:
                 summary = run_job(job, executor, progress=lambda n: bars[0].update(n), on_start=started)
