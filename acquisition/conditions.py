@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any, Sequence, Union
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from stemreg.acquisition.dose import DETECTOR_EFFICIENCY, READ_NOISE_E, apply_dose_noise
-from stemreg.acquisition.pairs import NOISE_KEYS, BenchmarkBin, PairBatch  # noqa: F401 (re-exported)
-from stemreg.acquisition.errors import UnknownConditionError
+from stemreg.acquisition.detector import DETECTOR_KEYS, IDEAL_DETECTOR  # noqa: F401 (DETECTOR_KEYS re-exported)
+from stemreg.acquisition.dose import DETECTOR_EFFICIENCY, READ_NOISE_E, acquire
+from stemreg.acquisition.pairs import NOISE_KEYS, BenchmarkBin, PairBatch, noise_kwargs  # noqa: F401 (re-exported)
 from stemreg.acquisition.microscope import degrade_field, normalise_user_image, simulate_field
+from stemreg.acquisition.ranges import LOG_UNIFORM, RANGED_PARAMS
 from stemreg.acquisition.specimens import SpecimenFamily, family_spacing_pm
 
 CONDITIONS_DIR = Path(__file__).with_name("conditions")
@@ -31,31 +30,11 @@ CONDITIONS_DIR = Path(__file__).with_name("conditions")
 #    efficiency recalibrated to 0.10 (was 0.07); a diffuse pedestal inside nanoparticles.
 # 3: pixel size, dose and source size drawn per image (log-uniform); the random-lattice family; sublattice
 #    brightness spread; benchmark stratified by sampling x dose.
-SIMULATOR_REVISION = 3
+# 4: the detector's read-out (:mod:`.detector`): bandwidth along the fast-scan axis, ADU gain and offset,
+#    quantisation, saturation, defective pixels, line jumps, lost lines; drawn per image.
+SIMULATOR_REVISION = 4
 ParamValue = Union[float, tuple[float, float]]
 
-# Parameters that may be a range, drawn per image; the bounds each must respect.
-RANGED_PARAMS: dict[str, tuple[float, float]] = {
-    "pixel_size_pm": (0.5, 1000.0),
-    "dose_scale": (1e-3, 1e3),
-    "beam_current_pA": (1e-6, 1e6),    # up to 1 uA: beyond any STEM probe
-    "dwell_time_us": (1e-6, 1e6),      # up to 1 s per pixel
-    "bias": (0.0, np.inf),
-    "defocus_nm": (-1e4, 1e4),
-    "source_size_pm": (0.0, 1e3),
-    "blur_sigma_px": (0.0, 50.0),
-    "hysteresis_amplitude_px": (-100.0, 100.0),
-    "hysteresis_decay_px": (0.1, 1e4),
-    "jitter_px": (0.0, 20.0),
-    "drift_px": (0.0, 100.0),
-    "vacancy_fraction": (0.0, 1.0),
-    "substitution_fraction": (0.0, 1.0),
-    "background_fraction": (0.0, 10.0),
-    "lattice_strain": (0.0, 0.3),
-    "brightness_spread": (0.0, 2.0),
-}
-# Scale parameters, drawn log-uniformly: a range of 5 to 40 pm/px is as much about 5-10 as about 20-40.
-LOG_UNIFORM = frozenset({"pixel_size_pm", "dose_scale", "source_size_pm"})
 #: The families of the seed's point (the calibration): the built-in crystals and the particle.
 SEED_SPECIMENS = tuple(f for f in SpecimenFamily if f is not SpecimenFamily.random_lattice)
 
@@ -108,6 +87,17 @@ class Condition(BaseModel):
     seed_background_fraction: tuple[float, float] = (1.0, 3.0)
     lattice_strain: ParamValue = 0.05
     brightness_spread: ParamValue = 0.2
+    # The detector's read-out (:mod:`.detector`), drawn per image: a time constant along the fast-scan
+    # axis up to 1.5 px (noise lag-1 correlation up to 0.51 along x; a Velox frame shows 0.14), 0.5 to
+    # 100 ADU per detected electron (coarse quantisation to fine), a dark offset up to 50000 of the 16-bit
+    # range (the top of both ranges saturates the brightest columns), up to 0.2 % defective pixels,
+    # line-to-line jumps up to 3 % of the columns' signal and up to 1 line in 100 lost.
+    bandwidth_px: ParamValue = (0.0, 1.5)
+    gain_adu_per_e: ParamValue = (0.5, 100.0)
+    dark_offset_adu: ParamValue = (0.0, 50000.0)
+    impulse_fraction: ParamValue = (0.0, 0.002)
+    line_jump: ParamValue = (0.0, 0.03)
+    line_glitch_rate: ParamValue = (0.0, 0.01)
     benchmark_seed: int = 20260917
     # The benchmark's strata: column spacings (px) x dose scales, plus the seed's point.
     benchmark_spacings_px: tuple[float, ...] = (8.0, 16.0, 32.0, 64.0)
@@ -199,8 +189,9 @@ class Condition(BaseModel):
 
     def seed_point(self) -> "Condition":
         """This condition at the seed's point: its own sampling, dose, probe and crystals, nothing ranged
-        that the seed held fixed (the calibration and the seed's benchmark bin)."""
-        return self.model_copy(update={
+        that the seed held fixed (the calibration and the seed's benchmark bin), and an ideal detector
+        (:data:`~stemreg.acquisition.detector.IDEAL_DETECTOR`: the seed's noise model has none)."""
+        return self.model_copy(update={**IDEAL_DETECTOR,
             "pixel_size_pm": self.seed_pixel_size_pm, "dose_scale": 1.0, "source_size_pm": self.seed_source_size_pm,
             "lattice_strain": 0.02, "brightness_spread": 0.0, "background_fraction": self.seed_background_fraction,
             "specimens": tuple(f for f in self.specimens if f in SEED_SPECIMENS) or self.specimens})
@@ -235,19 +226,20 @@ class Condition(BaseModel):
         degraded = np.empty((n, size_px, size_px), dtype=np.float32)
         clean = np.empty_like(degraded)
         signal = np.empty_like(degraded)
+        raw = np.empty_like(degraded)
         params, columns = [], []
         seed_point = self.seed_point() if pins is not None else None  # once, not per image of the seed bin
         for i, child in enumerate(tqdm(children, desc=f"simulate {self.name}", disable=not progress, unit="img")):
             rng = np.random.default_rng(child)
             p, result = self._draw_one(rng, size_px, None if pins is None else pins[i], seed_point)
             clean[i], signal[i] = result.clean, result.signal
-            degraded[i] = apply_dose_noise(result.signal, rng, **{k: p[k] for k in NOISE_KEYS})
+            degraded[i], raw[i] = acquire(result.signal, rng, **noise_kwargs(p))
             params.append(p)
             columns.append(result.columns)
         sizes = [p["pixel_size_pm"] for p in params]
         nominal = float(np.exp(np.mean(np.log(sizes)))) if sizes else self.pixel_size_range_pm()[0]
         return PairBatch(degraded, clean, params, columns, nominal, signal,
-                         [b.name for b in pins] if pins is not None else [])
+                         [b.name for b in pins] if pins is not None else [], raw)
 
     def sample_pairs(self, n: int, *, size_px: int | None = None, seed: int, progress: bool = False) -> PairBatch:
         """``n`` reproducible (degraded, clean) pairs of ``size_px`` (default ``image_size_px``) squares.
@@ -314,6 +306,7 @@ class Condition(BaseModel):
         normalised = np.stack([normalise_user_image(c) for c in clean]) if len(clean) else clean.astype(np.float32)
         signal = np.empty_like(normalised)
         degraded = np.empty_like(normalised)
+        raw = np.empty_like(normalised)
         params = []
         for i, image in enumerate(normalised):
             p = self.draw_params(rng)
@@ -322,12 +315,12 @@ class Condition(BaseModel):
             if known:
                 p["pixel_size_pm"] = float(known)
             signal[i] = degrade_field(image, p, p["pixel_size_pm"], rng)
-            degraded[i] = apply_dose_noise(signal[i], rng, **{k: p[k] for k in NOISE_KEYS})
+            degraded[i], raw[i] = acquire(signal[i], rng, **noise_kwargs(p))
             params.append(p)
         columns = [np.zeros((0, 2), dtype=np.float32) for _ in range(len(normalised))]
         sizes = [p["pixel_size_pm"] for p in params]
         nominal = float(np.exp(np.mean(np.log(sizes)))) if sizes else float(np.sqrt(np.prod(self.pixel_size_range_pm())))
-        return PairBatch(degraded, normalised, params, columns, nominal, signal)
+        return PairBatch(degraded, normalised, params, columns, nominal, signal, raw=raw)
 
 
 _BENCHMARK_CACHE: dict[str, PairBatch] = {}
@@ -337,63 +330,4 @@ def _fmt(x: float) -> str:
     return f"{x:g}"
 
 
-#: The most images per benchmark bin of every condition read (its YAML's ``benchmark_per_bin`` when
-#: lower): fewer for smoke runs (the test suite uses 2). The count is part of the condition's hash,
-#: so the benchmark id changes with it and scores on sets of different sizes are never compared.
-BENCHMARK_PER_BIN_ENV = "STEMREG_BENCHMARK_MAX_PER_BIN"
-
-
-def _benchmark_per_bin_cap() -> int | None:
-    raw = os.environ.get(BENCHMARK_PER_BIN_ENV, "").strip()
-    if not raw:
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= 1000:
-        raise ValueError(f"{BENCHMARK_PER_BIN_ENV}={raw!r}: give a whole number of images per benchmark bin, "
-                         "1 to 1000 (or unset it for each condition's own count)")
-    return value
-
-
-def _read_yaml(path: Path) -> Condition:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"{path}: cannot read the condition YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a condition YAML must be a mapping of keys to values, got {type(data).__name__}")
-    cap = _benchmark_per_bin_cap()
-    own = data.get("benchmark_per_bin", Condition.model_fields["benchmark_per_bin"].default)
-    if cap is not None and isinstance(own, int) and own > cap:  # anything else: the validation says what
-        data = {**data, "benchmark_per_bin": cap}
-    try:
-        return Condition(**data)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'condition'}: {e['msg']}" for e in exc.errors())
-        raise ValueError(f"{path}: invalid condition: {problems}") from exc
-
-
-def list_conditions() -> list[Condition]:
-    """The built-in conditions, sorted by name."""
-    return sorted((_read_yaml(p) for p in CONDITIONS_DIR.glob("*.yaml")), key=lambda c: c.name)
-
-
-def get_condition(name: str) -> Condition:
-    """A built-in condition by name; :class:`UnknownConditionError` lists the known names."""
-    conditions = {c.name: c for c in list_conditions()}
-    if name not in conditions:
-        raise UnknownConditionError(name, conditions)
-    return conditions[name]
-
-
-def load_condition(path_or_name: str | Path) -> Condition:
-    """A built-in condition name, or the path of a condition YAML file."""
-    text = str(path_or_name)
-    path = Path(text)
-    if text.endswith((".yaml", ".yml")) or path.is_file():
-        if not path.is_file():
-            raise ValueError(f"{path}: no such condition file")
-        return _read_yaml(path)
-    return get_condition(text)
+# Reading conditions (one converter for a name, a YAML path or a Condition) lives in condition_files.
