@@ -94,8 +94,12 @@ def denoise(image: Any, *, condition: Any = None, alias: str = "champion", model
     >>> series = hs.load("series.zspy", lazy=True)                    # doctest: +SKIP
     >>> stemreg.denoise(series, condition="low-dose").save("clean.zspy")  # doctest: +SKIP
     """
-    from stemreg.platform.prediction import denoise as _denoise  # mlflow, torch: on first use
+    from stemreg.platform.lazy import denoise_lazy_input, is_lazy
+    from stemreg.platform.prediction import denoise as _denoise, load_model as _load_model  # mlflow, torch: now
 
+    if is_lazy(image):  # a Dask array or a lazy signal: a lazy result; workers load the model themselves
+        model = model or _load_model(condition, alias=alias, tracking_uri=tracking_uri)
+        return denoise_lazy_input(image, model, params=params, tracking_uri=tracking_uri)
     return _denoise(image, condition=condition, alias=alias, model=model, tracking_uri=tracking_uri, params=params)
 
 

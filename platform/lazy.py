@@ -40,13 +40,14 @@ class ModelSpec:
 
     def load(self) -> Any:
         """The model, through :func:`stemreg.load_model` (verified), checked to be the one pinned."""
-        import stemreg
+        # stemreg.load_model is this function; platform does not import the API package above it
+        from stemreg.platform.prediction import load_model
 
         if self.model_uri.startswith(("models:/", "pretrained:")) and self.condition is not None:
             alias = self.version if self.version is not None else "champion"
-            model = stemreg.load_model(self.condition, alias=alias, tracking_uri=self.tracking_uri)
+            model = load_model(self.condition, alias=alias, tracking_uri=self.tracking_uri)
         else:
-            model = stemreg.load_model(model_uri=self.model_uri, tracking_uri=self.tracking_uri)
+            model = load_model(model_uri=self.model_uri, tracking_uri=self.tracking_uri)
         if model.model_uri != self.model_uri:
             raise StemregError(f"a worker loaded {model.model_uri} where the job was started with {self.model_uri} "
                                "(a model was registered meanwhile); rerun the job")

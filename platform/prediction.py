@@ -75,10 +75,8 @@ def denoise(image: Any, *, condition: Any = None, alias: str = CHAMPION, model: 
         The same kind as ``image``: an array for an array; for a path or an
         `ImageWithCalibration`, an `ImageWithCalibration` keeping the
         calibration; for a `Signal2D`, a copy with the denoised data and the
-        same axes and metadata. A Dask array or a lazy signal gives a lazy
-        result of the same kind and shape, computed only when asked
-        (:mod:`stemreg.platform.lazy`: whole frames per chunk, the model
-        loaded once per worker through the verified path).
+        same axes and metadata. (Lazy input: :func:`stemreg.denoise`, through
+        :mod:`stemreg.platform.lazy`.)
 
     Raises
     ------
@@ -88,10 +86,6 @@ def denoise(image: Any, *, condition: Any = None, alias: str = CHAMPION, model: 
         An array of the wrong rank, empty, or holding NaN/Inf.
     """
     model = model or load_model(condition, alias=alias, tracking_uri=tracking_uri)
-    from stemreg.platform.lazy import denoise_lazy_input, is_lazy
-
-    if is_lazy(image):  # a Dask array or lazy signal: a lazy result, the model loaded once per worker
-        return denoise_lazy_input(image, model, params=params, tracking_uri=tracking_uri)
     if isinstance(image, (str, Path)):
         image = read_image(image, allow_stack=True)
     if isinstance(image, ImageWithCalibration):
