@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any, Sequence, Union
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from stemreg.acquisition.detector import DETECTOR_KEYS, IDEAL_DETECTOR  # noqa: F401 (DETECTOR_KEYS re-exported)
 from stemreg.acquisition.dose import DETECTOR_EFFICIENCY, READ_NOISE_E, acquire
 from stemreg.acquisition.pairs import NOISE_KEYS, BenchmarkBin, PairBatch, noise_kwargs  # noqa: F401 (re-exported)
+from stemreg.acquisition.optics import electron_wavelength_pm
 from stemreg.acquisition.microscope import degrade_field, normalise_user_image, simulate_field
 from stemreg.acquisition.ranges import LOG_UNIFORM, RANGED_PARAMS
 from stemreg.acquisition.specimens import SpecimenFamily, family_spacing_pm
@@ -35,6 +36,10 @@ CONDITIONS_DIR = Path(__file__).with_name("conditions")
 SIMULATOR_REVISION = 4
 ParamValue = Union[float, tuple[float, float]]
 
+#: Bounds of the benchmark's strata: column spacings of 2 px (Nyquist: columns still resolved) to 1024 px
+#: (a few columns in the largest field), and dose scales as the dose_scale parameter allows.
+BIN_BOUNDS: dict[str, tuple[float, float]] = {"benchmark_spacings_px": (2.0, 1024.0),
+                                              "benchmark_doses": (1e-3, 1e3)}
 #: The families of the seed's point (the calibration): the built-in crystals and the particle.
 SEED_SPECIMENS = tuple(f for f in SpecimenFamily if f is not SpecimenFamily.random_lattice)
 
@@ -58,7 +63,7 @@ class Condition(BaseModel):
     seed_pixel_size_pm: float = Field(8.0, gt=0, le=1000)
     # Dose: beam_current_pA x dwell_time_us is the condition's point; each image gets dose_scale times it.
     dose_scale: ParamValue = (0.25, 4.0)
-    energy_keV: float = Field(200.0, gt=0, le=3000)
+    energy_keV: float = Field(200.0, ge=1, le=3000)  # 1 keV up: a wavelength the optics can use
     convergence_mrad: float = Field(30.0, gt=0, le=200)
     # Spherical aberration: 0 (corrected) to a few mm on uncorrected lenses; finite.
     cs_um: float = Field(0.0, ge=-1e4, le=1e4, allow_inf_nan=False)
@@ -126,10 +131,23 @@ class Condition(BaseModel):
 
     @field_validator("benchmark_spacings_px", "benchmark_doses", mode="after")
     @classmethod
-    def _positive_bins(cls, value: tuple) -> tuple:
-        if not value or any(not (0 < v < 1e4) or not np.isfinite(v) for v in value):
-            raise ValueError(f"give one or more positive numbers below 10000 (got {list(value)})")
+    def _positive_bins(cls, value: tuple, info) -> tuple:
+        low, high = BIN_BOUNDS[info.field_name]
+        if not value or any(not (low <= v <= high) or not np.isfinite(v) for v in value):
+            raise ValueError(f"give one or more numbers within {low:g} .. {high:g} (got {list(value)})")
         return value
+
+    @model_validator(mode="after")
+    def _probe_fits_the_field(self) -> "Condition":
+        # The aperture must hold a few spatial frequencies of the condition's own smallest field, else
+        # the probe is wider than the image and the simulator has nothing to image with.
+        field_pm = self.image_size_px * min(self.pixel_size_range_pm()[0], self.seed_pixel_size_pm)
+        need = 2e3 * electron_wavelength_pm(self.energy_keV) / field_pm
+        if self.convergence_mrad < need:
+            raise ValueError(f"convergence_mrad {self.convergence_mrad:g} at energy_keV {self.energy_keV:g} makes a "
+                             f"probe wider than the {field_pm:.0f} pm field (image_size_px x the smallest "
+                             f"pixel_size_pm); give at least {need:.2g} mrad (STEM probes: about 5 to 40)")
+        return self
 
     @field_validator("specimens", mode="after")
     @classmethod

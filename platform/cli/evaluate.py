@@ -27,6 +27,9 @@ _METHOD_NAMES = "hourglass, hourglass-family, autoencoder, sdndti, n2v, gaussian
 @click.option("--images", "images_dir", type=click.Path(file_okay=False, path_type=str), default=None,
               metavar="DIR", help="Score on your own high-dose images from DIR, degraded by the condition's "
                                   "physics, instead of the frozen benchmark set (no column metrics).")
+@click.option("--raw", is_flag=True,
+              help="DIR (--images) holds a lab's raw noisy images, no clean image: print the trust report's "
+                   "figures per method (champion, challenger, bm3d, n2v) instead of PSNR.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the training/validation draws (never the benchmark's).")
 @click.option("--device", default="auto", show_default=True, help="Torch device for the CNNs: auto, cpu, cuda.")
@@ -36,8 +39,8 @@ _METHOD_NAMES = "hourglass, hourglass-family, autoencoder, sdndti, n2v, gaussian
               help="Also write the table, bar chart and gallery here.")
 @click.option("--no-log", is_flag=True, help="Do not log an MLflow run.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
-def evaluate_command(condition_name: str, methods: str | None, budget: str, images_dir: str | None, seed: int,
-                     device: str, no_registry: bool, output_dir: str | None, no_log: bool, as_json: bool) -> None:
+def evaluate_command(condition_name: str, methods: str | None, budget: str, images_dir: str | None, raw: bool,
+                     seed: int, device: str, no_registry: bool, output_dir: str | None, no_log: bool, as_json: bool) -> None:
     """Run every denoiser on a condition's benchmark and print the leaderboard.
 
     Methods: the reverse hourglass (the registered champion, else trained
@@ -58,6 +61,9 @@ def evaluate_command(condition_name: str, methods: str | None, budget: str, imag
     from stemreg.platform import evaluation
 
     condition = load_condition(condition_name)
+    if raw:
+        _evaluate_raw(condition, images_dir, methods, budget, seed, as_json)
+        return
     try:
         method_list = evaluation.parse_methods(methods)
     except ValueError as exc:
@@ -101,6 +107,28 @@ def evaluate_command(condition_name: str, methods: str | None, budget: str, imag
         click.echo("  (no column metrics: the images have no simulated column positions)")
     if board.run_id:
         click.echo(f"MLflow run {board.run_id} (artifacts: {', '.join(board.artifacts)})")
+
+
+def _evaluate_raw(condition, images_dir: str | None, methods: str | None, budget: str, seed: int,
+                  as_json: bool) -> None:
+    """`--raw`: trust figures per method on raw images (no clean image, so no PSNR)."""
+    from stemreg.platform.evaluation.raw import RAW_METHODS, evaluate_raw, raw_table
+    from stemreg.platform.store import configure
+
+    if images_dir is None:
+        raise click.BadParameter("--raw judges a lab's raw images: give them with --images DIR", param_hint="--raw")
+    names = tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else RAW_METHODS
+    configure()
+    rows = evaluate_raw(condition, images_dir, methods=names, budget=budget, seed=seed)
+    if as_json:
+        click.echo(json.dumps({"condition": condition.name, "images": images_dir,
+                               "rows": [r.to_dict() for r in rows]}, indent=2))
+        return
+    click.echo(f"{condition.name}: trust figures on the raw images of {images_dir} (no clean image: judged from each "
+               "input and its output alone; residual variance ~1 and structure ~0 when only noise was removed)")
+    click.echo(raw_table(rows))
+    for r in rows:
+        click.echo(f"  {r.method}: {r.source}" + (f"; e.g. {r.reasons[0]}" if r.reasons else ""))
 
 
 COMMANDS: list[click.Command] = [evaluate_command]

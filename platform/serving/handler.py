@@ -19,6 +19,7 @@ from mlflow.exceptions import MlflowException
 from stemreg.models.mlflow_model import PASS_COST_PX, resolve_params
 from stemreg.platform.config import SERVE
 from stemreg.platform.prediction import sampling_warning
+from stemreg.platform.trust import header_for
 from stemreg.platform.errors import BadInputError, StemregError
 from stemreg.platform.serving.http_io import (_RESPONSE_TYPES, ACCEPTED_JSON, JSON_INPUT_KEYS,
                                               RequestError, _shorten, check_image_array, decode_image,
@@ -315,6 +316,9 @@ class _Handler(BaseHTTPRequestHandler):
         warning = sampling_warning(served, image.calibration.pixel_size_pm())
         if warning:  # still denoised; the client is told, as `stemreg denoise` tells its user
             headers["X-Stemreg-Warning"] = warning
+        trust = header_for(served, image.data, denoised, image.calibration.pixel_size_pm())
+        if trust:  # the trust report's verdict and reason (stemreg.platform.trust), judged without truth
+            headers["X-Stemreg-Trust"] = trust
         self._send(200, payload, _RESPONSE_TYPES[fmt], headers=headers)
 
 

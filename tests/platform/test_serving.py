@@ -267,6 +267,8 @@ def test_denoise_npy_round_trip(url, pyfuncs, champion_v1):
     assert got.shape == x.shape and got.dtype == np.float32
     np.testing.assert_allclose(got, pyfuncs[champion_v1].predict(x[None])[0], rtol=1e-6, atol=1e-6)
     assert headers["X-Model-Version"] == champion_v1
+    # the trust report's verdict and reason, judged from the input and the output alone
+    assert headers["X-Stemreg-Trust"].split("; ")[0] in ("ok", "doubtful", "out of range")
 
 
 def test_denoise_npy_stack_round_trip(url, pyfuncs, champion_v1):
