@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from stemreg.acquisition.errors import ImageReadError
-from stemreg.acquisition.io import Calibration, _pick_signal, _rsciio_signal, read_npy_header, tiff_calibration
+from stemreg.acquisition.io import Calibration, _pick_signal, _rsciio_signal, read_npy_header
+from stemreg.acquisition.tiff_meta import tiff_pixel_size
 
 #: What streams, and how it is read.
 STREAM_SUFFIXES = {".zarr": "zarr", ".zspy": "zspy", ".hspy": "hspy", ".hdf5": "hspy", ".emd": "emd",
@@ -160,7 +161,7 @@ def _tiff_lazy(path: Path, size: int) -> tuple[Any, Calibration]:
                 raise ImageReadError(path, "has a frame whose pixels lie past the end of the file: truncated")
         if series.axes.endswith("S"):
             raise ImageReadError(path, "is an RGB TIFF; a series of grey frames is expected")
-        calibration = tiff_calibration(tif)
+        calibration = Calibration(*tiff_pixel_size(tif))
     if len(shape) == 2:
         return da.from_delayed(dask.delayed(_tiff_pages)(str(path), 0, 1), shape, dtype), calibration
     n, frame = int(np.prod(shape[:-2])), shape[-2:]
