@@ -141,11 +141,14 @@ def estimate_drift(frames: np.ndarray, *, smooth_px: float = 2.0, min_overlap: f
         ``(N, 2)`` int shifts; ``np.roll(frame_i, shift_i, axis=(0, 1))`` lines frame i up with
         frame 0; the first row is ``(0, 0)``.
     """
-    from scipy.ndimage import gaussian_filter
+    from scipy.ndimage import gaussian_filter, median_filter
     from skimage.registration import phase_cross_correlation
 
-    smooth = [gaussian_filter(f - f.mean(), smooth_px) if smooth_px > 0 else f - f.mean()
-              for f in np.asarray(frames, np.float64)]
+    # The detector's line jumps (each line its own level) and defective pixels move with the scan,
+    # not with the specimen, and pull the correlation towards zero shift: each line's median is
+    # removed and a 3x3 median takes out single pixels (stemreg.acquisition.detector).
+    steady = [median_filter(f - np.median(f, axis=1, keepdims=True), size=3) for f in np.asarray(frames, np.float64)]
+    smooth = [gaussian_filter(f - f.mean(), smooth_px) if smooth_px > 0 else f - f.mean() for f in steady]
     everywhere = np.ones(smooth[0].shape, bool)
     shifts = [np.zeros(2)]
     for moving in smooth[1:]:

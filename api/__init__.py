@@ -30,13 +30,13 @@ from typing import TYPE_CHECKING, Any
 __path__ += [entry for entry in sys.path if entry.startswith("__editable__.") and entry not in __path__]
 
 if TYPE_CHECKING:
-    from stemreg.acquisition import PairBatch
+    from stemreg.acquisition import ConditionLike, PairBatch
     from stemreg.platform.prediction import LoadedModel
 
 __all__ = ["denoise", "load_model", "simulate"]
 
 
-def denoise(image: Any, *, condition: Any = None, alias: str = "champion", model: "LoadedModel | None" = None,
+def denoise(image: Any, *, condition: "ConditionLike | None" = None, alias: str = "champion", model: "LoadedModel | None" = None,
             tracking_uri: str | None = None, params: dict | None = None, report: bool = False) -> Any:
     """Denoise a low-dose STEM image with a condition's registered model.
 
@@ -115,7 +115,7 @@ def denoise(image: Any, *, condition: Any = None, alias: str = "champion", model
                     report=report)
 
 
-def load_model(condition: Any = None, *, alias: str = "champion", model_uri: str | None = None,
+def load_model(condition: "ConditionLike | None" = None, *, alias: str = "champion", model_uri: str | None = None,
                tracking_uri: str | None = None, fallback_pretrained: bool = True) -> "LoadedModel":
     """Load a condition's registered denoiser (or any stemreg model URI) once.
 
@@ -153,7 +153,7 @@ def load_model(condition: Any = None, *, alias: str = "champion", model_uri: str
                        fallback_pretrained=fallback_pretrained)
 
 
-def simulate(condition: Any, n: int, *, seed: int = 0, size_px: int | None = None) -> "PairBatch":
+def simulate(condition: "ConditionLike", n: int, *, seed: int = 0, size_px: int | None = None) -> "PairBatch":
     """Simulate ``n`` degraded/clean image pairs of an acquisition condition.
 
     Parameters

@@ -108,7 +108,11 @@ class TrustReport:
 
     def to_dict(self) -> dict[str, Any]:
         """The report without its map, JSON-ready."""
-        return {"verdict": self.verdict, "reason": self.reason, "figures": dict(self.figures)}
+        def finite(value: Any) -> Any:  # strict JSON has no Infinity (a dose estimate can be one)
+            return None if isinstance(value, float) and not np.isfinite(value) else value
+
+        return {"verdict": self.verdict, "reason": self.reason,
+                "figures": {k: finite(v) for k, v in self.figures.items()}}
 
     def header(self) -> str:
         """A one-line HTTP header value: ``verdict; reason``."""

@@ -110,22 +110,28 @@ def report_for(model: Any, noisy: np.ndarray, denoised: np.ndarray, *, pixel_siz
 HEADER_CROP_PX = 256
 
 
-def header_for(model: Any, noisy: np.ndarray, denoised: np.ndarray, pixel_size_pm: float | None = None) -> str | None:
-    """The ``X-Stemreg-Trust`` header value (``verdict; reason``) for a served answer, from a central
-    crop of the first image; None when the image is too small to judge (under 16 px)."""
+def served_report(model: Any, noisy: np.ndarray, denoised: np.ndarray,
+                  pixel_size_pm: float | None = None) -> TrustReport | None:
+    """The trust report of a served answer, from a central crop of the first image (see
+    :data:`HEADER_CROP_PX`); None when the image is too small to judge (under 16 px) or not finite."""
     noisy, denoised = np.asarray(noisy), np.asarray(denoised)
     if noisy.ndim == 3:
         noisy, denoised = noisy[0], denoised[0]
-    h, w = noisy.shape[-2:]
-    if noisy.ndim != 2 or min(h, w) < 16:
+    if noisy.ndim != 2 or denoised.shape != noisy.shape or min(noisy.shape) < 16:
         return None
+    h, w = noisy.shape
     top, left = max(0, (h - HEADER_CROP_PX) // 2), max(0, (w - HEADER_CROP_PX) // 2)
     crop = (slice(top, top + HEADER_CROP_PX), slice(left, left + HEADER_CROP_PX))
     try:
-        report = report_for(model, noisy[crop], denoised[crop], pixel_size_pm=pixel_size_pm)
+        return report_for(model, noisy[crop], denoised[crop], pixel_size_pm=pixel_size_pm)
     except ValueError:  # non-finite output: the answer itself says so; no verdict to give
         return None
-    return report.header()
+
+
+def header_for(model: Any, noisy: np.ndarray, denoised: np.ndarray, pixel_size_pm: float | None = None) -> str | None:
+    """The ``X-Stemreg-Trust`` header value (``verdict; reason``) of a served answer, or None."""
+    report = served_report(model, noisy, denoised, pixel_size_pm)
+    return report.header() if report is not None else None
 
 
 def map_path(out: Path) -> Path:

@@ -224,6 +224,17 @@ def test_invocations_answer_what_the_pyfunc_answers(url, pyfuncs, champion_v1, k
     assert not np.allclose(got, x)  # the model did something
 
 
+def test_invocations_with_trust_add_the_report_beside_mlflows_predictions(url, pyfuncs, champion_v1):
+    x = noisy_stack(2, 24, seed=3)
+    status, plain = post_json(url, "/invocations", {"inputs": x.tolist()})
+    assert status == 200 and set(plain) == {"predictions"}  # MLflow's answer, unchanged by default
+    status, body = post_json(url, "/invocations?trust=1", {"inputs": x.tolist()})
+    assert status == 200, body
+    assert body["predictions"] == plain["predictions"]
+    assert body["trust"]["verdict"] in ("ok", "doubtful", "out of range") and body["trust"]["reason"]
+    assert 0 < body["trust"]["figures"]["variance_ratio"]
+
+
 def test_invocations_take_a_lone_image_and_answer_it_as_an_image(url, pyfuncs, champion_v1):
     x = noisy_stack(1, 20, seed=4)[0]
     status, body = post_json(url, "/invocations", {"inputs": x.tolist()})
