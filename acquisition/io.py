@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from stemreg.acquisition.errors import ImageReadError
-from stemreg.acquisition.limits import READ_MAX_PIXELS, check_pixels, check_tiff
+from stemreg.acquisition.limits import READ_MAX_PIXELS, check_pixels, check_png, check_tiff
 from stemreg.acquisition.tiff_meta import tiff_pixel_size
 from stemreg.acquisition.metadata import (PNG_GREY_MODES, check_float32_range, checked_calibration, one_channel,
                                           value_range)
@@ -150,8 +150,8 @@ def _read_png(path: Path | BinaryIO, max_pixels: int | None = None) -> tuple[np.
     from PIL import Image
 
     name = path if isinstance(path, Path) else Path("image.png")
+    check_png(path, name, max_pixels)  # before decoding: the declared size, and no more data than it needs
     with Image.open(path) as im:
-        check_pixels((im.height, im.width), name, max_pixels)  # before decoding
         im.load()
         info = dict(im.info)
         if im.mode in ("P", "PA"):  # palette indices are no intensities: read the colours they stand for
