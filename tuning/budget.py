@@ -35,6 +35,9 @@ class SearchBudget(BaseModel):
         A trial whose receptive field spans fewer unit cells than this at the finest sampling of
         the condition's range (the widest cell of its specimens) is pruned before training: it
         cannot use the lattice's periodicity there. None: no rule.
+    bench_per_bin : int
+        A distillation search scores every student on the first this-many images of every bin of the
+        condition's frozen benchmark (mean over bins), the teacher on the same slice.
     seed : int
         Seeds the trials' training (data seeds are fixed per search).
     """
@@ -51,6 +54,7 @@ class SearchBudget(BaseModel):
     latency_image_px: int = Field(512, ge=16)
     max_flops_per_px: float | None = Field(None, gt=0)
     min_receptive_cells: float | None = Field(None, gt=0)
+    bench_per_bin: int = Field(1, ge=1)
     seed: int = 0
 
 

@@ -112,7 +112,8 @@ def tune_command(condition_name: str, trials: int | None, timeout_s: float | Non
     condition = load_condition(condition_name)
     targets = load_targets_option(targets_dir, patch_px=patch_px)  # before anything is stored
     target_fraction = target_fraction if targets else 0.0
-    storage_url = storage or default_storage()
+    # An empty --storage is a mistake to report, not a reason to fall back to the default.
+    storage_url = storage if storage is not None else default_storage()
     try:
         check_storage_url(storage_url)
     except StorageError as exc:
@@ -127,6 +128,7 @@ def tune_command(condition_name: str, trials: int | None, timeout_s: float | Non
     parent_arch = _parent_architecture(init_from) if (init_from and not no_register) else None
 
     from stemreg.tuning import NoCompletedTrialError, default_study_name, finished_trials, run_study
+    from stemreg.tuning.space import first_point
 
     name = study_name or default_study_name(condition)
     try:
@@ -148,7 +150,9 @@ def tune_command(condition_name: str, trials: int | None, timeout_s: float | Non
     try:
         result = run_study(condition, n_trials=trials, timeout_s=timeout_s, storage=storage_url,
                            study_name=study_name, objective=objective, budget=budget, progress=progress,
-                           study_total=True, targets=targets, target_fraction=target_fraction)
+                           study_total=True, targets=targets, target_fraction=target_fraction,
+                           # tried first: a point the receptive-field rule admits, so a study always trains one
+                           enqueue=[first_point(condition, budget.min_receptive_cells)])
     except StorageError as exc:
         raise BadInputError(f"--storage: {exc}") from None
     except NoCompletedTrialError as exc:
@@ -195,18 +199,29 @@ def _retrain_best(condition, result, budget, *, retrain_epochs: int | None, init
             "fine_tuned_from": init_from if fine_tune else None, "seconds": round(run.seconds, 1)}
 
 
+def _number(value, spec: str) -> str:
+    return format(value, spec) if isinstance(value, (int, float)) else "-"
+
+
 def _print_summary(summary: dict) -> None:
+    """The study's trials (PSNR, ms/Mpx, kFLOP/px, receptive field), its best, and what was registered."""
+    from stemreg.tuning.space import describe_architecture
+
     study = summary["study"]
-    arch = study["best_architecture"]
     click.echo(f"study {study['study_name']} ({study['storage']}): {study['n_trials_done']} trial(s) run here, "
                f"{study['n_trials_finished']} finished in all")
-    click.echo(f"best trial #{study['best_trial_number']}: val PSNR {study['best_value']:.2f} dB, "
-               f"depth {arch['depth']}, widths {arch['widths']}, kernel {arch['kernel_size']}, "
-               f"lr {study['best_lr']:.2e}"
-               + (f", {study['best_ms_per_mpx']:.0f} ms/MP" if study.get("best_ms_per_mpx") else ""))
-    if study.get("pareto_front"):
-        click.echo("Pareto front (val PSNR dB, ms per megapixel): " + ", ".join(
-            f"#{p['trial']} {p['val_psnr']:.2f}/{p['ms_per_mpx']:.0f}" for p in study["pareto_front"]))
+    front = {p["trial"] for p in study.get("pareto_front") or []}
+    click.echo("trial  state     PSNR dB  ms/Mpx  kFLOP/px  field px  architecture")
+    for row in study.get("trials") or []:
+        mark = "*" if row["trial"] == study["best_trial_number"] else ("+" if row["trial"] in front else " ")
+        arch = describe_architecture(row["architecture"]) if row.get("architecture") else "-"
+        click.echo(f"{mark}{row['trial']:>4}  {row['state']:<8} {_number(row['val_psnr'], '8.2f')} "
+                   f"{_number(row['ms_per_mpx'], '7.0f')} {_number(row['kflop_per_px'], '9.1f')} "
+                   f"{_number(row['receptive_field_px'], '9d')}  {arch}")
+    click.echo(f"best trial #{study['best_trial_number']} (*): PSNR {study['best_value']:.2f} dB, "
+               f"{describe_architecture(study['best_architecture'])}, lr {study['best_lr']:.2e}"
+               + (f", {study['best_ms_per_mpx']:.0f} ms/Mpx" if study.get("best_ms_per_mpx") else "")
+               + (" (+: the Pareto front)" if front else ""))
     click.echo(f"MLflow parent run: {study['parent_run_id']}")
     reg = summary.get("registered")
     if reg:

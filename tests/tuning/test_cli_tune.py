@@ -43,6 +43,7 @@ def _prepare_mlflow(mlflow_store: str) -> None:
 @pytest.mark.parametrize("args, reason", [
     (["--condition", "no-such-condition", "--trials", "1"], "no-such-condition"),
     (["--condition", CONDITION, "--trials", "1", "--storage", "redis://localhost/0"], "--storage"),
+    (["--condition", CONDITION, "--trials", "1", "--storage", ""], "non-empty"),  # never optuna.db silently
     (["--condition", CONDITION, "--trials", "1", "--storage", "postgresql+psycopg2://nobody@127.0.0.1:1/x"],
      "cannot open study storage"),
 ])
@@ -111,6 +112,11 @@ def test_killed_worker_resumes_and_its_trial_is_retried(mlflow_store, tmp_path):
     assert len(retries) == 1 and retries[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
     assert retries[0].params == killed.params
     assert all(t.state != TrialState.RUNNING for t in trials)
+    # MLflow too: the killed worker's study run and trial run were closed (FAILED) by the rerun.
+    client = MlflowClient(mlflow_store)
+    runs = client.search_runs([client.get_experiment_by_name("stemreg").experiment_id])
+    assert {r.data.tags.get("stemreg.role") for r in runs} >= {"study", "trial"}
+    assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
 
 
 def test_tune_registers_the_best_as_challenger(mlflow_store, tmp_path):
@@ -131,6 +137,22 @@ def test_tune_registers_the_best_as_challenger(mlflow_store, tmp_path):
     assert json.loads(version.tags["architecture"]) == study["best_architecture"]
     run = client.get_run(registered["run_id"])
     assert float(run.data.params["train.lr"]) == pytest.approx(study["best_lr"])
+
+
+def test_three_tiny_trials_under_the_receptive_field_rule_register_a_multiscale_best(mlflow_store, tmp_path):
+    # The rule (2 unit cells at the finest sampling) is on: the point tried first must pass it, and
+    # the summary must describe a multi-scale best (it used to die on KeyError 'depth').
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    args = [a for a in TINY_ARGS if a not in ("--no-register", "--min-receptive-cells", "0")]
+    result = CliRunner().invoke(main, ["tune", "--condition", CONDITION, "--trials", "3", "--storage", storage,
+                                       "--retrain-epochs", "1", *args])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "best trial #0 (*)" in out and "4 levels, widths 24-48-96-128" in out
+    assert "PSNR dB  ms/Mpx  kFLOP/px  field px" in out
+    assert "registered models:/stem-denoiser-low-dose/" in out
+    study = optuna.load_study(study_name=optuna.get_all_study_names(storage)[0], storage=storage)
+    assert study.trials[0].state == TrialState.COMPLETE and study.trials[0].params["levels"] == 4
 
 
 def test_unresolvable_base_model_is_refused_before_the_search(mlflow_store, tmp_path):
