@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any, Sequence, Union
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from stemreg.acquisition.dose import DETECTOR_EFFICIENCY, READ_NOISE_E, apply_dose_noise
 from stemreg.acquisition.pairs import NOISE_KEYS, BenchmarkBin, PairBatch  # noqa: F401 (re-exported)
-from stemreg.acquisition.errors import UnknownConditionError
 from stemreg.acquisition.microscope import degrade_field, normalise_user_image, simulate_field
 from stemreg.acquisition.specimens import SpecimenFamily, family_spacing_pm
 
@@ -337,63 +334,4 @@ def _fmt(x: float) -> str:
     return f"{x:g}"
 
 
-#: The most images per benchmark bin of every condition read (its YAML's ``benchmark_per_bin`` when
-#: lower): fewer for smoke runs (the test suite uses 2). The count is part of the condition's hash,
-#: so the benchmark id changes with it and scores on sets of different sizes are never compared.
-BENCHMARK_PER_BIN_ENV = "STEMREG_BENCHMARK_MAX_PER_BIN"
-
-
-def _benchmark_per_bin_cap() -> int | None:
-    raw = os.environ.get(BENCHMARK_PER_BIN_ENV, "").strip()
-    if not raw:
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= 1000:
-        raise ValueError(f"{BENCHMARK_PER_BIN_ENV}={raw!r}: give a whole number of images per benchmark bin, "
-                         "1 to 1000 (or unset it for each condition's own count)")
-    return value
-
-
-def _read_yaml(path: Path) -> Condition:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"{path}: cannot read the condition YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a condition YAML must be a mapping of keys to values, got {type(data).__name__}")
-    cap = _benchmark_per_bin_cap()
-    own = data.get("benchmark_per_bin", Condition.model_fields["benchmark_per_bin"].default)
-    if cap is not None and isinstance(own, int) and own > cap:  # anything else: the validation says what
-        data = {**data, "benchmark_per_bin": cap}
-    try:
-        return Condition(**data)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'condition'}: {e['msg']}" for e in exc.errors())
-        raise ValueError(f"{path}: invalid condition: {problems}") from exc
-
-
-def list_conditions() -> list[Condition]:
-    """The built-in conditions, sorted by name."""
-    return sorted((_read_yaml(p) for p in CONDITIONS_DIR.glob("*.yaml")), key=lambda c: c.name)
-
-
-def get_condition(name: str) -> Condition:
-    """A built-in condition by name; :class:`UnknownConditionError` lists the known names."""
-    conditions = {c.name: c for c in list_conditions()}
-    if name not in conditions:
-        raise UnknownConditionError(name, conditions)
-    return conditions[name]
-
-
-def load_condition(path_or_name: str | Path) -> Condition:
-    """A built-in condition name, or the path of a condition YAML file."""
-    text = str(path_or_name)
-    path = Path(text)
-    if text.endswith((".yaml", ".yml")) or path.is_file():
-        if not path.is_file():
-            raise ValueError(f"{path}: no such condition file")
-        return _read_yaml(path)
-    return get_condition(text)
+# Reading conditions (one converter for a name, a YAML path or a Condition) lives in condition_files.

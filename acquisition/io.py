@@ -20,6 +20,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from stemreg.acquisition.errors import ImageReadError
+from stemreg.acquisition.limits import READ_MAX_PIXELS, check_pixels, check_tiff
 
 READ_SUFFIXES = {".npy": "npy", ".tif": "tiff", ".tiff": "tiff", ".png": "png", ".dm3": "dm3", ".dm4": "dm4",
                  ".emd": "emd", ".hspy": "hspy", ".hdf5": "hspy"}
@@ -98,7 +99,7 @@ def read_npy_header(stream: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
     return tuple(int(n) for n in shape), bool(fortran), np.dtype(dtype)
 
 
-def _read_npy(path: Path | BinaryIO) -> tuple[np.ndarray, Calibration]:
+def _read_npy(path: Path | BinaryIO, max_pixels: int | None = None) -> tuple[np.ndarray, Calibration]:
     # The header first: its dtype and its size against the bytes present, before numpy allocates.
     with (open(path, "rb") if isinstance(path, Path) else _Rewind(path)) as stream:
         shape, _, dtype = read_npy_header(stream)
@@ -111,6 +112,7 @@ def _read_npy(path: Path | BinaryIO) -> tuple[np.ndarray, Calibration]:
     if any(n < 0 for n in shape):
         raise ImageReadError(path if isinstance(path, Path) else Path("image.npy"),
                              f"declares a negative dimension in shape {list(shape)}: damaged header")
+    check_pixels(shape, path if isinstance(path, Path) else Path("image.npy"), max_pixels)
     needed = int(np.prod(shape, dtype=object)) * dtype.itemsize
     if needed > available:
         raise ImageReadError(path if isinstance(path, Path) else Path("image.npy"),
@@ -127,10 +129,11 @@ def _read_npy(path: Path | BinaryIO) -> tuple[np.ndarray, Calibration]:
     return data, calibration
 
 
-def _read_tiff(path: Path | BinaryIO) -> tuple[np.ndarray, Calibration]:
+def _read_tiff(path: Path | BinaryIO, max_pixels: int | None = None) -> tuple[np.ndarray, Calibration]:
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
+        check_tiff(tif, path if isinstance(path, Path) else Path("image.tiff"), max_pixels)  # before decoding
         data = tif.series[0].asarray()
         if tif.series[0].axes.endswith("S") and data.shape[-1] in (3, 4):
             data = data[..., :3].astype(np.float64).mean(axis=-1)  # a grey image saved as RGB(A), as for PNG
@@ -151,10 +154,12 @@ def _read_tiff(path: Path | BinaryIO) -> tuple[np.ndarray, Calibration]:
     return data, calibration
 
 
-def _read_png(path: Path | BinaryIO) -> tuple[np.ndarray, Calibration]:
+def _read_png(path: Path | BinaryIO, max_pixels: int | None = None) -> tuple[np.ndarray, Calibration]:
     from PIL import Image
 
     with Image.open(path) as im:
+        check_pixels((im.height, im.width), path if isinstance(path, Path) else Path("image.png"),
+                     max_pixels)  # before decoding
         im.load()
         info = dict(im.info)
         data = np.asarray(im)
@@ -216,8 +221,12 @@ def _validate(data: Any, path: Path, allow_stack: bool) -> np.ndarray:
     return data.astype(np.float32, copy=False)  # a float32 body is used as read, not copied
 
 
-def read_image(path: str | Path, *, allow_stack: bool = False) -> ImageWithCalibration:
+def read_image(path: str | Path, *, allow_stack: bool = False,
+               max_pixels: int = READ_MAX_PIXELS) -> ImageWithCalibration:
     """Read one image (or a stack where ``allow_stack``) as float32 with its calibration.
+
+    A .npy, TIFF or PNG declaring more than ``max_pixels`` pixels, or a TIFF whose compressed data
+    inflates beyond its declared shape, is refused before it is decoded (:mod:`stemreg.acquisition.limits`).
 
     Raises
     ------
@@ -231,7 +240,7 @@ def read_image(path: str | Path, *, allow_stack: bool = False) -> ImageWithCalib
         raise ImageReadError(path, "no such file")
     if path.stat().st_size == 0:
         raise ImageReadError(path, "is empty (0 bytes)")
-    return _read(path, path, fmt, allow_stack)
+    return _read(path, path, fmt, allow_stack, max_pixels)
 
 
 _READERS = {"npy": _read_npy, "tiff": _read_tiff, "png": _read_png}
@@ -239,10 +248,11 @@ _READERS = {"npy": _read_npy, "tiff": _read_tiff, "png": _read_png}
 BYTES_FORMATS = tuple(_READERS)
 
 
-def _read(source: Path | BinaryIO, name: Path, fmt: str, allow_stack: bool) -> ImageWithCalibration:
+def _read(source: Path | BinaryIO, name: Path, fmt: str, allow_stack: bool,
+          max_pixels: int | None = None) -> ImageWithCalibration:
     try:
         if fmt in _READERS:
-            data, calibration = _READERS[fmt](source)
+            data, calibration = _READERS[fmt](source, max_pixels)
         else:
             data, calibration = _read_rsciio(source, fmt)
     except ImageReadError:
@@ -256,8 +266,9 @@ def _read(source: Path | BinaryIO, name: Path, fmt: str, allow_stack: bool) -> I
 
 
 def read_image_bytes(body: bytes, fmt: str, *, allow_stack: bool = False,
-                     name: str = "image") -> ImageWithCalibration:
-    """Read an image held in memory (``fmt``: ``npy``, ``tiff`` or ``png``), validated as :func:`read_image` does.
+                     name: str = "image", max_pixels: int = READ_MAX_PIXELS) -> ImageWithCalibration:
+    """Read an image held in memory (``fmt``: ``npy``, ``tiff`` or ``png``), validated as :func:`read_image` does,
+    with the same bounds before decoding (``max_pixels``).
 
     Raises
     ------
@@ -270,7 +281,7 @@ def read_image_bytes(body: bytes, fmt: str, *, allow_stack: bool = False,
         raise ImageReadError(label, f"cannot read {fmt!r} from memory; accepted: {', '.join(BYTES_FORMATS)}")
     if not body:
         raise ImageReadError(label, "is empty (0 bytes)")
-    return _read(io.BytesIO(body), label, fmt, allow_stack)
+    return _read(io.BytesIO(body), label, fmt, allow_stack, max_pixels)
 
 
 # -- writers -----------------------------------------------------------------------------------

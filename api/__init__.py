@@ -124,7 +124,7 @@ def load_model(condition: Any = None, *, alias: str = "champion", model_uri: str
     '3'
     >>> outputs = [stemreg.denoise(f, model=model) for f in files]     # doctest: +SKIP
     """
-    from stemreg.platform.prediction import load_model as _load_model
+    from stemreg.platform.registry.loading import load_model as _load_model
 
     return _load_model(condition, alias=alias, model_uri=model_uri, tracking_uri=tracking_uri,
                        fallback_pretrained=fallback_pretrained)
@@ -161,7 +161,7 @@ def simulate(condition: Any, n: int, *, seed: int = 0, size_px: int | None = Non
     """
     from stemreg.acquisition import load_condition
 
-    cond = load_condition(condition) if not hasattr(condition, "sample_pairs") else condition
+    cond = load_condition(condition)
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
     return cond.sample_pairs(n, size_px=size_px, seed=seed)

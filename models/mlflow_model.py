@@ -6,7 +6,7 @@ No code enters the artifact store: the model directory holds only data,
 ``loader_module``; MLflow imports it and calls :func:`_load_pyfunc` with the
 data directory. Normalisation and tiling live inside
 :meth:`DenoiserModel.predict` (through ``denoise_array``), so
-``mlflow.pyfunc.load_model``, ``mlflow models serve`` and ``stemreg serve``
+MLflow's own pyfunc loader, ``mlflow models serve`` and ``stemreg serve``
 all answer the same array.
 
 Logging, in the platform layer::
@@ -317,5 +317,5 @@ class DenoiserPyfunc(mlflow.pyfunc.PythonModel):
         ``params`` may set ``tile_px``, ``overlap_px`` and ``batch_size``.
         """
         if self.model is None:
-            raise RuntimeError("DenoiserPyfunc has no network: load it through mlflow.pyfunc.load_model")
+            raise RuntimeError("DenoiserPyfunc has no network: load it through stemreg.load_model")
         return denoise_input(self.model, model_input, params)

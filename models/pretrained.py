@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from stemreg.errors import StemregError
 from stemreg.models.architectures import build_model
 
 PRETRAINED_DIR = Path(__file__).with_name("pretrained")
@@ -22,7 +23,7 @@ PRETRAINED_DIR = Path(__file__).with_name("pretrained")
 BASE_NAME = "low-dose-base"
 
 
-class PretrainedMissingError(FileNotFoundError):
+class PretrainedMissingError(StemregError, FileNotFoundError):
     """The package holds no pretrained weights of that name."""
 
 

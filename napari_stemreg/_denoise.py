@@ -1,9 +1,8 @@
 """The one call from napari into stemreg: denoise an array with a condition's registered model.
 
-Kept in one small function so that it can be pointed at the public API
-(`stemreg.denoise`) once that exists; today it takes the same path as
-`stemreg denoise`: resolve the alias in the registry, load that version's
-pyfunc, predict a stack of one.
+It takes the path of `stemreg denoise` and :func:`stemreg.load_model`: resolve the alias in the
+registry, load that version through :mod:`stemreg.platform.registry.loading` (sha256 verified,
+stemreg's own loader only: no code from the artifact store runs in napari), predict.
 """
 from __future__ import annotations
 
@@ -27,16 +26,8 @@ class DenoiseResult:
     version: str
 
 
-_MODELS: dict[tuple[str, str], Any] = {}
-
-
-def _load(tracking_uri: str, model_uri: str) -> Any:
-    import mlflow.pyfunc
-
-    key = (tracking_uri, model_uri)
-    if key not in _MODELS:  # a version's model never changes: load it once per session
-        _MODELS[key] = mlflow.pyfunc.load_model(model_uri)
-    return _MODELS[key]
+#: Loaded versions, by (store, model, version): a version's model never changes, so it loads once a session.
+_MODELS: dict[tuple[str, str, str], Any] = {}
 
 
 def denoise_image(image: np.ndarray, *, condition: str, alias: str = "champion") -> DenoiseResult:
@@ -64,23 +55,25 @@ def denoise_image(image: np.ndarray, *, condition: str, alias: str = "champion")
     stemreg.platform.registry.NotRegisteredError
         No model registered for the condition, or nothing behind the alias.
     """
-    import mlflow
+    from mlflow import MlflowClient
 
     from stemreg.acquisition import load_condition
     from stemreg.platform import registry
+    from stemreg.platform.registry.loading import load_version
     from stemreg.platform.store import tracking_uri
 
     data = np.asarray(image)
-    if data.ndim not in (2, 3) or not np.issubdtype(data.dtype, np.number):
-        raise ValueError(f"expected a 2-D image (H, W) or a stack (N, H, W) of numbers; "
+    if data.ndim not in (2, 3) or not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)):
+        raise ValueError(f"expected a 2-D image (H, W) or a stack (N, H, W) of real numbers; "
                          f"got shape {data.shape}, dtype {data.dtype}")
     data = data.astype(np.float32, copy=False)
     cond = load_condition(condition)
     uri = tracking_uri()  # read only: no experiment is created, nothing is logged
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    version = registry.resolve(cond, alias)
-    model = _load(uri, registry.model_uri(cond, str(version.version)))
-    denoised = np.asarray(model.predict(data[None] if data.ndim == 2 else data), dtype=np.float32)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    version = registry.resolve(cond, alias, client=client)
+    key = (uri, str(version.name), str(version.version))
+    if key not in _MODELS:
+        _MODELS[key] = load_version(client, version, alias=alias)
+    denoised = np.asarray(_MODELS[key].predict(data), dtype=np.float32)
     return DenoiseResult(data=denoised.reshape(data.shape), condition=cond.name, alias=alias,
                          model_name=registry.model_name(cond), version=str(version.version))

@@ -7,7 +7,7 @@ from stemreg_napari._denoise import ALIASES, denoise_image
 
 def condition_names() -> list[str]:
     """The built-in acquisition conditions, by name (see `stemreg conditions`)."""
-    from stemreg.acquisition.conditions import list_conditions
+    from stemreg.acquisition import list_conditions
 
     return [cond.name for cond in list_conditions()]
 

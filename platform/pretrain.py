@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import torch
 
-from stemreg.acquisition.conditions import Condition, load_condition
+from stemreg.acquisition import Condition, ConditionLike, load_condition
 from stemreg.acquisition.stream import FieldPool
 from stemreg.models.architectures import build_model
 from stemreg.models.config import ArchitectureName, architecture
@@ -25,14 +25,15 @@ from stemreg.models.inference import denoise_array
 from stemreg.models.metrics import psnr_batch, ssim_batch
 from stemreg.models.pretrained import BASE_NAME, load_card, load_pretrained, save_pretrained
 from stemreg.models.training import TrainConfig, train
+from stemreg.platform.config import PRETRAIN
 from stemreg.platform.training.runs import git_commit
 
 log = logging.getLogger(__name__)
 
 #: The base's architecture (3.5 MB of float32 weights).
 BASE_ARCHITECTURE: dict[str, Any] = architecture(ArchitectureName.MULTISCALE)
-#: Seeds of the base's training stream and validation set (never the benchmark seed).
-PRETRAIN_SEED, PRETRAIN_VAL_SEED = 101, 102
+#: Seeds of the base's training stream and validation set (never the benchmark seed): platform/config.py.
+PRETRAIN_SEED, PRETRAIN_VAL_SEED = PRETRAIN.seed, PRETRAIN.val_seed
 
 
 def benchmark_by_bin(model: torch.nn.Module, condition: Condition) -> dict[str, Any]:
@@ -49,9 +50,10 @@ def benchmark_by_bin(model: torch.nn.Module, condition: Condition) -> dict[str, 
     return figures
 
 
-def pretrain_base(condition: Condition | str = "low-dose", *, steps: int = 4000, steps_per_epoch: int = 200,
-                  batch_size: int = 16, patch_px: int = 128, lr: float = 2e-3, seed: int = PRETRAIN_SEED,
-                  n_fields: int = 256, n_val: int = 24, architecture: dict[str, Any] | None = None,
+def pretrain_base(condition: ConditionLike = PRETRAIN.condition, *, steps: int = PRETRAIN.steps,
+                  steps_per_epoch: int = PRETRAIN.steps_per_epoch, batch_size: int = PRETRAIN.batch_size,
+                  patch_px: int = PRETRAIN.patch_px, lr: float = PRETRAIN.lr, seed: int = PRETRAIN.seed,
+                  n_fields: int = PRETRAIN.n_fields, n_val: int = PRETRAIN.n_val, architecture: dict[str, Any] | None = None,
                   name: str = BASE_NAME, directory: Path | None = None, threads: int | None = None,
                   from_base: str | None = None, from_directory: Path | None = None,
                   on_epoch: Callable[[int, dict[str, float]], None] | None = None,
@@ -74,7 +76,7 @@ def pretrain_base(condition: Condition | str = "low-dose", *, steps: int = 4000,
         Continue from a pretrained model's weights (its name, and the folder holding it; default
         the package's): its architecture is kept and its card is recorded as the parent.
     """
-    cond = load_condition(condition) if isinstance(condition, str) else condition
+    cond = load_condition(condition)
     commit = git_commit() or "unknown"  # the code that trains, before anything can move HEAD
     if threads:
         torch.set_num_threads(threads)

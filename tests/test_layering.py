@@ -16,8 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Folder -> the import package it installs as (pyproject.toml's package-dir).
 FOLDERS = {"api": "stemreg", "acquisition": "stemreg.acquisition", "models": "stemreg.models",
            "tuning": "stemreg.tuning", "platform": "stemreg.platform"}
-#: Rank of each layer: imports may point to the same or a lower rank only.
-RANK = {"stemreg.acquisition": 0, "stemreg.models": 0, "stemreg.tuning": 1, "stemreg.platform": 2, "stemreg": 3}
+#: Rank of each layer: imports may point to the same or a lower rank only. `stemreg.errors` (api/errors.py)
+#: is the bottom: every layer's errors derive from its base.
+RANK = {"stemreg.errors": -1, "stemreg.acquisition": 0, "stemreg.models": 0, "stemreg.tuning": 1, "stemreg.platform": 2, "stemreg": 3}
 #: Layers of the same rank that must not import each other.
 APART = {("stemreg.acquisition", "stemreg.models"), ("stemreg.models", "stemreg.acquisition")}
 MAX_LINES = 400

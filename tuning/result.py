@@ -5,6 +5,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from stemreg.errors import StemregError
+
 if TYPE_CHECKING:
     import optuna
 
@@ -21,7 +23,7 @@ class Objective(str, enum.Enum):
     QUALITY_LATENCY = "quality-latency"
 
 
-class NoCompletedTrialError(RuntimeError):
+class NoCompletedTrialError(StemregError, RuntimeError):
     """The study has no complete trial yet, so there is no best architecture."""
 
 

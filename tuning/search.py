@@ -25,7 +25,7 @@ from stemreg.tuning.storage import masked_url, open_storage
 
 if TYPE_CHECKING:
     import optuna
-    from stemreg.acquisition import Condition
+    from stemreg.acquisition import Condition, ConditionLike
     from stemreg.tuning.distill import Teacher
 
 log = logging.getLogger(__name__)
@@ -60,14 +60,6 @@ def finished_trials(storage_url: str, study_name: str) -> int:
         return 0
 
 
-def _resolve_condition(condition: "Condition | str") -> "Condition":
-    if isinstance(condition, str):
-        from stemreg.acquisition import load_condition
-
-        return load_condition(condition)
-    return condition
-
-
 def make_study(*, storage_url: str | None, study_name: str, objective: Objective,
                pruner: "optuna.pruners.BasePruner | None" = None,
                sampler: "optuna.samplers.BaseSampler | None" = None,
@@ -99,7 +91,7 @@ def make_study(*, storage_url: str | None, study_name: str, objective: Objective
                          f"{objective.value!r}; pick another --study name ({exc})") from exc
 
 
-def run_study(condition: "Condition | str", *, n_trials: int | None, timeout_s: float | None = None,
+def run_study(condition: "ConditionLike", *, n_trials: int | None, timeout_s: float | None = None,
               storage: str | None = None, study_name: str | None = None,
               objective: Objective | str = Objective.QUALITY, budget: SearchBudget | None = None,
               pruner: "optuna.pruners.BasePruner | None" = None,
@@ -183,7 +175,9 @@ def run_study(condition: "Condition | str", *, n_trials: int | None, timeout_s: 
         raise ValueError(f"timeout_s must be > 0 seconds (got {timeout_s})")
     objective = Objective(objective)
     budget = budget or SearchBudget()
-    condition = _resolve_condition(condition)
+    from stemreg.acquisition import load_condition
+
+    condition = load_condition(condition)
     study_name = study_name or default_study_name(condition)
     from stemreg.tuning.storage import default_storage
 

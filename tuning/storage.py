@@ -13,6 +13,8 @@ import time
 import warnings
 from typing import TYPE_CHECKING
 
+from stemreg.errors import BadInputError
+
 if TYPE_CHECKING:  # optuna is imported lazily: `stemreg --help` must stay fast
     import optuna
     from optuna.storages import RDBStorage
@@ -27,7 +29,7 @@ ACCEPTED_SCHEMES = ("sqlite", "postgresql", "mysql")
 OPEN_ATTEMPTS = 3
 
 
-class StorageError(ValueError):
+class StorageError(BadInputError):
     """A study storage URL that cannot be used; the message says why and what is accepted."""
 
 

@@ -1,10 +1,11 @@
 """What every `stemreg` command shares: the error mapping, condition loading, output helpers, options.
 
 The one place where library errors become exit codes: bad input (a
-:class:`~stemreg.platform.errors.BadInputError`, an unknown condition, an
-unreadable image) exits 2 with click's usage line and the reason; any other
-:class:`~stemreg.platform.errors.StemregError` (a refused promotion, a failed
-search) exits 1 with the reason.
+:class:`~stemreg.errors.BadInputError`: an unknown condition, an unreadable
+image, a bad option) exits 2 with click's usage line and the reason; any other
+:class:`~stemreg.errors.StemregError` (a refused promotion, a failed search, a
+model that will not load) exits 1 with the reason. Every layer's errors derive
+from these two, so the CLI lists none of them.
 """
 from __future__ import annotations
 
@@ -15,15 +16,12 @@ from typing import Any
 
 import click
 
-from stemreg.platform.errors import BadInputError, StemregError
+from stemreg.errors import BadInputError, StemregError
 
 
 def is_bad_input(exc: BaseException) -> bool:
-    """A user's mistake: our `BadInputError`, an unknown condition or an unreadable image."""
-    # acquisition loads numpy, scipy and pydantic: only when an error needs sorting, so --help stays fast
-    from stemreg.acquisition.errors import ImageReadError, UnknownConditionError
-
-    return isinstance(exc, (BadInputError, UnknownConditionError, ImageReadError))
+    """A user's mistake (exit 2): any layer's :class:`~stemreg.errors.BadInputError`."""
+    return isinstance(exc, BadInputError)
 
 
 class StemregCommand(click.Command):
@@ -32,11 +30,9 @@ class StemregCommand(click.Command):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (ValueError, StemregError) as exc:
+        except StemregError as exc:
             if is_bad_input(exc):
                 raise click.UsageError(str(exc), ctx) from None
-            if not isinstance(exc, StemregError):
-                raise
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(1)
 
@@ -46,21 +42,11 @@ command = functools.partial(click.command, cls=StemregCommand)
 
 
 def load_condition(value: str):
-    """The condition a `--condition` names (a built-in name or a YAML file).
+    """The condition a `--condition` names: :func:`stemreg.acquisition.load_condition` (the one
+    converter; its errors are bad input, so an unknown name or a bad YAML exits 2)."""
+    from stemreg.acquisition import load_condition as _load  # numpy, pydantic: not for --help
 
-    Raises
-    ------
-    BadInputError
-        Unknown name (the message lists the known ones), unreadable or invalid YAML.
-    """
-    from stemreg.acquisition import UnknownConditionError, load_condition as _load  # not for --help
-
-    try:
-        return _load(value)
-    except UnknownConditionError as exc:
-        raise BadInputError(str(exc).splitlines()[0]) from None
-    except (OSError, ValueError) as exc:
-        raise BadInputError(f"--condition {value!r}: {str(exc).splitlines()[0]}") from None
+    return _load(value)
 
 
 def emit(data: Any, as_json: bool, text: str) -> None:

@@ -6,34 +6,31 @@ from pathlib import Path
 import click
 
 from stemreg.platform.cli.common import command, condition_option, emit, json_option, load_condition
+from stemreg.platform.config import PRETRAIN  # the defaults' one home
 from stemreg.platform.errors import BadInputError
-
-#: Defaults of the shipped base (see docs/RESULTS.md for the run that made it).
-DEFAULT_STEPS = 4000
-DEFAULT_SEED = 101
-
 
 @command("pretrain")
 @condition_option
-@click.option("--steps", type=click.IntRange(min=1), default=DEFAULT_STEPS, show_default=True,
-              help="Optimiser steps (batches of 16 patches of 128 px, fresh noise every patch).")
-@click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True,
+@click.option("--steps", type=click.IntRange(min=1), default=PRETRAIN.steps, show_default=True,
+              help=f"Optimiser steps (batches of {PRETRAIN.batch_size} patches of {PRETRAIN.patch_px} px, fresh noise "
+                   "every patch).")
+@click.option("--seed", type=int, default=PRETRAIN.seed, show_default=True,
               help="Seeds the data stream, the initial weights and the patch order.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True,
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=PRETRAIN.lr, show_default=True,
               help="Peak learning rate (AdamW, 5 % warm-up, cosine decay).")
 @click.option("--from-base", default=None, metavar="NAME",
               help="Continue from a pretrained model in --base-dir (default the package's) instead of from "
                    "scratch; its card is recorded as the parent.")
 @click.option("--base-dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
               help="Folder holding the --from-base model [default: the package's models/pretrained/].")
-@click.option("--name", default="low-dose-base", show_default=True, help="Name of the files written.")
+@click.option("--name", default=None, help="Name of the files written.  [default: the shipped base's, low-dose-base]")
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
               help="torch CPU threads (0: torch's default).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where to write <name>.pth and <name>.json [default: the package's models/pretrained/].")
 @json_option
 def pretrain_command(condition_name: str, steps: int, seed: int, lr: float, from_base: str | None,
-                     base_dir: Path | None, name: str, threads: int, out_dir: Path | None, as_json: bool) -> None:
+                     base_dir: Path | None, name: str | None, threads: int, out_dir: Path | None, as_json: bool) -> None:
     """Train the pretrained base over the condition's whole range and write its weights and card.
 
     The base is what `stemreg denoise` uses before anything is registered, and
@@ -58,7 +55,7 @@ def pretrain_command(condition_name: str, steps: int, seed: int, lr: float, from
 
     try:
         card = pretrain_base(cond, steps=steps, seed=seed, lr=lr, threads=threads or None, directory=out_dir,
-                             name=name, from_base=from_base, from_directory=base_dir, on_epoch=show,
+                             **({"name": name} if name else {}), from_base=from_base, from_directory=base_dir, on_epoch=show,
                              progress=not as_json)
     except PretrainedMissingError as exc:
         raise BadInputError(f"--from-base: {exc}") from None

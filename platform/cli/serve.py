@@ -6,34 +6,31 @@ import sys
 import click
 
 from stemreg.platform.cli.common import command
-
-# Mirrors stemreg.platform.serving's defaults; kept here so `stemreg --help` needs no numpy.
-_DEFAULT_MAX_PIXELS = 4096 * 4096
-_DEFAULT_POLL_SECONDS = 30.0
+from stemreg.platform.config import SERVE  # the defaults' one home; light, so --help needs no numpy
 
 
 @command("serve")
 @click.option("--condition", required=True, metavar="NAME",
               help="Acquisition condition whose model to serve (model stem-denoiser-NAME).")
-@click.option("--alias", default="champion", show_default=True,
+@click.option("--alias", default=SERVE.alias, show_default=True,
               help="Registry alias to serve and follow (champion, challenger, ...).")
-@click.option("--host", default="127.0.0.1", show_default=True,
+@click.option("--host", default=SERVE.host, show_default=True,
               help="Address to bind. The server has no authentication: widen with care.")
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
+@click.option("--port", default=SERVE.port, show_default=True, type=click.IntRange(0, 65535),
               help="TCP port (0 picks a free one).")
-@click.option("--max-pixels", default=_DEFAULT_MAX_PIXELS, show_default=True,
+@click.option("--max-pixels", default=SERVE.max_pixels, show_default=True,
               type=click.IntRange(min=1), metavar="N",
               help="Largest request, in pixels (N x H x W); larger ones get 413.")
-@click.option("--poll-seconds", default=_DEFAULT_POLL_SECONDS, show_default=True,
+@click.option("--poll-seconds", default=SERVE.poll_seconds, show_default=True,
               type=click.FloatRange(min=0), metavar="S",
               help="How often to re-read the alias and load a moved version (0: only on POST /reload).")
 @click.option("--max-work", default=None, type=click.IntRange(min=1), metavar="N",
               help="Most work one request may ask for, in pixel-steps (tiles x padded tile area x "
                    "stack count, plus 65536 per forward pass); larger ones get 413. "
                    "Default: 2 x --max-pixels + 64 passes.")
-@click.option("--workers", default=32, show_default=True, type=click.IntRange(1, 1024), metavar="N",
-              help="Connections served at once (one thread each); 64 more may wait, the rest get 503.")
-@click.option("--batch-images", default=16, show_default=True, type=click.IntRange(1, 256), metavar="N",
+@click.option("--workers", default=SERVE.workers, show_default=True, type=click.IntRange(1, 1024), metavar="N",
+              help=f"Connections served at once (one thread each); {SERVE.queued} more may wait, the rest get 503.")
+@click.option("--batch-images", default=SERVE.batch_images, show_default=True, type=click.IntRange(1, 256), metavar="N",
               help="Most images of concurrent same-size requests run in one forward call (1: no batching).")
 @click.option("--threads", default=None, type=click.IntRange(1, 1024), metavar="N",
               help="CPU threads for inference.  [default: the cores this process may use]")

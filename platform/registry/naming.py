@@ -38,11 +38,9 @@ class PromotionRefused(RegistryError):
     """Promotion refused: the candidate does not beat the champion."""
 
 
-def as_condition(condition: Any):
-    """A `Condition` from a name, a YAML path or a `Condition` (unknown names raise `UnknownConditionError`)."""
-    if isinstance(condition, str):
-        return load_condition(condition)
-    return condition
+#: A `Condition` from a name, a YAML path or a `Condition`: the one converter,
+#: :func:`stemreg.acquisition.load_condition`, under the name registry code has long used.
+as_condition = load_condition
 
 
 def benchmark_id(condition: Any) -> str:

@@ -11,13 +11,13 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from stemreg.models.prediction import ModelLoadError, predict_fn
+from stemreg.models.prediction import predict_fn
 from stemreg.platform.errors import BadInputError
 from stemreg.platform.registry.benchmark import score_version
 from stemreg.platform.registry.card import refresh_cards
 from stemreg.platform.registry.history import (ChampionChange, alias_version, set_champion, champion_lock,
                                                current_user)
-from stemreg.platform.registry.loading import check_runs
+from stemreg.platform.registry.loading import ModelLoadError, check_runs
 from stemreg.platform.registry.naming import (CHALLENGER, CHAMPION, HISTORY_TAG, PromotionRefused,
                                               RegistryError, as_condition, benchmark_of, model_name)
 from stemreg.platform.registry.versions import resolve

@@ -17,6 +17,7 @@ import numpy as np
 from mlflow.exceptions import MlflowException
 
 from stemreg.models.mlflow_model import PASS_COST_PX, resolve_params
+from stemreg.platform.config import SERVE
 from stemreg.platform.prediction import sampling_warning
 from stemreg.platform.errors import BadInputError, StemregError
 from stemreg.platform.serving.http_io import (_RESPONSE_TYPES, ACCEPTED_JSON, JSON_INPUT_KEYS,
@@ -26,18 +27,11 @@ from stemreg.platform.serving.json_io import holds_booleans, parse_inputs, parse
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8080
-#: 4096 x 4096 pixels: a large STEM frame, well within memory for the tiled model.
-DEFAULT_MAX_PIXELS = 4096 * 4096
-DEFAULT_POLL_SECONDS = 30.0
-#: Connections served at once (one thread each) and connections waiting for a thread; more get 503.
-DEFAULT_WORKERS = 32
-DEFAULT_QUEUED = 64
-#: Seconds a connection may stay silent (idle keep-alive, or a body that stops arriving).
-DEFAULT_SOCKET_TIMEOUT_S = 10.0
-#: Seconds a whole body may take to arrive, plus one per MB.
-DEFAULT_BODY_TIMEOUT_S = 30.0
+# The defaults live in one typed home (platform/config.py, SERVE); these names are kept for their importers.
+DEFAULT_HOST, DEFAULT_PORT, DEFAULT_MAX_PIXELS, DEFAULT_POLL_SECONDS = (SERVE.host, SERVE.port, SERVE.max_pixels,
+                                                                        SERVE.poll_seconds)
+DEFAULT_WORKERS, DEFAULT_QUEUED = SERVE.workers, SERVE.queued
+DEFAULT_SOCKET_TIMEOUT_S, DEFAULT_BODY_TIMEOUT_S = SERVE.socket_timeout_s, SERVE.body_timeout_s
 #: JSON inputs are at most 3 lists deep (a stack of rows of numbers).
 _MAX_INPUT_DEPTH = 3
 

@@ -17,6 +17,7 @@ from mlflow import MlflowClient
 
 from stemreg.models.mlflow_model import check_work
 from stemreg.models.prediction import network_of, predict, request_options, takes_stacks_only
+from stemreg.platform.config import SERVE
 from stemreg.platform.errors import BadInputError
 from stemreg.platform.prediction import load_version
 from stemreg.platform.registry import CHAMPION, benchmark_of, model_name, resolve
@@ -147,7 +148,7 @@ class ModelHolder:
     """
 
     def __init__(self, condition: str, alias: str = DEFAULT_ALIAS, *, tracking_uri: str | None = None,
-                 loader: Callable[[str], Any] | None = None, batch_images: int = 16,
+                 loader: Callable[[str], Any] | None = None, batch_images: int = SERVE.batch_images,
                  parallel: int = 1) -> None:
         if not condition or not condition.strip():
             raise BadInputError("--condition is empty; give a condition name such as low-dose")

@@ -263,7 +263,7 @@ def decode_image(body: bytes, fmt: str, *, max_pixels: int) -> ImageWithCalibrat
     if pixels is not None:  # float32 pixels used where they arrived: no copy
         return ImageWithCalibration(pixels, Calibration(), "npy")
     try:
-        image = read_image_bytes(body, fmt, allow_stack=True, name="request")
+        image = read_image_bytes(body, fmt, allow_stack=True, name="request", max_pixels=max_pixels)
     except ImageReadError as exc:
         raise RequestError(400, f"could not read the {fmt} image: {exc.problem}", ACCEPTED_IMAGE) from exc
     check_size(image.data.shape, max_pixels=max_pixels)

@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from http.server import HTTPServer
 from typing import Any, Callable
 
+from stemreg.platform.config import SERVE
 from stemreg.platform.errors import BadInputError
 from stemreg.platform.serving.handler import (DEFAULT_BODY_TIMEOUT_S, DEFAULT_HOST, DEFAULT_MAX_PIXELS,
                                               DEFAULT_POLL_SECONDS, DEFAULT_PORT, DEFAULT_QUEUED,
@@ -249,7 +250,7 @@ class DenoiserHTTPServer(HTTPServer):
 def make_server(condition: str, *, alias: str = DEFAULT_ALIAS, host: str = DEFAULT_HOST,
                 port: int = DEFAULT_PORT, max_pixels: int = DEFAULT_MAX_PIXELS,
                 poll_seconds: float = DEFAULT_POLL_SECONDS, tracking_uri: str | None = None,
-                loader: Callable[[str], Any] | None = None, batch_images: int = 16, parallel: int = 1,
+                loader: Callable[[str], Any] | None = None, batch_images: int = SERVE.batch_images, parallel: int = 1,
                 **options: Any) -> DenoiserHTTPServer:
     """Check that `condition@alias` exists, then bind a server for it (model not loaded yet).
 

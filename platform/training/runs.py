@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import mlflow.artifacts
-from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
 from stemreg.acquisition.stream import FieldPool, targets_tags
@@ -28,10 +26,11 @@ from stemreg.models.architectures import architecture_of, build_model
 from stemreg.models.config import ArchitectureName, architecture, training_seeds
 from stemreg.models.flops import flops_per_pixel
 from stemreg.models.inference import denoise_array
-from stemreg.models.mlflow_model import ARCHITECTURE_FILE, WEIGHTS_FILE, load_denoiser
+from stemreg.models.mlflow_model import ARCHITECTURE_FILE, WEIGHTS_FILE
 from stemreg.models.training import TrainConfig, train
-from stemreg.platform.errors import BadInputError
+from stemreg.platform.errors import BadInputError, StemregError
 from stemreg.platform.evaluation.figures import comparison_panel
+from stemreg.platform.registry.loading import ModelLoadError, NotRegisteredError, open_network
 from stemreg.platform.registry import (artifact_digests, as_condition, assign_initial_alias, model_name,
                                        register_version, run_metrics, score_model, score_version)
 from stemreg.platform.store import configure
@@ -102,17 +101,16 @@ def load_parent(model_uri: str, arch: dict[str, Any] | None):
     ------
     BadInputError
         The URI does not resolve, or the parent's architecture differs from `arch`.
+    StemregError
+        The model cannot be loaded (a sha256 mismatch, a foreign loader, truncated weights): one line.
     """
 
-    try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
-    except (MlflowException, OSError) as exc:
-        raise BadInputError(f"--from {model_uri}: cannot load that model ({str(exc).splitlines()[0]})") from None
-    weights = sorted(local.rglob(WEIGHTS_FILE))
-    architecture_file = sorted(local.rglob(ARCHITECTURE_FILE))
-    if not weights or not architecture_file:
-        raise BadInputError(f"--from {model_uri}: not a stemreg denoiser (no {WEIGHTS_FILE} / {ARCHITECTURE_FILE})")
-    network = load_denoiser(weights[0], architecture_file[0], device="cpu")
+    try:  # the one verified path: sha256 of a registered version, stemreg's own loader only
+        network = open_network(model_uri)
+    except NotRegisteredError as exc:
+        raise BadInputError(f"--from {model_uri}: {exc}") from None
+    except ModelLoadError as exc:
+        raise StemregError(f"--from {model_uri}: that model cannot be loaded: {exc}") from None
     network.train()
 
     parent_arch = architecture_of(network)

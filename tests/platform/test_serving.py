@@ -187,7 +187,7 @@ def test_health_ping_and_model_describe_the_champion(url, store):
 
 
 def test_health_is_503_until_the_model_is_loaded(store, champion_v1):
-    from stemreg.models.prediction import load_pyfunc as _load_pyfunc
+    from stemreg.platform.registry.loading import load_pyfunc as _load_pyfunc
     from stemreg.platform.serving import make_server
 
     gate = threading.Event()

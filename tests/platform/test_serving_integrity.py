@@ -78,7 +78,8 @@ def test_an_old_models_from_code_model_loads_without_running_its_stored_code(tmp
 
     from stemreg.models.architectures import build_model
     from stemreg.models.mlflow_model import model_signature, save_artifacts
-    from stemreg.models.prediction import load_pyfunc, predict
+    from stemreg.models.prediction import predict
+    from stemreg.platform.registry.loading import load_pyfunc
 
     monkeypatch.chdir(tmp_path)
     marker = tmp_path / "code-ran"

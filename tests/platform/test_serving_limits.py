@@ -207,7 +207,8 @@ def test_idle_connections_are_bounded_by_the_pool_and_answered_503(url, server):
 # --------------------------------------------------------------------------- dynamic batching
 
 def test_concurrent_requests_share_forward_calls_and_get_their_own_answers(store):
-    from stemreg.models.prediction import load_pyfunc, predict
+    from stemreg.models.prediction import predict
+    from stemreg.platform.registry.loading import load_pyfunc
     from stemreg.platform.serving import make_server
 
     calls = []

@@ -1,0 +1,97 @@
+"""Readers bound their memory before decoding (acquisition/limits.py): declared shapes above a pixel
+cap, and TIFF strips that inflate beyond their declared shape, are refused; honest files still read."""
+from __future__ import annotations
+
+import io
+import resource
+import struct
+import zlib
+
+import numpy as np
+import pytest
+
+
+def tiff_bomb(inflated_bytes: int, side_px: int = 64) -> bytes:
+    """A TIFF declaring ``side_px`` x ``side_px`` uint8 pixels in one deflate strip that inflates to
+    ``inflated_bytes`` (zeros compress about 1000:1)."""
+    comp = zlib.compressobj(9)
+    strip = b"".join(comp.compress(b"\0" * (1 << 20)) for _ in range(inflated_bytes >> 20)) + comp.flush()
+    return tiff_with_strip(strip, 8, side_px)
+
+
+def tiff_with_strip(strip: bytes, compression: int, side_px: int) -> bytes:
+    """A little-endian TIFF of ``side_px`` x ``side_px`` uint8 pixels held in one ``strip`` as given."""
+    entries = [(256, side_px), (257, side_px), (258, 8), (259, compression), (262, 1), (273, None), (277, 1),
+               (278, side_px), (279, len(strip))]
+    data_offset = 8 + 2 + 12 * len(entries) + 4
+    ifd = struct.pack("<H", len(entries))
+    for tag, value in entries:
+        if tag in (273, 279):  # LONG: strip offset and byte count
+            ifd += struct.pack("<HHII", tag, 4, 1, data_offset if value is None else value)
+        else:
+            ifd += struct.pack("<HHIHH", tag, 3, 1, value, 0)
+    return b"II*\x00" + struct.pack("<I", 8) + ifd + b"\0\0\0\0" + strip
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def test_a_tiff_strip_inflating_beyond_its_declared_shape_is_refused_before_decoding(tmp_path):
+    from stemreg.acquisition import ImageReadError
+    from stemreg.acquisition.io import read_image, read_image_bytes
+
+    bomb = tiff_bomb(64 << 20)  # 64 x 64 declared (4 KiB), 64 MiB inflated; 65 KB on disk
+    path = tmp_path / "bomb.tif"
+    path.write_bytes(bomb)
+    before = _peak_mb()
+    for read in (lambda: read_image(path), lambda: read_image_bytes(bomb, "tiff")):
+        with pytest.raises(ImageReadError, match="decompression bomb"):  # was read: 64 MiB inflated
+            read()
+    # the check inflates at most one strip's declared size; tifffile alone inflated the whole strip
+    assert _peak_mb() - before < 48
+
+
+def test_declared_shapes_above_the_cap_are_refused_for_every_format(tmp_path):
+    from PIL import Image
+
+    from stemreg.acquisition import ImageReadError
+    from stemreg.acquisition.io import read_image, read_image_bytes
+
+    image = np.arange(64 * 64, dtype=np.float32).reshape(64, 64)
+    png = io.BytesIO()
+    Image.fromarray(image.astype(np.uint16)).save(png, format="PNG")
+    npy = io.BytesIO()
+    np.save(npy, image)
+    tif = tmp_path / "a.tif"
+    import tifffile
+    tifffile.imwrite(tif, image)
+    for body, fmt in ((png.getvalue(), "png"), (npy.getvalue(), "npy"), (tif.read_bytes(), "tiff")):
+        assert read_image_bytes(body, fmt, max_pixels=64 * 64).data.shape == (64, 64)
+        with pytest.raises(ImageReadError, match="4096 pixels, more than the cap of 4095"):
+            read_image_bytes(body, fmt, max_pixels=64 * 64 - 1)
+    with pytest.raises(ImageReadError, match="more than the cap"):
+        read_image(tif, max_pixels=100)
+
+
+@pytest.mark.parametrize("options", [{"compression": "zlib"}, {"compression": "lzma"},
+                                     {"compression": "zlib", "tile": (16, 16)}])
+def test_honest_compressed_tiffs_still_read(tmp_path, options):
+    import tifffile
+
+    from stemreg.acquisition.io import read_image
+
+    image = np.random.default_rng(0).random((3, 40, 48)).astype(np.float32)
+    path = tmp_path / "ok.tif"
+    tifffile.imwrite(path, image, photometric="minisblack", **options)
+    np.testing.assert_array_equal(read_image(path, allow_stack=True).data, image)
+
+
+def test_an_unboundable_tiff_compression_is_refused_by_name(tmp_path):
+    from stemreg.acquisition import ImageReadError
+    from stemreg.acquisition.io import read_image
+
+    path = tmp_path / "packbits.tif"
+    path.write_bytes(tiff_with_strip(b"\x81\x00" * 2, 32773, 16))  # 2 runs of 128 zeros
+    with pytest.raises(ImageReadError, match="PACKBITS, which is not read .accepted: none, deflate/zip, lzma"):
+        read_image(path)
