@@ -42,6 +42,11 @@ SEED_DEFAULT_PARAMS: dict[str, Any] = DEFAULT_SEARCH_PARAMS
 #: under the receptive-field rule enqueues it first (the seed's 17-px net is pruned by that rule).
 BASE_SHAPE_PARAMS: dict[str, Any] = {"levels": 4, "base_width": 12, "growth": 2.0, "kernel_size": 3,
                                      "unshuffle": 2, "convs_per_level": 2, "dilation": 1, "lr": 1e-3}
+#: A student ~3x faster than the base (3 levels after an unshuffle by 4, widths 32-64-128, ~14 kFLOP/px)
+#: whose receptive field still spans two unit cells at the finest sampling: a distillation search tries
+#: it first, so even a one-trial search weighs a fast student that the receptive-field rule admits.
+FAST_STUDENT_PARAMS: dict[str, Any] = {"levels": 3, "base_width": 8, "growth": 2.0, "kernel_size": 3,
+                                       "unshuffle": 4, "convs_per_level": 2, "dilation": 1, "lr": 2e-3}
 #: The parameters of each member: the plain net (levels 1) and the multi-scale one.
 PLAIN_KEYS = ("levels", "depth", "base_width", "growth", "kernel_size", "lr")
 SCALED_KEYS = ("levels", "base_width", "growth", "kernel_size", "unshuffle", "convs_per_level", "dilation", "lr")
@@ -150,6 +155,48 @@ def first_point(condition: Any, min_receptive_cells: float | None) -> dict[str, 
     if rule_admits(architecture_of_params(SEED_DEFAULT_PARAMS), condition, min_receptive_cells):
         return dict(SEED_DEFAULT_PARAMS)
     return dict(BASE_SHAPE_PARAMS)
+
+
+def params_of_architecture(arch: dict[str, Any], lr: float) -> dict[str, Any] | None:
+    """The point of the space that builds ``arch`` (with learning rate ``lr``), or None when it is none."""
+    widths = list(arch.get("widths") or [])
+    if len(widths) < 2 or arch.get("kind", "reverse-hourglass") != "reverse-hourglass":
+        return None
+    growth = widths[1] / widths[0]
+    if arch.get("levels", 1) == 1 and arch.get("unshuffle", 1) == 1:
+        params = {"levels": 1, "depth": arch.get("depth", len(widths) + 1), "base_width": widths[0],
+                  "growth": growth, "kernel_size": arch.get("kernel_size", 3), "lr": lr}
+    else:
+        unshuffle = arch.get("unshuffle", 1)
+        params = {"levels": len(widths), "base_width": widths[0] // unshuffle, "growth": growth,
+                  "kernel_size": arch.get("kernel_size", 3), "unshuffle": unshuffle,
+                  "convs_per_level": arch.get("convs_per_level", 2), "dilation": arch.get("dilation", 1), "lr": lr}
+    on_grid = (params["base_width"] in BASE_WIDTHS and params["kernel_size"] in KERNEL_SIZES
+               and GROWTH_RANGE[0] <= growth <= GROWTH_RANGE[1] and (growth / GROWTH_STEP).is_integer()
+               and (params["levels"] in LEVELS) and DEPTH_RANGE[0] <= params.get("depth", DEPTH_RANGE[0]) <= DEPTH_RANGE[1]
+               and params.get("unshuffle", 1) in UNSHUFFLES and params.get("convs_per_level", 1) in CONVS_PER_LEVEL
+               and params.get("dilation", 1) in DILATIONS)
+    if not on_grid:
+        return None
+    try:
+        built = architecture_of_params(params)
+    except (ValueError, KeyError):
+        return None
+    same = {k: v for k, v in arch.items() if k != "residual"} == built
+    return space_params(params) if same else None
+
+
+def distill_points(condition: Any, min_receptive_cells: float | None,
+                   teacher_architecture: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """What a distillation search tries first: the fast student the rule admits, then the teacher's own
+    shape when it is a point of the space (a warm start from the teacher's weights)."""
+    points = [dict(FAST_STUDENT_PARAMS)] if rule_admits(architecture_of_params(FAST_STUDENT_PARAMS), condition,
+                                                         min_receptive_cells) else [first_point(condition,
+                                                                                                min_receptive_cells)]
+    teacher = params_of_architecture(teacher_architecture, lr=2e-4) if teacher_architecture else None
+    if teacher is not None and rule_admits(teacher_architecture, condition, min_receptive_cells):
+        points.append(teacher)
+    return points
 
 
 def describe_architecture(arch: dict[str, Any]) -> str:

@@ -114,7 +114,8 @@ def register_front(condition: Any, result: Any, *, progress: bool = False) -> di
     if result.quality_trial is None:
         out["notes"].append("no complete student: nothing to register")
         return out
-    out["challenger"] = register_student(cond, result, result.quality_trial, alias_policy="challenger",
+    # `auto`: challenger beside a champion; the champion itself where the condition has none yet.
+    out["challenger"] = register_student(cond, result, result.quality_trial, alias_policy="auto",
                                          role="best-quality student", progress=progress)
     if result.fast_trial is None:
         out["notes"].append(f"no student within {PSNR_TOLERANCE_DB} dB of the teacher on the benchmark slice: "

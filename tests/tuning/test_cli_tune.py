@@ -21,7 +21,8 @@ CONDITION = "low-dose"
 #: Seconds per trial stay well under one on one core.
 # Seconds per trial: 16-px patches cannot hold the unit cells the receptive-field rule asks for, so it is off.
 TINY_ARGS = ["--epochs", "1", "--steps", "2", "--n-train", "2", "--n-val", "1", "--image-px", "32",
-             "--patch-px", "16", "--batch-size", "2", "--no-register", "--no-progress", "--min-receptive-cells", "0"]
+             "--patch-px", "16", "--batch-size", "2", "--no-register", "--no-progress", "--min-receptive-cells", "0",
+             "--no-distill"]
 
 
 def _tune_process(*args: str, env: dict[str, str]) -> subprocess.Popen:
@@ -139,20 +140,25 @@ def test_tune_registers_the_best_as_challenger(mlflow_store, tmp_path):
     assert float(run.data.params["train.lr"]) == pytest.approx(study["best_lr"])
 
 
-def test_three_tiny_trials_under_the_receptive_field_rule_register_a_multiscale_best(mlflow_store, tmp_path):
-    # The rule (2 unit cells at the finest sampling) is on: the point tried first must pass it, and
-    # the summary must describe a multi-scale best (it used to die on KeyError 'depth').
+def test_three_tiny_distilled_trials_under_the_receptive_field_rule_register_a_multiscale_student(mlflow_store,
+                                                                                                     tmp_path):
+    # Nothing registered: the students learn from the shipped pretrained base. The receptive-field rule
+    # (2 unit cells at the finest sampling) is on, and the points tried first must pass it; the summary
+    # must describe multi-scale members (it used to die on KeyError 'depth').
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    args = [a for a in TINY_ARGS if a not in ("--no-register", "--min-receptive-cells", "0")]
-    result = CliRunner().invoke(main, ["tune", "--condition", CONDITION, "--trials", "3", "--storage", storage,
-                                       "--retrain-epochs", "1", *args])
+    args = [a for a in TINY_ARGS if a not in ("--no-register", "--min-receptive-cells", "0", "--no-distill")]
+    result = CliRunner().invoke(main, ["tune", "--condition", CONDITION, "--trials", "3", "--storage", storage, *args])
     assert result.exit_code == 0, result.output
     out = result.stdout
-    assert "best trial #0 (*)" in out and "4 levels, widths 24-48-96-128" in out
     assert "PSNR dB  ms/Mpx  kFLOP/px  field px" in out
-    assert "registered models:/stem-denoiser-low-dose/" in out
+    assert "3 levels, widths 32-64-128" in out and "4 levels, widths 24-48-96-128" in out
+    assert "teacher pretrained:low-dose-base" in out
+    assert "registered models:/stem-denoiser-low-dose/1" in out
     study = optuna.load_study(study_name=optuna.get_all_study_names(storage)[0], storage=storage)
-    assert study.trials[0].state == TrialState.COMPLETE and study.trials[0].params["levels"] == 4
+    assert [t.state for t in study.trials[:2]] == [TrialState.COMPLETE, TrialState.COMPLETE]
+    assert len(study.trials[0].values) == 2  # benchmark PSNR and ms per megapixel
+    version = MlflowClient(mlflow_store).get_model_version("stem-denoiser-low-dose", "1")
+    assert version.tags["teacher"] == "pretrained:low-dose-base" and version.tags["student.role"]
 
 
 def test_unresolvable_base_model_is_refused_before_the_search(mlflow_store, tmp_path):
