@@ -7,7 +7,7 @@ teacher, are scored on the condition's whole frozen benchmark (PSNR mean over bi
 megapixel by the same scorer (one thread each).
 
     python benchmarks/bench_distill.py [--condition low-dose] [--steps 400] [--student JSON]
-        [--teacher-weight 0.5 ...] [--threads 1] [--json]
+        [--teacher-weight 0.5 ...] [--per-bin N] [--threads 1] [--json]
 
 The teacher is the shipped pretrained base (the condition's champion with nothing registered).
 """
@@ -33,6 +33,8 @@ def main() -> None:
     parser.add_argument("--teacher-weight", type=float, nargs="+", default=[0.5])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--per-bin", type=int, default=None,
+                        help="benchmark images per bin to score on (default: all of them)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -47,7 +49,7 @@ def main() -> None:
     from stemreg.tuning.latency import ms_per_mpx
 
     condition = load_condition(args.condition)
-    bench = BenchSlice.of(condition, condition.benchmark_per_bin)  # the whole benchmark
+    bench = BenchSlice.of(condition, args.per_bin or condition.benchmark_per_bin)  # default: the whole benchmark
     teacher, card = load_pretrained()
     arch = json.loads(args.student)
     report = {"condition": condition.name, "n_images": len(bench.bins), "steps": args.steps,
@@ -77,7 +79,7 @@ def main() -> None:
         print(json.dumps(report, indent=2))
         return
     t = report["teacher"]
-    print(f"{condition.name}: whole benchmark ({report['n_images']} images, PSNR mean over bins); "
+    print(f"{condition.name}: benchmark, {report['n_images']} images (PSNR mean over bins); "
           f"{args.steps} steps of {args.batch_size} x {args.patch_px} px; {args.threads} thread(s)")
     print(f"teacher {t['name']}: {t['psnr']:.2f} dB, {t['ms_per_mpx']:.0f} ms/Mpx, {t['kflop_per_px']:.1f} kFLOP/px")
     scratch = report["students"][0]

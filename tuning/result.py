@@ -63,7 +63,8 @@ class StudyResult:
         The complete trial of highest PSNR (the ``challenger`` of a distillation search).
     fast_trial : int or None
         The fastest complete trial within :data:`PSNR_TOLERANCE_DB` of the teacher (distillation
-        search with latency measured; the ``fast`` alias), None when no student comes that close.
+        search with latency measured; the ``fast`` alias), a warm-started copy of the teacher's shape
+        excepted; None when no other student comes that close.
     """
 
     best_params: dict[str, Any]
@@ -122,7 +123,9 @@ def study_result(study: "optuna.Study", objective: Objective, **common: Any) -> 
     fast = None
     teacher_psnr = common.get("teacher_psnr")
     if teacher_psnr is not None:
-        close = [r for r in done if r["val_psnr"] >= teacher_psnr - PSNR_TOLERANCE_DB and r["ms_per_mpx"] is not None]
+        # A warm-started student has the teacher's own shape: a copy of the champion, not a faster model.
+        close = [r for r in done if r["val_psnr"] >= teacher_psnr - PSNR_TOLERANCE_DB and r["ms_per_mpx"] is not None
+                 and not r["warm_start"]]
         fast = min(close, key=lambda r: r["ms_per_mpx"])["trial"] if close else None
     return StudyResult(
         trials=rows, quality_trial=quality, fast_trial=fast,
@@ -144,5 +147,6 @@ def trial_rows(study: "optuna.Study") -> list[dict[str, Any]]:
                      "kflop_per_px": round(flops / 1e3, 1) if flops is not None else None,
                      "receptive_field_px": t.user_attrs.get("receptive_field_px"),
                      "architecture": t.user_attrs.get("architecture"),
-                     "run_id": t.user_attrs.get("mlflow_run_id")})
+                     "run_id": t.user_attrs.get("mlflow_run_id"),
+                     "warm_start": bool(t.user_attrs.get("warm_start", False))})
     return rows

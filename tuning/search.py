@@ -303,6 +303,7 @@ class _TrialObjective:
             from stemreg.tuning.distill import warm_start
 
             warm = warm_start(model, self.teacher)  # a student of the teacher's own shape starts from it
+        trial.set_user_attr("warm_start", warm)
         lr = suggest_lr(trial)
         flops = flops_per_pixel(model)
         radius = int(model.receptive_radius_px)
