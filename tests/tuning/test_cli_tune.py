@@ -146,18 +146,23 @@ def test_three_tiny_distilled_trials_under_the_receptive_field_rule_register_a_m
     # (2 unit cells at the finest sampling) is on, and the points tried first must pass it; the summary
     # must describe multi-scale members (it used to die on KeyError 'depth').
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    # low-dose's physics with a benchmark of 3 small images, so that registering a student costs little
+    condition = tmp_path / "tiny-bench.yaml"
+    condition.write_text("name: tiny-bench\nimage_size_px: 64\nbenchmark_spacings_px: [8, 16]\n"
+                         "benchmark_doses: [1.0]\nbenchmark_per_bin: 1\n")
     args = [a for a in TINY_ARGS if a not in ("--no-register", "--min-receptive-cells", "0", "--no-distill")]
-    result = CliRunner().invoke(main, ["tune", "--condition", CONDITION, "--trials", "3", "--storage", storage, *args])
+    result = CliRunner().invoke(main, ["tune", "--condition", str(condition), "--trials", "3", "--storage", storage,
+                                       *args])
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "PSNR dB  ms/Mpx  kFLOP/px  field px" in out
     assert "3 levels, widths 32-64-128" in out and "4 levels, widths 24-48-96-128" in out
     assert "teacher pretrained:low-dose-base" in out
-    assert "registered models:/stem-denoiser-low-dose/1" in out
+    assert "registered models:/stem-denoiser-tiny-bench/1" in out
     study = optuna.load_study(study_name=optuna.get_all_study_names(storage)[0], storage=storage)
     assert [t.state for t in study.trials[:2]] == [TrialState.COMPLETE, TrialState.COMPLETE]
     assert len(study.trials[0].values) == 2  # benchmark PSNR and ms per megapixel
-    version = MlflowClient(mlflow_store).get_model_version("stem-denoiser-low-dose", "1")
+    version = MlflowClient(mlflow_store).get_model_version("stem-denoiser-tiny-bench", "1")
     assert version.tags["teacher"] == "pretrained:low-dose-base" and version.tags["student.role"]
 
 
