@@ -14,11 +14,14 @@ from pathlib import Path
 from typing import Any, Sequence, Union
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from stemreg.acquisition.dose import DETECTOR_EFFICIENCY, READ_NOISE_E, apply_dose_noise
-from stemreg.acquisition.pairs import NOISE_KEYS, BenchmarkBin, PairBatch  # noqa: F401 (re-exported)
+from stemreg.acquisition.detector import DETECTOR_KEYS, IDEAL_DETECTOR  # noqa: F401 (DETECTOR_KEYS re-exported)
+from stemreg.acquisition.dose import DETECTOR_EFFICIENCY, READ_NOISE_E, acquire
+from stemreg.acquisition.pairs import NOISE_KEYS, BenchmarkBin, PairBatch, noise_kwargs  # noqa: F401 (re-exported)
+from stemreg.acquisition.optics import electron_wavelength_pm
 from stemreg.acquisition.microscope import degrade_field, normalise_user_image, simulate_field
+from stemreg.acquisition.ranges import LOG_UNIFORM, RANGED_PARAMS
 from stemreg.acquisition.specimens import SpecimenFamily, family_spacing_pm
 
 CONDITIONS_DIR = Path(__file__).with_name("conditions")
@@ -28,31 +31,15 @@ CONDITIONS_DIR = Path(__file__).with_name("conditions")
 #    efficiency recalibrated to 0.10 (was 0.07); a diffuse pedestal inside nanoparticles.
 # 3: pixel size, dose and source size drawn per image (log-uniform); the random-lattice family; sublattice
 #    brightness spread; benchmark stratified by sampling x dose.
-SIMULATOR_REVISION = 3
+# 4: the detector's read-out (:mod:`.detector`): bandwidth along the fast-scan axis, ADU gain and offset,
+#    quantisation, saturation, defective pixels, line jumps, lost lines; drawn per image.
+SIMULATOR_REVISION = 4
 ParamValue = Union[float, tuple[float, float]]
 
-# Parameters that may be a range, drawn per image; the bounds each must respect.
-RANGED_PARAMS: dict[str, tuple[float, float]] = {
-    "pixel_size_pm": (0.5, 1000.0),
-    "dose_scale": (1e-3, 1e3),
-    "beam_current_pA": (1e-6, 1e6),    # up to 1 uA: beyond any STEM probe
-    "dwell_time_us": (1e-6, 1e6),      # up to 1 s per pixel
-    "bias": (0.0, np.inf),
-    "defocus_nm": (-1e4, 1e4),
-    "source_size_pm": (0.0, 1e3),
-    "blur_sigma_px": (0.0, 50.0),
-    "hysteresis_amplitude_px": (-100.0, 100.0),
-    "hysteresis_decay_px": (0.1, 1e4),
-    "jitter_px": (0.0, 20.0),
-    "drift_px": (0.0, 100.0),
-    "vacancy_fraction": (0.0, 1.0),
-    "substitution_fraction": (0.0, 1.0),
-    "background_fraction": (0.0, 10.0),
-    "lattice_strain": (0.0, 0.3),
-    "brightness_spread": (0.0, 2.0),
-}
-# Scale parameters, drawn log-uniformly: a range of 5 to 40 pm/px is as much about 5-10 as about 20-40.
-LOG_UNIFORM = frozenset({"pixel_size_pm", "dose_scale", "source_size_pm"})
+#: Bounds of the benchmark's strata: column spacings of 2 px (Nyquist: columns still resolved) to 1024 px
+#: (a few columns in the largest field), and dose scales as the dose_scale parameter allows.
+BIN_BOUNDS: dict[str, tuple[float, float]] = {"benchmark_spacings_px": (2.0, 1024.0),
+                                              "benchmark_doses": (1e-3, 1e3)}
 #: The families of the seed's point (the calibration): the built-in crystals and the particle.
 SEED_SPECIMENS = tuple(f for f in SpecimenFamily if f is not SpecimenFamily.random_lattice)
 
@@ -76,7 +63,7 @@ class Condition(BaseModel):
     seed_pixel_size_pm: float = Field(8.0, gt=0, le=1000)
     # Dose: beam_current_pA x dwell_time_us is the condition's point; each image gets dose_scale times it.
     dose_scale: ParamValue = (0.25, 4.0)
-    energy_keV: float = Field(200.0, gt=0, le=3000)
+    energy_keV: float = Field(200.0, ge=1, le=3000)  # 1 keV up: a wavelength the optics can use
     convergence_mrad: float = Field(30.0, gt=0, le=200)
     # Spherical aberration: 0 (corrected) to a few mm on uncorrected lenses; finite.
     cs_um: float = Field(0.0, ge=-1e4, le=1e4, allow_inf_nan=False)
@@ -105,6 +92,17 @@ class Condition(BaseModel):
     seed_background_fraction: tuple[float, float] = (1.0, 3.0)
     lattice_strain: ParamValue = 0.05
     brightness_spread: ParamValue = 0.2
+    # The detector's read-out (:mod:`.detector`), drawn per image: a time constant along the fast-scan
+    # axis up to 1.5 px (noise lag-1 correlation up to 0.51 along x; a Velox frame shows 0.14), 0.5 to
+    # 100 ADU per detected electron (coarse quantisation to fine), a dark offset up to 50000 of the 16-bit
+    # range (the top of both ranges saturates the brightest columns), up to 0.2 % defective pixels,
+    # line-to-line jumps up to 3 % of the columns' signal and up to 1 line in 100 lost.
+    bandwidth_px: ParamValue = (0.0, 1.5)
+    gain_adu_per_e: ParamValue = (0.5, 100.0)
+    dark_offset_adu: ParamValue = (0.0, 50000.0)
+    impulse_fraction: ParamValue = (0.0, 0.002)
+    line_jump: ParamValue = (0.0, 0.03)
+    line_glitch_rate: ParamValue = (0.0, 0.01)
     benchmark_seed: int = 20260917
     # The benchmark's strata: column spacings (px) x dose scales, plus the seed's point.
     benchmark_spacings_px: tuple[float, ...] = (8.0, 16.0, 32.0, 64.0)
@@ -133,10 +131,23 @@ class Condition(BaseModel):
 
     @field_validator("benchmark_spacings_px", "benchmark_doses", mode="after")
     @classmethod
-    def _positive_bins(cls, value: tuple) -> tuple:
-        if not value or any(not (0 < v < 1e4) or not np.isfinite(v) for v in value):
-            raise ValueError(f"give one or more positive numbers below 10000 (got {list(value)})")
+    def _positive_bins(cls, value: tuple, info) -> tuple:
+        low, high = BIN_BOUNDS[info.field_name]
+        if not value or any(not (low <= v <= high) or not np.isfinite(v) for v in value):
+            raise ValueError(f"give one or more numbers within {low:g} .. {high:g} (got {list(value)})")
         return value
+
+    @model_validator(mode="after")
+    def _probe_fits_the_field(self) -> "Condition":
+        # The aperture must hold a few spatial frequencies of the condition's own smallest field, else
+        # the probe is wider than the image and the simulator has nothing to image with.
+        field_pm = self.image_size_px * min(self.pixel_size_range_pm()[0], self.seed_pixel_size_pm)
+        need = 2e3 * electron_wavelength_pm(self.energy_keV) / field_pm
+        if self.convergence_mrad < need:
+            raise ValueError(f"convergence_mrad {self.convergence_mrad:g} at energy_keV {self.energy_keV:g} makes a "
+                             f"probe wider than the {field_pm:.0f} pm field (image_size_px x the smallest "
+                             f"pixel_size_pm); give at least {need:.2g} mrad (STEM probes: about 5 to 40)")
+        return self
 
     @field_validator("specimens", mode="after")
     @classmethod
@@ -196,8 +207,9 @@ class Condition(BaseModel):
 
     def seed_point(self) -> "Condition":
         """This condition at the seed's point: its own sampling, dose, probe and crystals, nothing ranged
-        that the seed held fixed (the calibration and the seed's benchmark bin)."""
-        return self.model_copy(update={
+        that the seed held fixed (the calibration and the seed's benchmark bin), and an ideal detector
+        (:data:`~stemreg.acquisition.detector.IDEAL_DETECTOR`: the seed's noise model has none)."""
+        return self.model_copy(update={**IDEAL_DETECTOR,
             "pixel_size_pm": self.seed_pixel_size_pm, "dose_scale": 1.0, "source_size_pm": self.seed_source_size_pm,
             "lattice_strain": 0.02, "brightness_spread": 0.0, "background_fraction": self.seed_background_fraction,
             "specimens": tuple(f for f in self.specimens if f in SEED_SPECIMENS) or self.specimens})
@@ -232,19 +244,20 @@ class Condition(BaseModel):
         degraded = np.empty((n, size_px, size_px), dtype=np.float32)
         clean = np.empty_like(degraded)
         signal = np.empty_like(degraded)
+        raw = np.empty_like(degraded)
         params, columns = [], []
         seed_point = self.seed_point() if pins is not None else None  # once, not per image of the seed bin
         for i, child in enumerate(tqdm(children, desc=f"simulate {self.name}", disable=not progress, unit="img")):
             rng = np.random.default_rng(child)
             p, result = self._draw_one(rng, size_px, None if pins is None else pins[i], seed_point)
             clean[i], signal[i] = result.clean, result.signal
-            degraded[i] = apply_dose_noise(result.signal, rng, **{k: p[k] for k in NOISE_KEYS})
+            degraded[i], raw[i] = acquire(result.signal, rng, **noise_kwargs(p))
             params.append(p)
             columns.append(result.columns)
         sizes = [p["pixel_size_pm"] for p in params]
         nominal = float(np.exp(np.mean(np.log(sizes)))) if sizes else self.pixel_size_range_pm()[0]
         return PairBatch(degraded, clean, params, columns, nominal, signal,
-                         [b.name for b in pins] if pins is not None else [])
+                         [b.name for b in pins] if pins is not None else [], raw)
 
     def sample_pairs(self, n: int, *, size_px: int | None = None, seed: int, progress: bool = False) -> PairBatch:
         """``n`` reproducible (degraded, clean) pairs of ``size_px`` (default ``image_size_px``) squares.
@@ -311,6 +324,7 @@ class Condition(BaseModel):
         normalised = np.stack([normalise_user_image(c) for c in clean]) if len(clean) else clean.astype(np.float32)
         signal = np.empty_like(normalised)
         degraded = np.empty_like(normalised)
+        raw = np.empty_like(normalised)
         params = []
         for i, image in enumerate(normalised):
             p = self.draw_params(rng)
@@ -319,12 +333,12 @@ class Condition(BaseModel):
             if known:
                 p["pixel_size_pm"] = float(known)
             signal[i] = degrade_field(image, p, p["pixel_size_pm"], rng)
-            degraded[i] = apply_dose_noise(signal[i], rng, **{k: p[k] for k in NOISE_KEYS})
+            degraded[i], raw[i] = acquire(signal[i], rng, **noise_kwargs(p))
             params.append(p)
         columns = [np.zeros((0, 2), dtype=np.float32) for _ in range(len(normalised))]
         sizes = [p["pixel_size_pm"] for p in params]
         nominal = float(np.exp(np.mean(np.log(sizes)))) if sizes else float(np.sqrt(np.prod(self.pixel_size_range_pm())))
-        return PairBatch(degraded, normalised, params, columns, nominal, signal)
+        return PairBatch(degraded, normalised, params, columns, nominal, signal, raw=raw)
 
 
 _BENCHMARK_CACHE: dict[str, PairBatch] = {}

@@ -33,11 +33,15 @@ The free constants and why they have their values:
   the signal sets how much of the noise falls on structureless regions, and so the SSIM at a
   given PSNR.
 - ``READ_NOISE_E`` = 0.5 electron rms per pixel: a counting HAADF detector's small Gaussian noise.
+
+What the detector's electronics then do to the counts (bandwidth, ADU, defects, lost lines) is
+:mod:`.detector`; :func:`acquire` applies both.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from stemreg.acquisition.detector import DETECTOR_KEYS, fast_scan_lowpass, read_out, to_signal_units
 from stemreg.acquisition.optics import ELEMENTARY_CHARGE_C
 
 # Free constants, calibrated on the low-dose benchmark set (see tests/acquisition/test_calibration.py).
@@ -58,13 +62,15 @@ def detected_electrons_per_unit_signal(beam_current_pA: float, dwell_time_us: fl
 
 def apply_dose_noise(signal: np.ndarray, rng: np.random.Generator, *, beam_current_pA: float,
                      dwell_time_us: float, bias: float, detector_efficiency: float = DETECTOR_EFFICIENCY,
-                     read_noise_e: float = READ_NOISE_E) -> np.ndarray:
-    """One noisy acquisition of the noise-free ``signal``.
+                     read_noise_e: float = READ_NOISE_E, **detector: float) -> np.ndarray:
+    """One noisy acquisition of the noise-free ``signal``, in the units of ``signal``.
 
     ``lam = eta I t / e`` detected electrons per unit signal, ``b = bias (1 - clip(s, 0, 1))``,
     ``counts ~ Poisson(lam (max(s, 0) + b)) + Normal(0, read_noise_e^2)``, returned as
     ``(counts - lam b) / lam``, so that ``E = s`` and ``Var = (s + b) / lam + read_noise_e^2 / lam^2``
-    (the module docstring says why the constants have their values).
+    (the module docstring says why the constants have their values). With the detector's
+    parameters (:data:`~stemreg.acquisition.detector.DETECTOR_KEYS`) the counts go through the
+    detector's read-out first (:func:`acquire`; the result is its frame in signal units).
 
     Parameters
     ----------
@@ -81,11 +87,27 @@ def apply_dose_noise(signal: np.ndarray, rng: np.random.Generator, *, beam_curre
         ``eta``, the fraction of the beam electrons the HAADF detector counts at signal 1.
     read_noise_e
         Gaussian read noise of the detector, electrons rms per pixel.
+    **detector
+        All of ``DETECTOR_KEYS`` or none.
 
     Returns
     -------
     numpy.ndarray
         float32, in the units of ``signal``.
+    """
+    return acquire(signal, rng, beam_current_pA=beam_current_pA, dwell_time_us=dwell_time_us, bias=bias,
+                   detector_efficiency=detector_efficiency, read_noise_e=read_noise_e, **detector)[0]
+
+
+def acquire(signal: np.ndarray, rng: np.random.Generator, *, beam_current_pA: float, dwell_time_us: float,
+            bias: float, detector_efficiency: float = DETECTOR_EFFICIENCY, read_noise_e: float = READ_NOISE_E,
+            **detector: float) -> tuple[np.ndarray, np.ndarray | None]:
+    """One acquisition: ``(frame in signal units float32, frame in ADU float32 or None)``.
+
+    Without detector parameters the frame is the electron counts scaled to signal units (no ADU
+    frame). With them (:mod:`.detector`), the counts are read out to ADU (bandwidth, line jumps,
+    gain, offset, quantisation, saturation, defective pixels, lost lines) and brought back to
+    signal units with the known gain and offset; the background flux removed is the low-passed one.
     """
     lam = detected_electrons_per_unit_signal(beam_current_pA, dwell_time_us, detector_efficiency)
     positive = np.clip(signal, 0.0, None)
@@ -93,4 +115,15 @@ def apply_dose_noise(signal: np.ndarray, rng: np.random.Generator, *, beam_curre
     counts = rng.poisson(lam * (positive + background)).astype(np.float64)
     if read_noise_e > 0:
         counts += rng.normal(0.0, read_noise_e, size=counts.shape)
-    return ((counts - lam * background) / lam).astype(np.float32)
+    if not detector:
+        return ((counts - lam * background) / lam).astype(np.float32), None
+    missing = set(DETECTOR_KEYS) - set(detector)
+    unknown = set(detector) - set(DETECTOR_KEYS)
+    if missing or unknown:
+        raise TypeError(f"detector parameters: give all of {', '.join(DETECTOR_KEYS)} or none "
+                        f"(missing {sorted(missing)}, unknown {sorted(unknown)})")
+    adu = read_out(counts, rng, lam=lam, **detector)
+    frame = to_signal_units(adu, lam=lam, gain_adu_per_e=detector["gain_adu_per_e"],
+                            dark_offset_adu=detector["dark_offset_adu"])
+    frame -= fast_scan_lowpass(background, detector["bandwidth_px"])
+    return frame.astype(np.float32), adu.astype(np.float32)

@@ -21,6 +21,8 @@ import numpy as np
 
 from stemreg.acquisition.errors import ImageReadError
 from stemreg.acquisition.limits import READ_MAX_PIXELS, check_pixels, check_tiff
+from stemreg.acquisition.metadata import (PNG_GREY_MODES, check_float32_range, checked_calibration, one_channel,
+                                          value_range)
 
 READ_SUFFIXES = {".npy": "npy", ".tif": "tiff", ".tiff": "tiff", ".png": "png", ".dm3": "dm3", ".dm4": "dm4",
                  ".emd": "emd", ".hspy": "hspy", ".hdf5": "hspy"}
@@ -124,8 +126,12 @@ def _read_npy(path: Path | BinaryIO, max_pixels: int | None = None) -> tuple[np.
         return data, calibration  # bytes in memory: no sidecar
     sidecar = path.with_name(path.name + ".json")
     if sidecar.is_file():
-        meta = json.loads(sidecar.read_text())
-        calibration = Calibration(meta.get("pixel_size"), meta.get("unit"))
+        try:
+            meta = json.loads(sidecar.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ImageReadError(path, f"its calibration sidecar {sidecar.name} is not readable JSON ({exc}); "
+                                       "fix or remove it") from None
+        calibration = Calibration(*checked_calibration(meta, path, f"calibration sidecar {sidecar.name}"))
     return data, calibration
 
 
@@ -134,9 +140,7 @@ def _read_tiff(path: Path | BinaryIO, max_pixels: int | None = None) -> tuple[np
 
     with tifffile.TiffFile(path) as tif:
         check_tiff(tif, path if isinstance(path, Path) else Path("image.tiff"), max_pixels)  # before decoding
-        data = tif.series[0].asarray()
-        if tif.series[0].axes.endswith("S") and data.shape[-1] in (3, 4):
-            data = data[..., :3].astype(np.float64).mean(axis=-1)  # a grey image saved as RGB(A), as for PNG
+        data = one_channel(tif.series[0].asarray(), tif.series[0].axes, path)
         page = tif.pages[0]
         tags = page.tags
         calibration = Calibration()
@@ -157,19 +161,32 @@ def _read_tiff(path: Path | BinaryIO, max_pixels: int | None = None) -> tuple[np
 def _read_png(path: Path | BinaryIO, max_pixels: int | None = None) -> tuple[np.ndarray, Calibration]:
     from PIL import Image
 
+    name = path if isinstance(path, Path) else Path("image.png")
     with Image.open(path) as im:
-        check_pixels((im.height, im.width), path if isinstance(path, Path) else Path("image.png"),
-                     max_pixels)  # before decoding
+        check_pixels((im.height, im.width), name, max_pixels)  # before decoding
         im.load()
         info = dict(im.info)
+        if im.mode in ("P", "PA"):  # palette indices are no intensities: read the colours they stand for
+            im = im.convert("RGBA")
+        elif im.mode not in PNG_GREY_MODES + ("RGB", "RGBA", "LA", "1"):
+            raise ImageReadError(name, f"has PIL mode {im.mode}; accepted: grey levels (L, I;16, I, F), "
+                                       "grey + alpha (LA), RGB(A) or palette PNGs")
         data = np.asarray(im)
-    meta = json.loads(info[PNG_KEY]) if PNG_KEY in info else {}
-    if data.ndim == 3 and data.shape[-1] in (3, 4):
+    try:
+        meta = json.loads(info[PNG_KEY]) if PNG_KEY in info else {}
+    except (TypeError, ValueError) as exc:
+        raise ImageReadError(name, f"its {PNG_KEY!r} text chunk is not JSON ({exc})") from None
+    calibration = Calibration(*checked_calibration(meta, name, f"{PNG_KEY!r} text chunk"))
+    if data.ndim == 3 and data.shape[-1] == 2:
+        data = data[..., 0]  # grey + alpha: the grey levels (the alpha is no signal)
+    elif data.ndim == 3 and data.shape[-1] in (3, 4):
         data = data[..., :3].astype(np.float64).mean(axis=-1)  # a grey image saved as RGB(A)
-    if "data_min" in meta and "data_max" in meta:
+    span = value_range(meta, name, f"{PNG_KEY!r} text chunk")
+    if span is not None:
+        low, high = span
         full = float(np.iinfo(np.uint16).max if np.asarray(data).dtype == np.uint16 else 255)
-        data = meta["data_min"] + np.asarray(data, dtype=np.float64) / full * (meta["data_max"] - meta["data_min"])
-    return data, Calibration(meta.get("pixel_size"), meta.get("unit"))
+        data = low + np.asarray(data, dtype=np.float64) / full * (high - low)
+    return data, calibration
 
 
 def _pick_signal(signals: list[dict], path: Path) -> dict:
@@ -218,6 +235,7 @@ def _validate(data: Any, path: Path, allow_stack: bool) -> np.ndarray:
     bad = ~np.isfinite(data)
     if bad.any():
         raise ImageReadError(path, f"contains {int(bad.sum())} NaN or Inf value(s)")
+    check_float32_range(data, path)
     return data.astype(np.float32, copy=False)  # a float32 body is used as read, not copied
 
 

@@ -129,3 +129,48 @@ def probe_d50_pm(probe: np.ndarray, pixel_size_pm: float) -> float:
     order = np.argsort(r)
     cumulative = np.cumsum(probe.ravel()[order]) / total
     return float(2 * r[order][np.searchsorted(cumulative, 0.5)] * pixel_size_pm)
+
+
+def degradation_psf(params: dict, pixel_size_pm: float) -> np.ndarray | None:
+    """The exact PSF that maps an acquisition's clean target to its (noise-free) degraded image.
+
+    The target is the in-focus image (probe x source); the degraded one adds the condition's
+    defocus and image blur. Their transfer ratio, defocused probe x Gaussian(hypot(source, blur)) over
+    in-focus probe x Gaussian(source), is the *oracle* blur a deconvolution is handed (zero where the
+    in-focus transfer vanishes: the target holds nothing there). A Gaussian blur alone gives a
+    Gaussian of ``blur_sigma_px`` (Gaussians in quadrature).
+
+    Returns
+    -------
+    numpy.ndarray or None
+        A centred, odd-sized (K, K) float32 kernel summing to 1, or None when the condition adds
+        no blur.
+    """
+    defocus_nm = float(params.get("defocus_nm", 0.0))
+    blur_px = float(params.get("blur_sigma_px", 0.0))
+    if not defocus_nm and not blur_px:
+        return None
+    if not defocus_nm:
+        half = int(np.ceil(4 * blur_px))
+        r2 = np.add.outer(np.arange(-half, half + 1) ** 2, np.arange(-half, half + 1) ** 2)
+        kernel = np.exp(-0.5 * r2 / blur_px**2)
+        return (kernel / kernel.sum()).astype(np.float32)
+    alpha = float(params["convergence_mrad"]) * 1e-3
+    radius_px = abs(defocus_nm) * 1e3 * alpha / pixel_size_pm + 4 * blur_px + 4
+    half = int(np.ceil(1.5 * radius_px))
+    n = int(scipy.fft.next_fast_len(4 * half + 8))
+    shape = (n, n)
+    optics = dict(energy_keV=params["energy_keV"], convergence_mrad=params["convergence_mrad"],
+                  cs_um=params.get("cs_um", 0.0))
+    source_px = float(params.get("source_size_pm", 0.0)) / pixel_size_pm
+    focus = np.asarray(probe_transfer(shape, pixel_size_pm, **optics)) * gaussian_transfer(shape, source_px)
+    degraded = (np.asarray(probe_transfer(shape, pixel_size_pm, defocus_nm=defocus_nm, **optics))
+                * gaussian_transfer(shape, float(np.hypot(source_px, blur_px))))
+    # Where the in-focus transfer fades the target holds nothing: the ratio goes to 1 there (a sharp
+    # cut-off to 0 would ring through the whole kernel).
+    eps = 1e-4 * np.abs(focus).max() ** 2
+    ratio = (degraded * np.conj(focus) + eps) / (np.abs(focus) ** 2 + eps)
+    kernel = scipy.fft.fftshift(scipy.fft.irfft2(ratio, s=shape))
+    c = n // 2
+    kernel = np.maximum(kernel[c - half:c + half + 1, c - half:c + half + 1], 0.0)
+    return (kernel / kernel.sum()).astype(np.float32)

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from stemreg.acquisition.detector import DETECTOR_KEYS
 from stemreg.acquisition.dose import apply_dose_noise
 
 
@@ -21,6 +22,14 @@ class BenchmarkBin:
 NOISE_KEYS = ("beam_current_pA", "dwell_time_us", "bias", "detector_efficiency", "read_noise_e")
 
 
+def noise_kwargs(params: dict) -> dict:
+    """The dose-noise and (when drawn) detector parameters of one image, for :func:`apply_dose_noise`."""
+    kwargs = {k: params[k] for k in NOISE_KEYS}
+    if all(k in params for k in DETECTOR_KEYS):
+        kwargs.update({k: params[k] for k in DETECTOR_KEYS})
+    return kwargs
+
+
 @dataclass
 class PairBatch:
     """Degraded/clean pairs with what made them.
@@ -32,7 +41,9 @@ class PairBatch:
     (row, col) pixel positions of image i's atomic columns ((0, 2) for user images).
     Each image has its own sampling, ``params[i]["pixel_size_pm"]`` (:attr:`pixel_sizes_pm`);
     ``pixel_size_pm`` is their geometric mean, for a single figure. ``bins[i]`` names the
-    benchmark stratum of image i (empty outside a benchmark).
+    benchmark stratum of image i (empty outside a benchmark). ``raw`` holds the same frames in ADU
+    (integers 0 .. 65535, :mod:`.detector`), ``degraded`` being ``raw`` brought back to signal units
+    with the known gain and offset.
     """
 
     degraded: np.ndarray
@@ -42,6 +53,7 @@ class PairBatch:
     pixel_size_pm: float
     signal: np.ndarray | None = field(default=None, repr=False)  # noise-free degraded signal, for repeats
     bins: list[str] = field(default_factory=list)
+    raw: np.ndarray | None = field(default=None, repr=False)  # the frames in ADU, as the microscope writes them
 
     @property
     def pixel_sizes_pm(self) -> np.ndarray:
@@ -57,7 +69,8 @@ class PairBatch:
         return PairBatch(self.degraded[idx], self.clean[idx], [self.params[i] for i in idx],
                          [self.columns[i] for i in idx], self.pixel_size_pm,
                          None if self.signal is None else self.signal[idx],
-                         [self.bins[i] for i in idx] if self.bins else [])
+                         [self.bins[i] for i in idx] if self.bins else [],
+                         None if self.raw is None else self.raw[idx])
 
     def repeats(self, k: int, *, seed: int | np.random.Generator) -> np.ndarray:
         """``k`` independent noisy acquisitions of each field, (N, k, H, W) float32.
@@ -72,6 +85,5 @@ class PairBatch:
         rng = np.random.default_rng(seed)
         out = np.empty((len(self), k) + self.degraded.shape[1:], dtype=np.float32)
         for i, params in enumerate(self.params):
-            noise = {key: params[key] for key in NOISE_KEYS}
-            out[i] = apply_dose_noise(np.broadcast_to(self.signal[i], out.shape[1:]), rng, **noise)
+            out[i] = apply_dose_noise(np.broadcast_to(self.signal[i], out.shape[1:]), rng, **noise_kwargs(params))
         return out

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stemreg.acquisition.conditions import NOISE_KEYS, Condition
+from stemreg.acquisition.conditions import Condition, noise_kwargs
+from stemreg.acquisition.detector import DETECTOR_KEYS
 from stemreg.acquisition.dose import apply_dose_noise
 from stemreg.acquisition.io import READ_SUFFIXES, read_image
 from stemreg.acquisition.microscope import (Rendered, degrade_field, margin_px, normalise_user_image, render_field,
@@ -135,11 +136,11 @@ class FieldPool:
             fresh = self.condition.draw_params(rng)
             params = dict(entry.params)
             for key in ("hysteresis_amplitude_px", "hysteresis_decay_px", "jitter_px", "drift_px",
-                        "dose_scale", "bias"):
+                        "dose_scale", "bias", *DETECTOR_KEYS):
                 params[key] = fresh[key]
             params["beam_current_pA"] = fresh["beam_current_pA"]
             signal = scan_rendered(entry.rendered, params, rng, window=(row, col, patch_px))
-            degraded[i] = apply_dose_noise(signal, rng, **{k: params[k] for k in NOISE_KEYS})
+            degraded[i] = apply_dose_noise(signal, rng, **noise_kwargs(params))
             clean[i] = entry.rendered.clean[row:row + patch_px, col:col + patch_px]
         self.draws += 1
         for _ in range(self.refresh_per_batch):

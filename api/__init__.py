@@ -37,7 +37,7 @@ __all__ = ["denoise", "load_model", "simulate"]
 
 
 def denoise(image: Any, *, condition: Any = None, alias: str = "champion", model: "LoadedModel | None" = None,
-            tracking_uri: str | None = None, params: dict | None = None) -> Any:
+            tracking_uri: str | None = None, params: dict | None = None, report: bool = False) -> Any:
     """Denoise a low-dose STEM image with a condition's registered model.
 
     Parameters
@@ -57,6 +57,12 @@ def denoise(image: Any, *, condition: Any = None, alias: str = "champion", model
         else ``sqlite:///mlflow.db`` in the working directory.
     params : dict, optional
         Tiling options: ``tile_px``, ``overlap_px``, ``batch_size``.
+    report : bool, default False
+        Also return a trust report, judged from the input and the output alone
+        (no clean image): ``(denoised, trust)``; ``trust.verdict`` is ``ok``,
+        ``doubtful`` or ``out of range``, ``trust.reason`` says why,
+        ``trust.figures`` holds every figure and ``trust.map`` where the
+        residual holds structure (a list of reports for a stack).
 
     Returns
     -------
@@ -86,10 +92,14 @@ def denoise(image: Any, *, condition: Any = None, alias: str = "champion", model
     >>> import hyperspy.api as hs                                     # doctest: +SKIP
     >>> signal = hs.load("scan.emd")                                  # doctest: +SKIP
     >>> stemreg.denoise(signal, condition="low-dose").axes_manager    # doctest: +SKIP
+    >>> clean, trust = stemreg.denoise(noisy, condition="low-dose", report=True)  # doctest: +SKIP
+    >>> trust.verdict, trust.reason                                   # doctest: +SKIP
+    ('ok', "residual looks like the input's noise (variance 1.01x, no structure, no dots)")
     """
     from stemreg.platform.prediction import denoise as _denoise  # mlflow, torch: on first use
 
-    return _denoise(image, condition=condition, alias=alias, model=model, tracking_uri=tracking_uri, params=params)
+    return _denoise(image, condition=condition, alias=alias, model=model, tracking_uri=tracking_uri, params=params,
+                    report=report)
 
 
 def load_model(condition: Any = None, *, alias: str = "champion", model_uri: str | None = None,

@@ -123,6 +123,10 @@ LEADERBOARD_BUDGETS: dict[str, TrainBudget] = {b.name: b for b in (
                 patch_px=64, lr=2e-3, n_classical_val=4),
     TrainBudget(name="full", n_train=256, n_val=16, repeats=4, epochs=40, steps_per_epoch=250, batch_size=32,
                 patch_px=96, lr=1e-3, n_classical_val=8),
+    # Until every validation curve is flat (stemreg.platform.evaluation.converged): rounds of 25 steps of
+    # 8 fresh fields of 96 px each (n_train per round), at most 2000 rounds; resumable, hours on a CPU.
+    TrainBudget(name="converged", n_train=200, n_val=8, repeats=2, epochs=2000, steps_per_epoch=25,
+                batch_size=8, patch_px=96, lr=1e-3, n_classical_val=4),
 )}
 
 

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from stemreg.errors import BadInputError
+
 
 @dataclass(frozen=True)
 class NormStats:
@@ -95,7 +97,7 @@ def check_image(image: np.ndarray) -> np.ndarray:
         raise ValueError(f"image is empty (shape {arr.shape})")
     arr = arr.astype(np.float32, copy=False)
     if not np.all(np.isfinite(arr)):
-        raise ValueError("image holds NaN or Inf values; replace them before denoising")
+        raise BadInputError("image holds NaN or Inf values; replace them before denoising")
     return arr
 
 

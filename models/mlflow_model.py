@@ -24,6 +24,8 @@ from typing import Any
 import mlflow.pyfunc
 import numpy as np
 
+from stemreg.errors import BadInputError
+
 WEIGHTS_FILE = "weights.pt"
 ARCHITECTURE_FILE = "architecture.json"
 
@@ -37,6 +39,10 @@ PARAM_RANGES: dict[str, tuple[int, int]] = {"tile_px": (16, 4096), "overlap_px":
                                             "batch_size": (1, 64)}
 #: The smallest image side every surface accepts (files, CLI, /denoise, /invocations).
 MIN_SIDE_PX = 2
+#: A last axis this short under two longer ones holds channels (RGB(A), detector pairs), not image columns.
+MAX_CHANNELS = 4
+#: The largest magnitude a float32 pixel holds; larger float64 values would become Inf.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 #: The fixed cost of one forward pass, in pixel-equivalents (Python + framework overhead per batch).
 PASS_COST_PX = 256 * 256
 #: This module, named as the pyfunc's ``loader_module``.
@@ -58,19 +64,19 @@ def resolve_params(params: dict | None) -> dict[str, int | None]:
     options = dict(DEFAULT_PARAMS)
     for key, value in (params or {}).items():
         if key not in DEFAULT_PARAMS:
-            raise ValueError(f"unknown param {key!r}; accepted: {', '.join(DEFAULT_PARAMS)}")
+            raise BadInputError(f"unknown param {key!r}; accepted: {', '.join(DEFAULT_PARAMS)}")
         if value is None:
             continue
         low, high = PARAM_RANGES[key]
         if isinstance(value, bool) or not isinstance(value, (int, np.integer, float, str)):
-            raise ValueError(f"param {key}={value!r} is not an integer; accepted: {low}..{high}")
+            raise BadInputError(f"param {key}={value!r} is not an integer; accepted: {low}..{high}")
         try:
             number = int(value)
             exact = float(value) == number
         except (TypeError, ValueError, OverflowError):
-            raise ValueError(f"param {key}={value!r} is not an integer; accepted: {low}..{high}") from None
+            raise BadInputError(f"param {key}={value!r} is not an integer; accepted: {low}..{high}") from None
         if not exact or not low <= number <= high:
-            raise ValueError(f"param {key}={value!r} is out of range; accepted: integers {low}..{high}")
+            raise BadInputError(f"param {key}={value!r} is out of range; accepted: integers {low}..{high}")
         options[key] = number
     if options["tile_px"] is not None and options["overlap_px"] is not None:
         _check_quarter(options["tile_px"], options["overlap_px"], "")
@@ -79,7 +85,7 @@ def resolve_params(params: dict | None) -> dict[str, int | None]:
 
 def _check_quarter(tile: int, overlap: int, note: str) -> None:
     if 4 * overlap >= tile:
-        raise ValueError(f"param overlap_px={overlap}{note} must be below a quarter of "
+        raise BadInputError(f"param overlap_px={overlap}{note} must be below a quarter of "
                          f"tile_px={tile}; accepted: 0..{max(0, (tile - 1) // 4)}")
 
 
@@ -103,14 +109,26 @@ def tiling_of(shape: tuple[int, ...], options: dict, network: Any = None) -> tup
 
 
 def check_shape(shape: tuple[int, ...]) -> None:
-    """Refuse a shape no surface accepts: not (H, W) or (N, H, W), empty, or a side below 2 px."""
+    """Refuse a shape no surface accepts: not (H, W) or (N, H, W), empty, a side below 2 px, or an
+    image with colour/detector channels last, (H, W, C) with C <= 4 (a stack of H images C px wide
+    is no STEM data; denoising it as one mixes the channels into nonsense).
+
+    Raises
+    ------
+    BadInputError
+        One line naming the shape and what is accepted.
+    """
     if len(shape) not in (2, 3):
-        raise ValueError(f"input has shape {list(shape)}; a 2-D image (H, W) or a 3-D stack (N, H, W) is needed")
+        raise BadInputError(f"input has shape {list(shape)}; a 2-D image (H, W) or a 3-D stack (N, H, W) is needed")
     if 0 in shape:
-        raise ValueError(f"input is empty (shape {list(shape)})")
+        raise BadInputError(f"input is empty (shape {list(shape)})")
+    if len(shape) == 3 and shape[-1] <= MAX_CHANNELS < min(shape[0], shape[1]):
+        raise BadInputError(f"input has shape {list(shape)}: an image with {shape[-1]} channels last (H, W, C), "
+                            "not a stack (N, H, W); stemreg denoises one channel at a time: pass one, "
+                            "e.g. image[..., 0]")
     if min(shape[-2:]) < MIN_SIDE_PX:
-        raise ValueError(f"input is too small (shape {list(shape)}); an image needs at least "
-                         f"{MIN_SIDE_PX} x {MIN_SIDE_PX} pixels")
+        raise BadInputError(f"input is too small (shape {list(shape)}); an image needs at least "
+                            f"{MIN_SIDE_PX} x {MIN_SIDE_PX} pixels")
 
 
 def work_of(shape: tuple[int, ...], options: dict, network: Any = None) -> int:
@@ -247,7 +265,7 @@ def as_image_array(model_input: Any) -> np.ndarray:
 
     if isinstance(model_input, dict):
         if len(model_input) != 1:
-            raise ValueError(f"expected one image array, got a dict with keys {sorted(model_input)}")
+            raise BadInputError(f"expected one image array, got a dict with keys {sorted(model_input)}")
         model_input = next(iter(model_input.values()))
     if isinstance(model_input, pd.DataFrame):
         values = model_input.to_numpy()
@@ -255,12 +273,26 @@ def as_image_array(model_input: Any) -> np.ndarray:
             model_input = np.stack([np.asarray(v, dtype=np.float32) for v in values.ravel()])
         else:
             model_input = values
-    if np.asarray(model_input).dtype == np.bool_:
-        raise ValueError("input holds booleans; a real-valued image (integer or float pixels) is needed")
     try:
-        arr = np.asarray(model_input, dtype=np.float32)
+        raw = np.asarray(model_input)
+    except (ValueError, TypeError) as exc:  # ragged nested lists
+        raise BadInputError(f"input is not a rectangular (H, W) or (N, H, W) array: {exc}") from None
+    if raw.dtype == np.bool_:
+        raise BadInputError("input holds booleans; a real-valued image (integer or float pixels) is needed")
+    if raw.dtype.kind == "c":
+        raise BadInputError("input holds complex numbers; a real-valued image is needed (pass its .real or "
+                            "abs() if that is what you mean)")
+    if raw.dtype.kind not in "uifO":
+        raise BadInputError(f"input holds {raw.dtype} values; a real-valued image (integer or float pixels) "
+                            "is needed")
+    try:
+        with np.errstate(over="ignore"):
+            arr = np.asarray(raw, dtype=np.float32)
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"input is not a numeric (H, W) or (N, H, W) array: {exc}") from exc
+        raise BadInputError(f"input is not a numeric (H, W) or (N, H, W) array: {exc}") from None
+    if raw.dtype.kind == "f" and raw.dtype.itemsize > 4 and np.isinf(arr).any() and np.isfinite(raw).all():
+        raise BadInputError(f"input holds values up to {float(np.abs(raw).max()):.3g}, beyond float32's range "
+                            f"(+-{FLOAT32_MAX:.3g}); rescale the image (e.g. divide by its maximum)")
     return arr
 
 

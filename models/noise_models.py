@@ -27,9 +27,36 @@ class NoiseModel:
 
     gain: float
     offset_var: float
+    #: Lag-1 correlation of the noise along x (the fast-scan axis): a detector's first-order low-pass
+    #: ``a = exp(-1 / bandwidth_px)``; 0 is white noise. The variance above is already the smoothed one.
+    correlation_x: float = 0.0
 
     def to_dict(self) -> dict[str, float]:
-        return {"gain": float(self.gain), "offset_var": float(self.offset_var)}
+        return {"gain": float(self.gain), "offset_var": float(self.offset_var),
+                "correlation_x": float(self.correlation_x)}
+
+    def white(self) -> "NoiseModel":
+        """The model of the same noise before the low-pass (:func:`unsmear_x` undoes it): variance
+        ``(1 + a) / (1 - a)`` times larger, white."""
+        a = float(self.correlation_x)
+        factor = (1.0 + a) / (1.0 - a)
+        return NoiseModel(gain=self.gain * factor, offset_var=self.offset_var * factor)
+
+
+def unsmear_x(image: np.ndarray, correlation_x: float) -> np.ndarray:
+    """Undo a first-order low-pass of pole ``a`` along x (the last axis): ``x[j] = (y[j] - a y[j-1]) / (1 - a)``.
+
+    The exact inverse of :func:`stemreg.acquisition.detector.fast_scan_lowpass` (each line starting
+    settled): the noise comes back white and the signal sharp, so a filter made for white noise
+    estimates the unsmeared image (the clean target) directly.
+    """
+    y = np.asarray(image, dtype=np.float64)
+    a = float(correlation_x)
+    if a <= 0:
+        return y.copy()
+    x = y.copy()
+    x[..., 1:] = (y[..., 1:] - a * y[..., :-1]) / (1.0 - a)
+    return x
 
 
 def fit_noise_model(noisy: np.ndarray, reference: np.ndarray, *, independent_repeat: bool = False,
@@ -102,7 +129,11 @@ def noise_model_from_params(params: dict[str, Any]) -> NoiseModel:
     effective ``beam_current_pA``, ``t`` the ``dwell_time_us``), the simulation's noise is
     ``var = (1 - bias) / lam * s + bias / lam + read_noise_e^2 / lam^2`` (see
     :mod:`stemreg.acquisition.dose`), so ``gain = (1 - bias) / lam`` and
-    ``offset_var = bias / lam + read_noise_e^2 / lam^2``.
+    ``offset_var = bias / lam + read_noise_e^2 / lam^2``. With the detector's read-out
+    (:mod:`stemreg.acquisition.detector`): its low-pass of pole ``a = exp(-1 / bandwidth_px)`` scales
+    both by ``(1 - a) / (1 + a)`` and sets ``correlation_x = a``; the ADC's rounding adds
+    ``1 / (12 (gain_adu_per_e lam)^2)``. (Defective pixels, line jumps and lost lines are not noise a
+    Gaussian model describes, and are left out.)
 
     Parameters
     ----------
@@ -124,7 +155,14 @@ def noise_model_from_params(params: dict[str, Any]) -> NoiseModel:
     if not lam > 0:
         raise ValueError(f"detected electrons per unit signal must be > 0, got {lam} from {params}")
     bias, read = float(params["bias"]), float(params["read_noise_e"])
-    return NoiseModel(gain=(1.0 - bias) / lam, offset_var=bias / lam + read * read / (lam * lam))
+    bandwidth = float(params.get("bandwidth_px", 0.0))
+    a = float(np.exp(-1.0 / bandwidth)) if bandwidth > 0 else 0.0  # as stemreg.acquisition.detector
+    smoothing = (1.0 - a) / (1.0 + a)
+    rounding = 0.0
+    if float(params.get("gain_adu_per_e", 0.0)) > 0:
+        rounding = 1.0 / (12.0 * (float(params["gain_adu_per_e"]) * lam) ** 2)
+    return NoiseModel(gain=smoothing * (1.0 - bias) / lam,
+                      offset_var=smoothing * (bias / lam + read * read / (lam * lam)) + rounding, correlation_x=a)
 
 
 def estimate_noise_model(image: np.ndarray, *, n_bins: int = 16) -> NoiseModel:
@@ -133,6 +171,10 @@ def estimate_noise_model(image: np.ndarray, *, n_bins: int = 16) -> NoiseModel:
     The finest diagonal Haar coefficient of each 2x2 block, ``(x00 - x01 - x10 + x11) / 2``, has the
     noise variance of one pixel and little of a smooth signal; its robust (MAD) variance per bin of
     block means is regressed on the bin mean (Foi et al., IEEE TIP 2008, in its simplest form).
+
+    Noise correlated along x (a detector's low-pass, lag-1 correlation ``rho``) shrinks the diagonal
+    and the horizontal coefficients' variance by ``1 - rho`` and grows the vertical one's by ``1 + rho``:
+    their robust variances give ``rho`` (``correlation_x``, below 0.05 taken as 0) and the correction.
     """
     x = np.asarray(image, np.float64)
     if x.ndim != 2 or min(x.shape) < 8:
@@ -142,6 +184,9 @@ def estimate_noise_model(image: np.ndarray, *, n_bins: int = 16) -> NoiseModel:
     c, d = x[1:h:2, 0:w:2], x[1:h:2, 1:w:2]
     detail = ((a - b - c + d) / 2).ravel()
     mean = ((a + b + c + d) / 4).ravel()
+    ratio = _robust_var((a - b + c - d) / 2) / max(_robust_var((a + b - c - d) / 2), 1e-30)
+    rho = float(np.clip((1 - ratio) / (1 + ratio), 0.0, 0.9))
+    rho = rho if rho >= 0.05 else 0.0
     edges = np.unique(np.quantile(mean, np.linspace(0, 1, n_bins + 1)))
     which = np.clip(np.searchsorted(edges, mean, side="right") - 1, 0, len(edges) - 2)
     centres, variances, counts = [], [], []
@@ -158,7 +203,13 @@ def estimate_noise_model(image: np.ndarray, *, n_bins: int = 16) -> NoiseModel:
         gain, offset_var = np.polyfit(centre_a, var_a, 1, w=np.sqrt(np.asarray(counts, float)))
     else:
         gain, offset_var = 0.0, float(var_a[0]) if len(var_a) else total
-    return _sane(float(gain), float(offset_var), float(mean.min()), total)
+    model = _sane(float(gain) / (1 - rho), float(offset_var) / (1 - rho), float(mean.min()), total / (1 - rho))
+    return NoiseModel(model.gain, model.offset_var, correlation_x=rho)
+
+
+def _robust_var(values: np.ndarray) -> float:
+    values = np.ravel(values)
+    return float((1.4826 * np.median(np.abs(values - np.median(values)))) ** 2)
 
 
 def _sane(gain: float, offset_var: float, min_mean: float, total_var: float) -> NoiseModel:

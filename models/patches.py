@@ -82,6 +82,15 @@ class PatchSampler:
         cols = (xs[:, None] + ar)[:, None, :]
         x = self.inputs[idx[:, None, None], rows, cols]
         y = self.targets[idx[:, None, None], rows, cols]
+        if cfg.mode is TrainingMode.BLIND_SPOT and cfg.blind_spot_struct_px > 0:
+            # The structured mask follows the scan's x axis: masked before the patch is turned
+            x, mask = blind_spot_mask(x, fraction=cfg.blind_spot_fraction, radius_px=cfg.blind_spot_radius_px,
+                                      rng=rng, struct_px=cfg.blind_spot_struct_px)
+            if cfg.augment:
+                rot, flip = rng.integers(0, 4, b), rng.integers(0, 2, b).astype(bool)
+                x, y, mask = (np.stack([_dihedral(a, r, f) for a, r, f in zip(arr, rot, flip)])
+                              for arr in (x, y, mask))
+            return np.ascontiguousarray(x), np.ascontiguousarray(y), np.ascontiguousarray(mask)
         if cfg.augment:
             rot = rng.integers(0, 4, b)
             flip = rng.integers(0, 2, b).astype(bool)
@@ -130,8 +139,12 @@ def _dihedral(a: np.ndarray, rot: int, flip: bool) -> np.ndarray:
 
 
 def blind_spot_mask(patches: np.ndarray, *, fraction: float, radius_px: int,
-                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+                    rng: np.random.Generator, struct_px: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Noise2Void masking: replace a random share of pixels by a random neighbour.
+
+    With ``struct_px`` > 0 (structN2V, Broaddus et al. 2020), the ``struct_px`` pixels either side
+    of each masked pixel along x are replaced too, all from one other row (the same random offset):
+    noise correlated along the fast-scan axis then cannot tell the network the masked pixel's noise.
 
     Parameters
     ----------
@@ -163,7 +176,37 @@ def blind_spot_mask(patches: np.ndarray, *, fraction: float, radius_px: int,
     nx = np.where((nx < 0) | (nx >= q), xs - pick[..., 1], nx)
     bi = np.arange(b)[:, None]
     masked = np.array(patches, dtype=np.float32, copy=True)
-    masked[bi, ys, xs] = patches[bi, ny, nx]
+    if struct_px > 0:
+        # another row for the whole span: rows are scanned apart, so their noise is independent
+        dy = np.where(pick[..., 0] == 0, 1, pick[..., 0])
+        ny = np.where((ys + dy < 0) | (ys + dy >= p), ys - dy, ys + dy)
+        for d in range(-struct_px, struct_px + 1):
+            cx = np.clip(xs + d, 0, q - 1)
+            masked[bi, ys, cx] = patches[bi, ny, np.clip(nx + d, 0, q - 1)]
+    else:
+        masked[bi, ys, xs] = patches[bi, ny, nx]
     mask = np.zeros((b, p, q), dtype=np.float32)
     mask[bi, ys, xs] = 1.0
     return masked, mask
+
+
+class MixedSampler:
+    """Batches that mix a lab's self-supervised patches with a condition's synthetic (supervised) ones.
+
+    Fine-tuning on a lab's own data alone would forget the condition's range; each batch therefore
+    takes ``round(fraction * batch_size)`` fresh synthetic pairs. The loss weights make every patch
+    count alike: a synthetic patch's pixels weigh ``masked pixels / patch pixels`` each, so it carries
+    the weight of one blind-spot patch's masked pixels.
+    """
+
+    def __init__(self, lab: "PatchSampler", synthetic: "StreamSampler", fraction: float) -> None:
+        self.lab, self.synthetic, self.fraction = lab, synthetic, fraction
+
+    def batch(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        x_lab, y_lab, m_lab = self.lab.batch()
+        x_syn, y_syn, _ = self.synthetic.batch()
+        b, p, q = x_lab.shape
+        weight = float(m_lab.sum() / m_lab.size) if m_lab is not None else 1.0
+        m_lab = m_lab if m_lab is not None else np.ones_like(x_lab)
+        m_syn = np.full(x_syn.shape, weight, dtype=np.float32)
+        return (np.concatenate([x_lab, x_syn]), np.concatenate([y_lab, y_syn]), np.concatenate([m_lab, m_syn]))

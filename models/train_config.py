@@ -40,5 +40,11 @@ class TrainConfig(BaseModel):
     device: str = Field("auto", description="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N'")
     blind_spot_fraction: float = Field(0.02, gt=0, le=0.25, description="share of pixels masked per patch")
     blind_spot_radius_px: int = Field(2, ge=1, le=8, description="neighbourhood a masked pixel borrows from")
+    blind_spot_keep_residual: bool = Field(False, description="blind-spot: keep a residual net's skip (fine-tuning "
+                                           "a residual base keeps its function; the net learns to discount the "
+                                           "centre as N2V's does) instead of switching to direct output")
+    blind_spot_struct_px: int = Field(0, ge=0, le=8, description="structN2V: also mask this many neighbours "
+                                      "either side along x (the fast-scan axis, where a detector's bandwidth "
+                                      "correlates the noise); 0: the plain Noise2Void blind spot")
     val_tile_px: int | None = Field(None, ge=48, description="tile edge of the validation inference "
                                     "(None: the inference default, whole images up to 1024 px)")

@@ -33,8 +33,8 @@ from tqdm.auto import tqdm
 
 from stemreg.models.inference import denoise_array
 from stemreg.models.metrics import psnr_batch, ssim_batch
-from stemreg.models.patches import (PatchSampler, StreamSampler, as_stack, blind_spot_mask,  # noqa: F401
-                                    is_stream, prepare_training_arrays)
+from stemreg.models.patches import (MixedSampler, PatchSampler, StreamSampler, as_stack,  # noqa: F401
+                                    blind_spot_mask, is_stream, prepare_training_arrays)
 from stemreg.models.train_config import TrainConfig, TrainingMode  # noqa: F401
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,8 @@ def self_supervised_val_loss(model: nn.Module, kind: str, data: np.ndarray, *, c
         return loss, float(floor.mean())
     rng = np.random.default_rng(config.seed + 1)  # the same mask every epoch
     masked, mask = blind_spot_mask(data, fraction=config.blind_spot_fraction,
-                                   radius_px=config.blind_spot_radius_px, rng=rng)
+                                   radius_px=config.blind_spot_radius_px, rng=rng,
+                                   struct_px=config.blind_spot_struct_px)
     pred = denoise_array(model, masked, tile_px=config.val_tile_px, device=device)
     scale = data.std(axis=(1, 2), dtype=np.float64)[:, None, None]
     loss = float(np.sum(((pred - data) / scale) ** 2 * mask) / mask.sum())
@@ -156,7 +157,8 @@ def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
 def train(model: nn.Module, config: TrainConfig, *, train_data: Any,
           val_data: tuple[np.ndarray, np.ndarray] | None,
           on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-          checkpoint_dir: str | Path | None = None, progress: bool = True) -> TrainResult:
+          checkpoint_dir: str | Path | None = None, progress: bool = True, synthetic: Any = None,
+          synthetic_fraction: float = 0.0) -> TrainResult:
     """Train ``model`` in place and return it with the best epoch's weights.
 
     Parameters
@@ -186,6 +188,10 @@ def train(model: nn.Module, config: TrainConfig, *, train_data: Any,
         Writes ``epoch_NNN.pt`` (state_dict) every epoch and ``best.pt``.
     progress : bool
         Show a tqdm progress bar.
+    synthetic, synthetic_fraction
+        Self-supervised modes only: a supervised stream (``batch(batch_size, patch_px)``, e.g. the
+        condition's ``FieldPool``) whose fresh pairs make up ``synthetic_fraction`` of every batch,
+        so that fine-tuning on a lab's files does not forget the condition's range.
 
     Returns
     -------
@@ -202,6 +208,12 @@ def train(model: nn.Module, config: TrainConfig, *, train_data: Any,
     else:
         inputs, targets = prepare_training_arrays(config.mode, train_data)
         sampler = PatchSampler(inputs, targets, config, rng)
+        if synthetic is not None and synthetic_fraction > 0 and config.mode is not TrainingMode.SUPERVISED:
+            n_syn = min(config.batch_size - 1, max(1, int(round(synthetic_fraction * config.batch_size))))
+            lab_config = config.model_copy(update={"batch_size": config.batch_size - n_syn})
+            syn_config = config.model_copy(update={"batch_size": n_syn, "mode": TrainingMode.SUPERVISED})
+            sampler = MixedSampler(PatchSampler(inputs, targets, lab_config, rng),
+                                   StreamSampler(synthetic, syn_config, rng), synthetic_fraction)
     checked = _check_val_data(val_data, config.mode)
     val = checked[1] if checked is not None and checked[0] == "scored" else None
     held_out = checked if checked is not None and checked[0] != "scored" else None
@@ -210,7 +222,8 @@ def train(model: nn.Module, config: TrainConfig, *, train_data: Any,
     if ckpt is not None:
         ckpt.mkdir(parents=True, exist_ok=True)
 
-    if config.mode is TrainingMode.BLIND_SPOT and getattr(model, "residual", False):
+    if (config.mode is TrainingMode.BLIND_SPOT and getattr(model, "residual", False)
+            and not config.blind_spot_keep_residual):
         # A residual path copies the (masked) centre pixel to the output; at inference that pixel
         # is the real noisy value and leaks straight through. Blind-spot nets predict directly.
         log.info("blind-spot training: switching %s to direct (non-residual) output",

@@ -24,6 +24,9 @@ class DenoiseResult:
     alias: str
     model_name: str
     version: str
+    #: The trust report(s) (:class:`stemreg.models.trust.TrustReport`, one per image of a stack),
+    #: judged from the input and the output alone; each holds a ``map``.
+    trust: Any = None
 
 
 #: Loaded versions, by (store, model, version): a version's model never changes, so it loads once a session.
@@ -74,6 +77,9 @@ def denoise_image(image: np.ndarray, *, condition: str, alias: str = "champion")
     key = (uri, str(version.name), str(version.version))
     if key not in _MODELS:
         _MODELS[key] = load_version(client, version, alias=alias)
-    denoised = np.asarray(_MODELS[key].predict(data), dtype=np.float32)
-    return DenoiseResult(data=denoised.reshape(data.shape), condition=cond.name, alias=alias,
-                         model_name=registry.model_name(cond), version=str(version.version))
+    denoised = np.asarray(_MODELS[key].predict(data), dtype=np.float32).reshape(data.shape)
+    from stemreg.platform.trust import report_for
+
+    trust = report_for(_MODELS[key], data, denoised, with_map=True)  # its tags and condition set the range
+    return DenoiseResult(data=denoised, condition=cond.name, alias=alias,
+                         model_name=registry.model_name(cond), version=str(version.version), trust=trust)

@@ -39,3 +39,25 @@ def denoise_widget(viewer: napari.Viewer, image: napari.layers.Image, condition:
         scale=image.scale, translate=image.translate, units=image.units,
         metadata={**image.metadata, "stemreg": {"model": result.model_name, "version": result.version,
                                                 "alias": alias, "condition": result.condition}})
+    add_trust_layer(viewer, image, result)
+
+
+def trust_name(layer_name: str, verdicts: list[str]) -> str:
+    """`<layer> trust: <verdict>` (the worst verdict of a stack)."""
+    order = ("out of range", "doubtful", "ok")
+    return f"{layer_name} trust: {min(verdicts, key=order.index)}"
+
+
+def add_trust_layer(viewer: napari.Viewer, image: napari.layers.Image, result) -> None:
+    """The trust map as a layer above the output: residual structure as z-scores (red: signal the
+    model removed, blue: structure it added), hidden until the user looks; the verdict in its name."""
+    reports = result.trust if isinstance(result.trust, list) else [result.trust]
+    if not reports or reports[0] is None:
+        return
+    import numpy as np
+
+    data = np.stack([r.map for r in reports]) if isinstance(result.trust, list) else reports[0].map
+    viewer.add_image(data, name=trust_name(image.name, [r.verdict for r in reports]), colormap="bwr",
+                     contrast_limits=(-6.0, 6.0), opacity=0.6, visible=False, scale=image.scale,
+                     translate=image.translate, units=image.units,
+                     metadata={"stemreg_trust": [r.to_dict() for r in reports]})

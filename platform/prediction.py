@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from stemreg.acquisition import ImageWithCalibration, read_image
+from stemreg.models.mlflow_model import as_image_array
 # Loading lives in one module; these names are re-exported for the callers that import them from here.
 from stemreg.platform.registry.loading import LoadedModel, load_model, load_shipped_base, load_version  # noqa: F401
 from stemreg.platform.registry.naming import CHAMPION
@@ -52,7 +53,7 @@ def _is_signal(image: Any) -> bool:
 
 
 def denoise(image: Any, *, condition: Any = None, alias: str = CHAMPION, model: LoadedModel | None = None,
-            tracking_uri: str | None = None, params: dict | None = None) -> Any:
+            tracking_uri: str | None = None, params: dict | None = None, report: bool = False) -> Any:
     """Denoise an image with a condition's registered model.
 
     Parameters
@@ -68,6 +69,10 @@ def denoise(image: Any, *, condition: Any = None, alias: str = CHAMPION, model: 
         A model loaded once by :func:`load_model`, for many calls.
     params
         Tiling options for the model (`tile_px`, `overlap_px`, `batch_size`).
+    report
+        Also judge the output from its input alone: return ``(denoised, trust)`` with a
+        :class:`~stemreg.models.trust.TrustReport` (a list of them for a stack) whose ``verdict``
+        is ``ok``, ``doubtful`` or ``out of range`` and whose ``map`` shows where.
 
     Returns
     -------
@@ -75,7 +80,7 @@ def denoise(image: Any, *, condition: Any = None, alias: str = CHAMPION, model: 
         The same kind as ``image``: an array for an array; for a path or an
         `ImageWithCalibration`, an `ImageWithCalibration` keeping the
         calibration; for a `Signal2D`, a copy with the denoised data and the
-        same axes and metadata.
+        same axes and metadata. With ``report=True``, a pair ``(denoised, trust)``.
 
     Raises
     ------
@@ -87,16 +92,24 @@ def denoise(image: Any, *, condition: Any = None, alias: str = CHAMPION, model: 
     model = model or load_model(condition, alias=alias, tracking_uri=tracking_uri)
     if isinstance(image, (str, Path)):
         image = read_image(image, allow_stack=True)
+    pixel_size_pm, data = None, image
     if isinstance(image, ImageWithCalibration):
         out = _run(model, image.data, params)
-        return ImageWithCalibration(out, image.calibration, image.format)
-    if _is_signal(image):
+        result, pixel_size_pm, data = ImageWithCalibration(out, image.calibration, image.format), \
+            image.calibration.pixel_size_pm(), image.data
+    elif _is_signal(image):
         result = image.deepcopy() if hasattr(image, "deepcopy") else copy.deepcopy(image)
-        result.data = _run(model, image.data, params)
+        result.data = out = _run(model, image.data, params)
+        data = image.data
+    else:
+        result = out = _run(model, image, params)
+    if not report:
         return result
-    return _run(model, image, params)
+    from stemreg.platform.trust import report_for
+
+    return result, report_for(model, np.asarray(data, np.float32), out, pixel_size_pm=pixel_size_pm, with_map=True)
 
 
 def _run(model: LoadedModel, data: Any, params: dict | None) -> np.ndarray:
-    data = np.asarray(data, dtype=np.float32)
+    data = as_image_array(data)  # the one rule: no booleans, complex numbers or float32 overflow
     return np.asarray(model.predict(data, params), dtype=np.float32).reshape(data.shape)

@@ -69,7 +69,10 @@ def configure(experiment: str | None = None) -> str:
         return uri
     name = experiment or experiment_name()
     location = artifact_location(uri)
-    if location is not None and mlflow.get_experiment_by_name(name) is None:
+    existing = mlflow.get_experiment_by_name(name) if location is not None else None
+    if existing is not None:
+        check_own_artifacts(existing, uri)
+    elif location is not None:
         try:
             mlflow.create_experiment(name, artifact_location=location)
         except Exception:  # noqa: BLE001 - another process created it first: fine
@@ -157,6 +160,43 @@ def artifact_location(uri: str) -> str | None:
     return (db.parent / "mlruns").as_uri()
 
 
+def _own_mlruns(uri: str) -> Path:
+    return Path(uri[len("sqlite:///"):].split("?", 1)[0]).expanduser().resolve().parent / "mlruns"
+
+
+def check_own_artifacts(experiment, uri: str) -> None:
+    """Refuse to write runs of a copied or moved SQLite store into another folder's ``mlruns/``.
+
+    MLflow records an experiment's artifact location as an absolute path. When a store's project
+    folder was copied (its ``mlruns/`` came along) or moved (the old folder is gone), new runs would
+    write into the old folder, or nowhere; reads are mapped by :func:`local_artifacts`. A location
+    deliberately elsewhere (it exists, and this folder holds no copy of it) is left alone.
+
+    Raises
+    ------
+    StemregError
+        One line naming both folders and what to do.
+    """
+    from stemreg.errors import StemregError
+
+    raw = experiment.artifact_location or ""
+    raw = raw[len("file://"):] if raw.startswith("file://") else raw
+    if not uri.startswith("sqlite:///") or "://" in raw or not raw.startswith("/"):
+        return
+    own, recorded = _own_mlruns(uri), Path(raw)
+    if recorded.is_relative_to(own) or "mlruns" not in recorded.parts:
+        return  # its own, or a location someone chose (not another project's mlruns/)
+    tail = recorded.parts[len(recorded.parts) - recorded.parts[::-1].index("mlruns"):]
+    copied = own.joinpath(*tail).exists()
+    if recorded.exists() and not copied:
+        return
+    raise StemregError(
+        f"this MLflow store ({own.parent}) was {'copied' if recorded.exists() else 'moved'} from another folder: "
+        f"its experiment {experiment.name!r} writes artifacts to {recorded}, "
+        f"{'the old folder' if recorded.exists() else 'which no longer exists'}; to log here, name a new "
+        f"experiment (MLFLOW_EXPERIMENT_NAME=NAME: its artifacts go to {own}), or work in the original folder")
+
+
 def local_artifacts(location: str, uri: str | None = None) -> str:
     """An artifact location as this store sees it, so a copied or moved project reads its own files.
 
@@ -170,7 +210,7 @@ def local_artifacts(location: str, uri: str | None = None) -> str:
     raw = location[len("file://"):] if location.startswith("file://") else location
     if "://" in raw or not raw.startswith("/"):
         return location
-    own = Path(uri[len("sqlite:///"):].split("?", 1)[0]).expanduser().resolve().parent / "mlruns"
+    own = _own_mlruns(uri)
     path = Path(raw)
     if path.is_relative_to(own):
         return location
@@ -180,6 +220,63 @@ def local_artifacts(location: str, uri: str | None = None) -> str:
     cut = len(parts) - 1 - parts[::-1].index("mlruns")
     candidate = own.joinpath(*parts[cut + 1:])
     return str(candidate) if candidate.exists() else location
+
+
+#: Seconds a tracking server gets to answer before a read-only command says it cannot reach it.
+REACH_TIMEOUT_S = 5.0
+
+
+def explicit_tracking_uri(uri: str | None = None) -> bool:
+    """True when the store was named (``uri`` given, or ``MLFLOW_TRACKING_URI`` set), not the default."""
+    return bool(uri) or bool(os.environ.get("MLFLOW_TRACKING_URI"))
+
+
+def store_exists(uri: str) -> bool:
+    """Whether a local store (SQLite file, file store folder) is there; other stores: True."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):].split("?", 1)[0]).expanduser().is_file()
+    scheme = uri.split("://", 1)[0] if "://" in uri else ""
+    if scheme in ("", "file"):
+        return Path(uri[len("file://"):] if scheme else uri).expanduser().exists()
+    return True
+
+
+def check_store(uri: str, *, must_exist: bool) -> None:
+    """Refuse, in one line, a store that is not there, before MLflow is asked anything.
+
+    A SQLite file or file-store folder that does not exist would otherwise be created, new and
+    empty (a typo in a path reads as "nothing registered"); a tracking server that does not
+    answer would otherwise be retried for minutes.
+
+    Raises
+    ------
+    BadInputError
+        ``must_exist`` and a local store that does not exist.
+    StemregError
+        An ``http(s)`` tracking server that does not answer within :data:`REACH_TIMEOUT_S`.
+    """
+    from stemreg.errors import BadInputError, StemregError
+
+    scheme = uri.split("://", 1)[0] if "://" in uri else ""
+    if scheme in ("http", "https"):
+        import urllib.error
+        import urllib.request
+
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=REACH_TIMEOUT_S).close()
+        except urllib.error.HTTPError as exc:
+            if exc.code in (401, 403):
+                return  # it answered: a server (or its proxy) asking for credentials, which MLflow sends
+            raise StemregError(f"the server at {uri} does not answer as an MLflow tracking server (GET /health: "
+                               f"HTTP {exc.code}); check the address (MLFLOW_TRACKING_URI)") from None
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise StemregError(f"cannot reach the MLflow tracking server at {uri} ({reason}); check the address "
+                               "(MLFLOW_TRACKING_URI) and that the server runs") from None
+        return
+    if must_exist and not store_exists(uri):
+        raise BadInputError(f"no MLflow store at {uri}: nothing there to read (a typo in the path?); give the "
+                            "tracking URI of an existing store, or unset it for sqlite:///mlflow.db here")
 
 
 def client():

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from stemreg.platform.cli.common import command, load_condition
-from stemreg.platform.errors import BadInputError
+from stemreg.platform.errors import BadInputError, StemregError
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,8 @@ def simulate_command(condition_name: str, n_images: int, out_dir: Path, seed: in
     """Write N degraded/clean image pairs of a condition, with a JSON sidecar.
 
     OUT gets degraded.<fmt> and clean.<fmt> (stacks N x H x W, float32, same
-    units, pixel size kept) and simulation.json (the condition, its hash, the
+    units, pixel size kept), raw.<fmt> (the same frames in ADU, whole numbers
+    0..65535, as the microscope's detector writes them) and simulation.json (the condition, its hash, the
     seed, each image's drawn parameters and atomic-column positions in pixels
     (row, col)). With --from-images, your high-dose images are cut into tiles
     of --size pixels and degraded with the condition's physics.
@@ -129,6 +130,7 @@ def simulate_command(condition_name: str, n_images: int, out_dir: Path, seed: in
     if seed < 0:
         raise BadInputError(f"--seed must be >= 0, got {seed}")
 
+    _writable_folder(out_dir)  # before the simulation: a bad --out costs nothing
     sources = None
     if from_images is not None:
         tiles, sources, tile_pm = _tiles_from_images(from_images, size_px, condition.pixel_size_range_pm())
@@ -142,13 +144,16 @@ def simulate_command(condition_name: str, n_images: int, out_dir: Path, seed: in
     else:
         batch = condition.sample_pairs(n_images, size_px=size_px, seed=seed, progress=True)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     # A stack file holds one pixel size: written when every image shares it (--pixel-size-pm or a
     # condition with one sampling); simulation.json lists each image's.
     sizes = batch.pixel_sizes_pm
     calibration = Calibration(float(sizes[0]), "pm") if np.allclose(sizes, sizes[0], rtol=1e-6) else Calibration()
-    degraded_path = write_image(out_dir / f"degraded.{file_format}", batch.degraded, calibration)
-    clean_path = write_image(out_dir / f"clean.{file_format}", batch.clean, calibration)
+    try:
+        degraded_path = write_image(out_dir / f"degraded.{file_format}", batch.degraded, calibration)
+        clean_path = write_image(out_dir / f"clean.{file_format}", batch.clean, calibration)
+        raw_path = write_image(out_dir / f"raw.{file_format}", batch.raw, calibration)
+    except OSError as exc:  # a full disk, a folder made read-only meanwhile
+        raise StemregError(f"cannot write into --out {out_dir}: {exc.strerror or exc}") from None
     sidecar = {
         "condition": condition.model_dump(mode="json"),
         "condition_hash": condition.hash(),
@@ -156,8 +161,10 @@ def simulate_command(condition_name: str, n_images: int, out_dir: Path, seed: in
         "n": len(batch),
         "size_px": size_px,
         "pixel_size_pm": [float(v) for v in sizes],
-        "units": "clean: in-focus noise-free HAADF signal / its 99.5th percentile; degraded: same units",
-        "files": {"degraded": degraded_path.name, "clean": clean_path.name},
+        "units": "clean: in-focus noise-free HAADF signal / its 99.5th percentile; degraded: same units; "
+                 "raw: ADU (degraded = (raw - dark_offset_adu) / (gain_adu_per_e x detected electrons per unit "
+                 "signal) - the low-passed noise-bias flux)",
+        "files": {"degraded": degraded_path.name, "clean": clean_path.name, "raw": raw_path.name},
         "images": [{"params": p, "columns_rc_px": np.round(c, 3).tolist(),
                     **({"source": sources[i]} if sources else {})}
                    for i, (p, c) in enumerate(zip(batch.params, batch.columns))],
@@ -165,12 +172,26 @@ def simulate_command(condition_name: str, n_images: int, out_dir: Path, seed: in
     sidecar_path = out_dir / "simulation.json"
     sidecar_path.write_text(json.dumps(sidecar, indent=1))
     summary = {"condition": condition.name, "condition_hash": condition.hash(), "n": len(batch), "seed": seed,
-               "degraded": str(degraded_path), "clean": str(clean_path), "sidecar": str(sidecar_path)}
+               "degraded": str(degraded_path), "clean": str(clean_path), "raw": str(raw_path),
+               "sidecar": str(sidecar_path)}
     if as_json:
         click.echo(json.dumps(summary))
     else:
         click.echo(f"wrote {len(batch)} {condition.name} pairs to {out_dir} "
-                   f"({degraded_path.name}, {clean_path.name}, {sidecar_path.name})")
+                   f"({degraded_path.name}, {clean_path.name}, {raw_path.name}, {sidecar_path.name})")
+
+
+def _writable_folder(folder: Path) -> None:
+    """Create ``folder`` and write a file in it, or refuse in one line (e.g. ``--out /proc/x``)."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise BadInputError(f"--out {folder}: cannot write there ({exc.strerror or exc}); give a writable "
+                            "folder") from None
 
 
 COMMANDS: list[click.Command] = [conditions_command, simulate_command]

@@ -14,10 +14,11 @@ from stemreg.platform.evaluation.data import IMAGE_SUFFIXES, TestSet, benchmark_
 from stemreg.platform.evaluation.figures import bar_chart, comparison_panel, gallery
 from stemreg.platform.evaluation.leaderboard import METRICS, Leaderboard, MethodResult, score_method
 from stemreg.platform.evaluation.methods import (CLASSICAL, LEARNED_METHODS, METHOD_DESCRIPTIONS, METHODS, NOISY,
-                                                 parse_methods)
+                                                 default_methods, parse_methods)
+from stemreg.platform.evaluation.restoration import RESTORATION
 from stemreg.platform.evaluation.run import evaluate, log_leaderboard, write_artifacts
 
 __all__ = ["BUDGETS", "Budget", "CLASSICAL", "IMAGE_SUFFIXES", "LEARNED_METHODS", "METHODS", "METHOD_DESCRIPTIONS",
            "METRICS", "NOISY", "Leaderboard", "MethodResult", "TestSet", "bar_chart", "benchmark_test_set",
-           "comparison_panel", "derived_seed", "evaluate", "gallery", "log_leaderboard", "parse_methods",
+           "comparison_panel", "default_methods", "derived_seed", "RESTORATION", "evaluate", "gallery", "log_leaderboard", "parse_methods",
            "score_method", "user_test_set", "write_artifacts"]

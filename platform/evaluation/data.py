@@ -10,6 +10,7 @@ import numpy as np
 
 from stemreg.acquisition import read_image
 from stemreg.acquisition.io import READ_SUFFIXES
+from stemreg.acquisition.optics import degradation_psf
 from stemreg.models.classical import NoiseModel, fit_noise_model, noise_model_from_params
 from stemreg.models.config import TrainBudget, off_benchmark
 from stemreg.platform.errors import BadInputError
@@ -43,11 +44,13 @@ class TestSet:
     description: str
     bins: list[str] = field(default_factory=list)
     noise_models: list[NoiseModel | None] = field(default_factory=list)
+    degradations: list[dict[str, Any] | None] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         n = len(self.degraded)
         self.bins = list(self.bins) or [ALL_IMAGES] * n
         self.noise_models = list(self.noise_models) or [None] * n
+        self.degradations = list(self.degradations) or [None] * n
         self.pixel_sizes_pm = [float(p) for p in self.pixel_sizes_pm]
         lengths = {len(self.clean), len(self.pixel_sizes_pm), len(self.bins), len(self.noise_models)}
         if lengths != {n}:
@@ -65,6 +68,15 @@ class TestSet:
         return f"oracle noise model for {known} image(s), estimated from the image for the others"
 
 
+def oracle_degradation(params: dict[str, Any]) -> dict[str, Any]:
+    """What a classical restoration is handed about one simulated image (the *oracle*): its exact PSF
+    (None without blur or defocus), its line-start hysteresis and its line jitter's spread."""
+    return {"psf": degradation_psf(params, float(params["pixel_size_pm"])),
+            "hysteresis_amplitude_px": float(params.get("hysteresis_amplitude_px", 0.0)),
+            "hysteresis_decay_px": float(params.get("hysteresis_decay_px", 8.0)),
+            "jitter_px": float(params.get("jitter_px", 0.0))}
+
+
 def oracle_noise_models(batch: Any) -> list[NoiseModel]:
     """The exact noise model of each simulated image of a ``PairBatch``, from its acquisition parameters."""
     return [noise_model_from_params(p) for p in batch.params]
@@ -78,7 +90,8 @@ def benchmark_test_set(condition: Any) -> TestSet:
                    columns=[np.asarray(c, float).reshape(-1, 2) for c in bench.columns],
                    pixel_sizes_pm=list(bench.pixel_sizes_pm),
                    description=f"benchmark set of {condition.name} (seed {condition.benchmark_seed})",
-                   bins=list(bench.bins), noise_models=oracle_noise_models(bench))
+                   bins=list(bench.bins), noise_models=oracle_noise_models(bench),
+                   degradations=[oracle_degradation(p) for p in bench.params])
 
 
 IMAGE_SUFFIXES = tuple(READ_SUFFIXES)
@@ -101,7 +114,7 @@ def user_test_set(condition: Any, images_dir: str | Path, *, seed: int = 0) -> T
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise BadInputError(f"--images {folder}: no image files found; accepted suffixes: {', '.join(IMAGE_SUFFIXES)}")
-    degraded, clean, columns, sizes, noise = [], [], [], [], []
+    degraded, clean, columns, sizes, noise, degradations = [], [], [], [], [], []
     base = derived_seed(condition, seed, "images")
     for i, path in enumerate(paths):
         image = read_image(path)
@@ -114,8 +127,9 @@ def user_test_set(condition: Any, images_dir: str | Path, *, seed: int = 0) -> T
         columns.append(np.zeros((0, 2)))
         sizes.append(float(batch.pixel_sizes_pm[0]))
         noise.append(noise_model_from_params(batch.params[0]))  # we degraded it: its noise is known
+        degradations.append(oracle_degradation(batch.params[0]))
     return TestSet(degraded=degraded, clean=clean, columns=columns, pixel_sizes_pm=sizes, noise_models=noise,
-                   description=f"{len(paths)} image(s) from {folder} degraded as {condition.name}")
+                   degradations=degradations, description=f"{len(paths)} image(s) from {folder} degraded as {condition.name}")
 
 
 class _Data:
@@ -158,6 +172,10 @@ class _Data:
             self._repeats = np.asarray(self._train_batch().repeats(
                 self.budget.repeats, seed=derived_seed(self.condition, self.seed, "repeats")), np.float32)
         return self._repeats
+
+    def val_degradations(self, n: int) -> list[dict[str, Any]]:
+        """The oracle degradation of each of the first ``n`` validation images (:func:`oracle_degradation`)."""
+        return [oracle_degradation(p) for p in self._val_batch().params[:n]]
 
     def val_noise_models(self, n: int) -> list[NoiseModel]:
         """The exact noise model of each of the first ``n`` validation images (drawn across the ranges)."""

@@ -13,6 +13,8 @@ from stemreg.models.scoring import PredictFn
 from stemreg.models.training import pick_device, train
 from stemreg.platform.errors import BadInputError
 from stemreg.platform.evaluation.data import TestSet, _Data
+from stemreg.platform.evaluation.restoration import DESCRIPTIONS as RESTORATION_DESCRIPTIONS
+from stemreg.platform.evaluation.restoration import RESTORATION, applies, build_restoration
 from stemreg.platform.prediction import load_model
 from stemreg.platform.registry import CHAMPION, NotRegisteredError, model_uri
 
@@ -20,7 +22,7 @@ log = logging.getLogger(__name__)
 
 LEARNED_METHODS: tuple[str, ...] = ("hourglass", "hourglass-family", "autoencoder", "sdndti", "n2v")
 CLASSICAL: tuple[str, ...] = ("gaussian", "nlm", "tv", "wavelet", "bm3d")
-METHODS: tuple[str, ...] = LEARNED_METHODS + CLASSICAL
+METHODS: tuple[str, ...] = LEARNED_METHODS + CLASSICAL + RESTORATION
 NOISY = "noisy"
 
 METHOD_DESCRIPTIONS: dict[str, str] = {
@@ -37,10 +39,17 @@ METHOD_DESCRIPTIONS: dict[str, str] = {
     "tv": "total variation (Chambolle) in the Anscombe domain (noise model per image), weight fitted on validation",
     "wavelet": "wavelet BayesShrink in the Anscombe domain (noise model per image), sigma fitted on validation",
     "bm3d": "BM3D + GAT (exact unbiased inverse), noise model per image, sigma multiplier fitted on validation",
+    **RESTORATION_DESCRIPTIONS,
 }
 
 #: The family's multi-scale member (models/hourglass.py, ScaledReverseHourglass) as the leaderboard trains it.
 FAMILY_MULTISCALE: dict[str, Any] = architecture(ArchitectureName.MULTISCALE)
+
+
+def default_methods(condition: Any) -> list[str]:
+    """Every method that has something to do on ``condition`` (restoration rows only where there is
+    blur, defocus or scan distortion to undo)."""
+    return [m for m in METHODS if applies(m, condition)]
 
 
 def parse_methods(methods: str | Sequence[str] | None) -> list[str]:
@@ -131,6 +140,8 @@ def _build_method(method: str, condition: Any, data: _Data, budget: TrainBudget,
         predict, details = _train_cnn(method, architecture(ArchitectureName.DEFAULT), "blind-spot",
                                       data.train_degraded, data, budget, seed=seed, device=device, use_val=False, progress=progress)
         return predict, f"trained here ({budget.name})", details
+    if method in RESTORATION:
+        return build_restoration(method, data, budget, test)
     if method in CLASSICAL:
         n = budget.n_classical_val
         val_degraded, val_clean = data.val_degraded[:n], data.val_clean[:n]

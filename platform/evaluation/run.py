@@ -16,11 +16,15 @@ from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 from tqdm.auto import tqdm
 
 from stemreg.models.config import TrainBudget, leaderboard_budget
+from stemreg.models.training import pick_device
+from stemreg.platform.evaluation.cache import classical_rows, load_row, row_tags, save_row
+from stemreg.platform.evaluation.converged import ConvergedTraining, converged_method
 from stemreg.platform.evaluation.data import TestSet, _Data, benchmark_test_set, user_test_set
 from stemreg.platform.evaluation.figures import bar_chart, gallery
 from stemreg.platform.evaluation.heatmaps import gain_heatmap, hourglass_vs_bm3d
 from stemreg.platform.evaluation.leaderboard import METRICS, Leaderboard, _json_safe, grid_bin, score_method
-from stemreg.platform.evaluation.methods import METHOD_DESCRIPTIONS, NOISY, _build_method, parse_methods
+from stemreg.platform.evaluation.methods import (CLASSICAL, LEARNED_METHODS, METHOD_DESCRIPTIONS, NOISY, RESTORATION,
+                                                 _build_method, default_methods, parse_methods)
 from stemreg.platform.registry import as_condition, benchmark_id
 from stemreg.platform.store import configure
 
@@ -30,7 +34,8 @@ log = logging.getLogger(__name__)
 def evaluate(condition: Any, *, methods: str | Sequence[str] | None = None, budget: str | TrainBudget = "quick",
              images_dir: str | Path | None = None, seed: int = 0, device: str = "auto",
              use_registry: bool = True, log_to_mlflow: bool = True, progress: bool = True,
-             output_dir: str | Path | None = None) -> Leaderboard:
+             output_dir: str | Path | None = None, checkpoint_dir: str | Path = "converged",
+             time_limit_s: float | None = None, use_cache: bool = True, workers: int = 2) -> Leaderboard:
     """Score every method on a condition and (optionally) log the leaderboard as one MLflow run.
 
     Parameters
@@ -40,7 +45,9 @@ def evaluate(condition: Any, *, methods: str | Sequence[str] | None = None, budg
     methods
         Subset of :data:`METHODS` (comma-separated text or a list); default all.
     budget
-        ``"tiny"``, ``"quick"``, ``"full"`` or a :class:`Budget`.
+        ``"tiny"``, ``"quick"``, ``"full"``, ``"converged"`` or a :class:`Budget`. ``converged`` trains
+        (or resumes) every CNN until its validation curve is flat (:mod:`.converged`) and scores
+        their last weights; the registered champion is not used then.
     images_dir
         Score on these high-dose images degraded by the condition instead of
         the frozen benchmark set.
@@ -56,6 +63,16 @@ def evaluate(condition: Any, *, methods: str | Sequence[str] | None = None, budg
         Show tqdm progress bars.
     output_dir
         Also write the artifacts here (default: a temporary folder).
+    checkpoint_dir
+        ``converged`` budget: where each method's checkpoints live (``<dir>/<condition>/``).
+    time_limit_s
+        ``converged`` budget: stop training after the round that passes this many seconds (it
+        resumes next time) and score what is reached.
+    use_cache
+        Take the classical rows of the frozen benchmark from the MLflow store when they are there
+        (and store the ones computed); only with ``log_to_mlflow`` (:mod:`.cache`).
+    workers
+        Processes computing the missing classical rows in parallel.
 
     Returns
     -------
@@ -63,20 +80,49 @@ def evaluate(condition: Any, *, methods: str | Sequence[str] | None = None, budg
     """
     started = time.perf_counter()
     cond = as_condition(condition)
-    method_list = parse_methods(methods)
+    method_list = parse_methods(methods) if methods is not None else default_methods(cond)
     plan = leaderboard_budget(budget)
     test = user_test_set(cond, images_dir, seed=seed) if images_dir is not None else benchmark_test_set(cond)
     data = _Data(cond, plan, seed)
 
     results = [score_method(NOISY, lambda image: image, test, source="input",
                             details={"description": METHOD_DESCRIPTIONS[NOISY]})]
+    converged = None
+    if plan.name == "converged" and any(m in LEARNED_METHODS for m in method_list):
+        converged = ConvergedTraining(cond, plan, methods=[m for m in method_list if m in LEARNED_METHODS],
+                                      seed=seed, checkpoint_dir=checkpoint_dir, device=str(pick_device(device)),
+                                      log_to_mlflow=log_to_mlflow)
+        converged.run(time_limit_s=time_limit_s, progress=progress)
+    if log_to_mlflow:
+        configure()  # the store holds the cached rows
+    precomputed: dict[str, Any] = {}
+    fixed = [m for m in method_list if m in CLASSICAL or m in RESTORATION]
+    if images_dir is None and fixed:  # the frozen benchmark: the same answer every time
+        precomputed = classical_rows(cond, fixed, plan, seed, use_cache=use_cache and log_to_mlflow,
+                                     workers=workers)
     bar = tqdm(method_list, desc=f"evaluate {cond.name}", disable=not progress, unit="method")
     for method in bar:
         bar.set_postfix(method=method)
-        predict, source, details = _build_method(method, cond, data, plan, test, seed=seed, device=device,
-                                                 use_registry=use_registry, progress=progress)
+        if method in precomputed:
+            results.append(precomputed[method])
+            continue
+        # a CNN trained here on the benchmark is the same every time at one commit, budget and seed
+        cacheable = (use_cache and log_to_mlflow and images_dir is None and converged is None
+                     and method in LEARNED_METHODS and not (method == "hourglass" and use_registry))
+        tags = row_tags(cond, method, plan, seed, learned=True) if cacheable else None
+        cached = load_row(tags) if tags is not None else None
+        if cached is not None:
+            results.append(cached)
+            continue
+        if converged is not None and method in converged.states:
+            predict, source, details = converged_method(converged, method)
+        else:
+            predict, source, details = _build_method(method, cond, data, plan, test, seed=seed, device=device,
+                                                     use_registry=use_registry, progress=progress)
         details = {"description": METHOD_DESCRIPTIONS[method], **details}
         results.append(score_method(method, predict, test, source=source, details=details, progress=progress))
+        if tags is not None and "unknown" not in tags.values():
+            results[-1].details["cache_run_id"] = save_row(tags, results[-1])
         log.info("%s: PSNR %.2f dB (%s)", method, float(np.mean(results[-1].psnr)), source)
     bar.close()
 

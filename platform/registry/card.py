@@ -135,6 +135,8 @@ def lineage_section(version) -> str:
     tags = version.tags
     items = [("run", version.run_id), ("parent", tags.get("parent")),
              ("pretrained base", tags.get("pretrained_base")), ("training mode", tags.get("training_mode")),
+             ("lab files", tags.get("lab_files")), ("held-out lab files", tags.get("lab_held_out")),
+             ("held-out lab trust", tags.get("trust.held_out")),
              ("git commit", tags.get("git_commit")), ("weights sha256", tags.get("weights_sha256")),
              ("architecture sha256", tags.get("architecture_sha256"))]
     lines = ["### Lineage", ""]

@@ -26,9 +26,10 @@ from stemreg.errors import BadInputError, StemregError
 from stemreg.models import pretrained
 from stemreg.models.mlflow_model import ARCHITECTURE_FILE, LOADER_MODULE, WEIGHTS_FILE, DenoiserModel
 from stemreg.models.prediction import network_of, predict
-from stemreg.platform.registry.naming import CHAMPION, NotRegisteredError, condition_name
+from stemreg.platform.registry.naming import CHAMPION, NotRegisteredError
 from stemreg.platform.registry.versions import resolve
-from stemreg.platform.store import local_artifacts, tracking_uri as default_tracking_uri
+from stemreg.platform.store import (check_store, explicit_tracking_uri, local_artifacts, store_exists,
+                                    tracking_uri as default_tracking_uri)
 
 #: MLflow's loader of a models-from-code pyfunc: what models logged before ``loader_module`` name.
 CODE_MODEL_LOADER = "mlflow.pyfunc.loaders.code_model"
@@ -112,10 +113,11 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
-def load_pyfunc(model_uri: str, *, expected: dict[str, str] | None = None) -> Any:
+def load_pyfunc(model_uri: str, *, expected: dict[str, str] | None = None, tracking_uri: str | None = None) -> Any:
     """Load a stemreg pyfunc from a folder or artifact URI without executing any stored code.
 
-    ``expected`` (a version's tags) carries sha256 figures to verify first. A ``models:/`` URI is
+    ``expected`` (a version's tags) carries sha256 figures to verify first; ``tracking_uri`` is the
+    store an ``mlflow-artifacts:`` URI is read from (default MLflow's own). A ``models:/`` URI is
     read through its registered version (:func:`open_uri`), so its figures are always checked.
 
     Raises
@@ -130,7 +132,7 @@ def load_pyfunc(model_uri: str, *, expected: dict[str, str] | None = None) -> An
     from stemreg.models.mlflow_model import DenoiserModel, _load_pyfunc
 
     try:
-        local = Path(download_artifacts(artifact_uri=model_uri))
+        local = Path(download_artifacts(artifact_uri=model_uri, tracking_uri=tracking_uri))
     except Exception as exc:  # noqa: BLE001 - missing folder, unreachable store: one line
         raise ModelLoadError(f"its artifacts cannot be read at {model_uri}: {_first_line(exc)}") from None
     if not (local / "MLmodel").is_file():
@@ -163,7 +165,7 @@ def open_version(client: Any, version: Any) -> Any:
     """
     location = local_artifacts(client.get_model_version_download_uri(version.name, version.version),
                                client.tracking_uri)
-    return load_pyfunc(location, expected=dict(version.tags or {}))
+    return load_pyfunc(location, expected=dict(version.tags or {}), tracking_uri=client.tracking_uri)
 
 
 def registered_version(client: Any, model_uri: str) -> Any:
@@ -198,8 +200,10 @@ def registered_version(client: Any, model_uri: str) -> Any:
 
 
 def open_uri(model_uri: str, client: Any = None) -> Any:
-    """A verified pyfunc from any model URI: a ``models:/`` URI through its registered version
-    (:func:`open_version`, sha256 checked), any other URI or folder through :func:`load_pyfunc`.
+    """A verified pyfunc from any model URI: a registry URI (``models:/<name>/<version>`` or
+    ``models:/<name>@<alias>``) through its registered version (:func:`open_version`, sha256
+    checked), any other URI (a logged model's ``models:/m-<id>``, ``runs:/``, a folder) through
+    :func:`load_pyfunc`.
 
     Raises
     ------
@@ -208,13 +212,14 @@ def open_uri(model_uri: str, client: Any = None) -> Any:
     ModelLoadError
         The model cannot be loaded (see :func:`load_pyfunc`).
     """
-    if str(model_uri).startswith("models:/"):
+    rest = str(model_uri)[len("models:/"):].strip("/")
+    if str(model_uri).startswith("models:/") and ("@" in rest or "/" in rest):  # not a logged model's m-<id>
         if client is None:
             from stemreg.platform.store import client as make_client
 
             client = make_client()
         return open_version(client, registered_version(client, model_uri))
-    return load_pyfunc(str(model_uri))
+    return load_pyfunc(str(model_uri), tracking_uri=getattr(client, "tracking_uri", None))
 
 
 def open_network(model_uri: str, client: Any = None) -> Any:
@@ -329,19 +334,35 @@ def load_model(condition: Any = None, *, alias: str = CHAMPION, model_uri: str |
         raise BadInputError("give a condition (and alias) or a model_uri, not both or neither")
     from mlflow import MlflowClient
 
+    from stemreg.acquisition import UnknownConditionError, load_condition
+
     uri = tracking_uri or default_tracking_uri()
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    # Read only: a named store must exist (a typo would create an empty one and fall back to the base),
+    # a server must answer; the default store may be absent on a fresh install.
+    check_store(uri, must_exist=explicit_tracking_uri(tracking_uri) or model_uri is not None)
     if model_uri is not None:
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         return LoadedModel(pyfunc=open_uri(model_uri, client), model_uri=model_uri)
     try:
-        version = resolve(condition, alias, client=client)
-    except NotRegisteredError:
-        # A fresh install: nothing trained yet, but the package ships a pretrained base.
-        if not fallback_pretrained or alias != CHAMPION or not pretrained.available():
+        cond = load_condition(condition)
+    except UnknownConditionError:
+        if not store_exists(uri):
             raise
-        return load_shipped_base(condition_name(condition))
-    loaded = load_version(client, version, alias=alias)
-    loaded.condition = condition_name(condition)
+        cond = None  # a name only the registry may know (a lab's condition, registered from its YAML)
+    name = cond.name if cond is not None else condition
+    try:
+        if not store_exists(uri):  # the default store, not created yet: nothing is registered
+            raise NotRegisteredError(f"no model registered for condition '{name}': there is no MLflow store "
+                                     f"at {uri} yet; train one first: stemreg train --condition {name}")
+        version = resolve(name, alias, client=MlflowClient(tracking_uri=uri, registry_uri=uri))
+    except NotRegisteredError:
+        # A fresh install: nothing trained yet, but the package ships a pretrained base. Never for a
+        # name that is no condition at all (that would answer a typo with the base's output).
+        if cond is None or not fallback_pretrained or alias != CHAMPION or not pretrained.available():
+            raise
+        return load_shipped_base(cond.name)
+    loaded = load_version(MlflowClient(tracking_uri=uri, registry_uri=uri), version, alias=alias)
+    loaded.condition = name
     return loaded
 
 

@@ -43,6 +43,21 @@ class PromotionRefused(RegistryError):
 as_condition = load_condition
 
 
+#: Condition parameters whose degradation a restoration model must undo (besides the noise).
+RESTORATION_PARAMS = ("blur_sigma_px", "defocus_nm", "hysteresis_amplitude_px", "jitter_px", "drift_px")
+
+
+def is_restoration(condition: Any) -> bool:
+    """Whether ``condition`` degrades beyond noise (blur, defocus, scan distortion): its models restore."""
+    cond = as_condition(condition)
+
+    def present(name: str) -> bool:
+        value = getattr(cond, name, 0.0)
+        return any(float(v) != 0.0 for v in (value if isinstance(value, (tuple, list)) else (value,)))
+
+    return any(present(name) for name in RESTORATION_PARAMS)
+
+
 def benchmark_id(condition: Any) -> str:
     """`<condition>@v<version>:<hash>`: which frozen benchmark set a score belongs to."""
     return as_condition(condition).benchmark_id()

@@ -18,7 +18,7 @@ from stemreg.platform.registry.card import refresh_cards
 from stemreg.platform.registry.history import (ChampionChange, alias_version, set_champion, champion_lock,
                                                current_user)
 from stemreg.platform.registry.loading import ModelLoadError, check_runs
-from stemreg.platform.registry.naming import (CHALLENGER, CHAMPION, HISTORY_TAG, PromotionRefused,
+from stemreg.platform.registry.naming import (CHALLENGER, CHAMPION, HISTORY_TAG, PromotionRefused, is_restoration,
                                               RegistryError, as_condition, benchmark_of, model_name)
 from stemreg.platform.registry.versions import resolve
 from stemreg.platform.store import client as _client
@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 
 #: A candidate that loses more than this to the champion in any one benchmark bin is refused.
 MAX_BIN_LOSS_DB = 1.0
+#: Restoration conditions are promoted on the atom columns too: the candidate's column F1 (mean over
+#: bins) may fall at most this far below the champion's, and in no bin by more than MAX_BIN_F1_LOSS;
+#: its column position error (mean over bins) may grow at most MAX_COLUMN_ERROR_GAIN_PM.
+MAX_F1_LOSS, MAX_BIN_F1_LOSS, MAX_COLUMN_ERROR_GAIN_PM = 0.01, 0.05, 1.0
 
 
 @dataclass
@@ -125,7 +129,7 @@ def promote(condition: Any, version: str | int | None = None, *, force: bool = F
             raise PromotionRefused(f"{name} version {target.version} already is the champion")
         to_psnr, from_psnr = _psnr_or_none(target), _psnr_or_none(champion)
         if not force and champion is not None:
-            gate(name, target, champion, current_id=cond.benchmark_id())
+            gate(name, target, champion, current_id=cond.benchmark_id(), columns=is_restoration(cond))
         change = ChampionChange(
             kind="force-promote" if force else "promote",
             to_version=str(target.version),
@@ -232,12 +236,14 @@ def _refresh(client, cond: Any, change: ChampionChange) -> None:
 
 
 def gate(name: str, target, champion, *, current_id: str | None = None,
-         max_bin_loss_db: float = MAX_BIN_LOSS_DB) -> None:
+         max_bin_loss_db: float = MAX_BIN_LOSS_DB, columns: bool = False) -> None:
     """Refuse (raise :class:`PromotionRefused`) unless `target` may replace `champion`.
 
     The target must be scored; both on the same benchmark, with per-bin figures; its PSNR mean
     over bins must beat the champion's; and it may lose at most `max_bin_loss_db` dB to the
-    champion in any one bin. Every refusal names both versions and both figures.
+    champion in any one bin. With ``columns`` (restoration conditions, where PSNR can be won by
+    smoothing the atom columns away) it must also keep the columns: see :func:`_column_reasons`.
+    Every refusal names both versions and both figures.
     """
     tb, cb = benchmark_of(target), benchmark_of(champion)
     t, c = target.version, champion.version
@@ -268,9 +274,41 @@ def gate(name: str, target, champion, *, current_id: str | None = None,
         reasons.append(f"it loses more than {max_bin_loss_db:g} dB to champion version {c} in "
                        f"{len(losses)} bin{'s' if len(losses) > 1 else ''} ({'; '.join(losses)}; mean over bins "
                        f"{tb['psnr']:.3f} vs {cb['psnr']:.3f} dB)")
+    if columns:
+        reasons += _column_reasons(tb, cb, c)
     if reasons:
         raise PromotionRefused(f"refused: {name} version {t}: " + ", and ".join(reasons))
 
 
-def _fmt(value: Any) -> str:
-    return "none" if value is None else f"{value:.2f}"
+def _column_reasons(tb: dict[str, Any], cb: dict[str, Any], champion_version: Any) -> list[str]:
+    """Why a restoration candidate loses the atom columns against the champion (empty: it does not).
+
+    Column F1 (mean over bins) may fall at most :data:`MAX_F1_LOSS` below the champion's, and in no
+    bin by more than :data:`MAX_BIN_F1_LOSS`; the column position error (mean over bins) may grow
+    at most :data:`MAX_COLUMN_ERROR_GAIN_PM`. A candidate scored without columns is refused.
+    """
+    c = champion_version
+    if "column_f1" not in cb:
+        return []  # the champion has no column figures: nothing to hold the candidate to
+    if "column_f1" not in tb:
+        return [f"it has no atom-column figures (restoration is promoted on columns too); re-score it "
+                f"with `stemreg promote --rescore`"]
+    reasons = []
+    if tb["column_f1"] < cb["column_f1"] - MAX_F1_LOSS:
+        reasons.append(f"its column F1 (mean over bins) {tb['column_f1']:.3f} is below champion version {c}'s "
+                       f"{cb['column_f1']:.3f} (restoration must keep the atom columns, not only PSNR)")
+    t_f1, c_f1 = tb.get("by_bin", {}).get("column_f1", {}), cb.get("by_bin", {}).get("column_f1", {})
+    lost = [f"{b} {_fmt(t_f1.get(b), 3)} vs {_fmt(v, 3)}" for b, v in c_f1.items()
+            if v is not None and t_f1.get(b) is not None and t_f1[b] < v - MAX_BIN_F1_LOSS]
+    if lost:
+        reasons.append(f"its column F1 falls more than {MAX_BIN_F1_LOSS:g} below champion version {c}'s in "
+                       f"{len(lost)} bin{'s' if len(lost) > 1 else ''} ({'; '.join(lost)})")
+    t_err, c_err = tb.get("column_error_pm"), cb.get("column_error_pm")
+    if t_err is not None and c_err is not None and t_err > c_err + MAX_COLUMN_ERROR_GAIN_PM:
+        reasons.append(f"its column position error (mean over bins) {t_err:.1f} pm exceeds champion version "
+                       f"{c}'s {c_err:.1f} pm by more than {MAX_COLUMN_ERROR_GAIN_PM:g} pm")
+    return reasons
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    return "none" if value is None else f"{value:.{digits}f}"

@@ -19,6 +19,7 @@ from mlflow.exceptions import MlflowException
 from stemreg.models.mlflow_model import PASS_COST_PX, resolve_params
 from stemreg.platform.config import SERVE
 from stemreg.platform.prediction import sampling_warning
+from stemreg.platform.trust import header_for, served_report
 from stemreg.platform.errors import BadInputError, StemregError
 from stemreg.platform.serving.http_io import (_RESPONSE_TYPES, ACCEPTED_JSON, JSON_INPUT_KEYS,
                                               RequestError, _shorten, check_image_array, decode_image,
@@ -286,11 +287,19 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             # A lone (H, W) image is answered as (H, W) even by a model signed for stacks,
             # where `mlflow models serve` would refuse it: a convenience beyond MLflow.
-            predictions, _ = holder.denoise(data, given)
+            predictions, served = holder.denoise(data, given)
         except MlflowException as exc:  # schema enforcement and the like: the input's fault
             raise RequestError(400, f"the model refused the input: {_shorten(exc.message)}",
                                ACCEPTED_JSON) from exc
-        self._send(200, predictions_json(predictions), "application/json")
+        body, headers = predictions_json(predictions), {}
+        if (parse_qs(urlsplit(self.path).query).get("trust") or ["0"])[0] in ("1", "true"):
+            # opt-in, so the default answer stays MLflow's byte for byte; MLflow's clients read
+            # "predictions" and keep other keys
+            report = served_report(served, checked, predictions)
+            if report is not None:
+                body = body[:-1] + b', "trust": ' + json.dumps(report.to_dict()).encode() + b"}"
+                headers["X-Stemreg-Trust"] = report.header()
+        self._send(200, body, "application/json", headers=headers)
 
     def _check_work(self, shape: tuple[int, ...], params: dict | None) -> None:
         try:
@@ -315,6 +324,9 @@ class _Handler(BaseHTTPRequestHandler):
         warning = sampling_warning(served, image.calibration.pixel_size_pm())
         if warning:  # still denoised; the client is told, as `stemreg denoise` tells its user
             headers["X-Stemreg-Warning"] = warning
+        trust = header_for(served, image.data, denoised, image.calibration.pixel_size_pm())
+        if trust:  # the trust report's verdict and reason (stemreg.platform.trust), judged without truth
+            headers["X-Stemreg-Trust"] = trust
         self._send(200, payload, _RESPONSE_TYPES[fmt], headers=headers)
 
 

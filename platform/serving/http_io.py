@@ -261,12 +261,17 @@ def decode_image(body: bytes, fmt: str, *, max_pixels: int) -> ImageWithCalibrat
                                 f"{max_pixels}", ACCEPTED_IMAGE)
     pixels = _npy_view(body, header) if header else None
     if pixels is not None:  # float32 pixels used where they arrived: no copy
-        return ImageWithCalibration(pixels, Calibration(), "npy")
+        image = ImageWithCalibration(pixels, Calibration(), "npy")
+    else:
+        try:
+            image = read_image_bytes(body, fmt, allow_stack=True, name="request", max_pixels=max_pixels)
+        except ImageReadError as exc:
+            raise RequestError(400, f"could not read the {fmt} image: {exc.problem}", ACCEPTED_IMAGE) from exc
+        check_size(image.data.shape, max_pixels=max_pixels)
     try:
-        image = read_image_bytes(body, fmt, allow_stack=True, name="request", max_pixels=max_pixels)
-    except ImageReadError as exc:
-        raise RequestError(400, f"could not read the {fmt} image: {exc.problem}", ACCEPTED_IMAGE) from exc
-    check_size(image.data.shape, max_pixels=max_pixels)
+        check_shape(image.data.shape)  # the one rule: e.g. (H, W, 3) is channels, not a stack of H images
+    except ValueError as exc:
+        raise RequestError(400, str(exc), ACCEPTED_IMAGE) from None
     return image
 
 

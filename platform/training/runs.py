@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from stemreg.models.flops import flops_per_pixel
 from stemreg.models.inference import denoise_array
 from stemreg.models.mlflow_model import ARCHITECTURE_FILE, WEIGHTS_FILE
 from stemreg.models.training import TrainConfig, train
+from stemreg.platform.commit import git_commit  # noqa: F401 - re-exported: stemreg.platform.training.git_commit
 from stemreg.platform.errors import BadInputError, StemregError
 from stemreg.platform.evaluation.figures import comparison_panel
 from stemreg.platform.registry.loading import ModelLoadError, NotRegisteredError, open_network
@@ -55,16 +55,6 @@ class TrainingRunResult:
     metrics: dict[str, float] = field(default_factory=dict)
     benchmark: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
-
-
-def git_commit() -> str | None:
-    """The commit of the stemreg source tree, or None outside a git checkout."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
 
 
 def canonical_architecture(arch: dict[str, Any] | str) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from stemreg.acquisition.detector import IDEAL_DETECTOR
 from stemreg.acquisition import get_condition
 from stemreg.acquisition.stream import FieldPool
 
@@ -47,7 +48,7 @@ def test_same_seed_same_stream_and_benchmark_seed_refused():
 
 
 def test_hysteresis_is_drawn_per_patch_at_the_frame_line_starts():
-    cond = get_condition("hysteresis").model_copy(update={"dose_scale": 1e3, "jitter_px": 0.0})
+    cond = get_condition("hysteresis").model_copy(update={"dose_scale": 1e3, "jitter_px": 0.0, **IDEAL_DETECTOR})
     pool = FieldPool(cond, n_fields=1, size_px=64, seed=6, refresh_per_batch=0)
     degraded, clean = pool.batch(1, 64)
     error = np.abs(degraded[0] - clean[0])

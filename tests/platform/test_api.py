@@ -124,3 +124,16 @@ def test_the_shipped_base_is_wrapped_like_a_registered_model(mlflow_store):
         model.predict(image, params={"colour": 1})
     with pytest.raises(ValueError, match="16..4096"):
         model.predict(image, params={"tile_px": 0})
+
+
+def test_denoise_with_report_returns_the_trust_report(registered_low_dose):
+    image = stemreg.simulate("low-dose", 1, seed=12, size_px=64).degraded[0]
+    denoised, trust = stemreg.denoise(image, condition="low-dose", tracking_uri=registered_low_dose.tracking_uri,
+                                      report=True)
+    assert denoised.shape == image.shape
+    assert trust.verdict in ("ok", "doubtful", "out of range") and trust.reason
+    assert trust.map.shape == image.shape
+    bright_field = (image.max() - image).astype(np.float32)  # dark columns on a bright field
+    _, trust = stemreg.denoise(bright_field, condition="low-dose", tracking_uri=registered_low_dose.tracking_uri,
+                               report=True)
+    assert trust.verdict == "out of range" and "bright-field" in trust.reason

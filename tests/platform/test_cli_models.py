@@ -61,10 +61,13 @@ def test_denoise_round_trip_keeps_format_shape_and_calibration(fixture_env, tmp_
     src = tmp_path / "in" / f"frame{suffix}"
     write_image(src, noisy, Calibration(pixel_size=0.025, unit="nm"))
     out_dir = tmp_path / "out"
-    result = _invoke("denoise", str(src), "--condition", "low-dose", "-o", str(out_dir), "--json")
+    result = _invoke("denoise", str(src), "--condition", "low-dose", "-o", str(out_dir), "--json", "--trust-map")
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["version"] == fixture_env.version
+    # every file gets a trust verdict judged from its input alone, and its map beside the output
+    assert report["files"][0]["trust"]["verdict"] in ("ok", "doubtful", "out of range")
+    assert read_image(out_dir / "frame.trust.tif").data.shape == noisy.shape
     out = read_image(out_dir / f"frame{suffix}")
     assert out.data.shape == noisy.shape
     assert out.calibration.pixel_size == pytest.approx(0.025)

@@ -116,7 +116,13 @@ def test_widget_denoises_the_chosen_layer_into_a_new_layer_with_the_same_scale(
     widget()
 
     name = f"haadf denoised (low-dose v{registered_low_dose.version})"
-    assert [lay.name for lay in viewer.layers] == ["haadf", name]
+    names = [lay.name for lay in viewer.layers]
+    assert names[:2] == ["haadf", name]
+    # the trust map sits above the output, hidden, its verdict in its name
+    assert len(names) == 3 and names[2].split(": ")[0] == "haadf trust"
+    assert names[2].split(": ")[1] in ("ok", "doubtful", "out of range")
+    trust = viewer.layers[names[2]]
+    assert trust.data.shape == noisy.shape and not trust.visible
     denoised = viewer.layers[name]
     assert tuple(denoised.scale) == pytest.approx(tuple(layer.scale))
     assert tuple(denoised.translate) == pytest.approx((3.0, 4.0))

@@ -224,6 +224,17 @@ def test_invocations_answer_what_the_pyfunc_answers(url, pyfuncs, champion_v1, k
     assert not np.allclose(got, x)  # the model did something
 
 
+def test_invocations_with_trust_add_the_report_beside_mlflows_predictions(url, pyfuncs, champion_v1):
+    x = noisy_stack(2, 24, seed=3)
+    status, plain = post_json(url, "/invocations", {"inputs": x.tolist()})
+    assert status == 200 and set(plain) == {"predictions"}  # MLflow's answer, unchanged by default
+    status, body = post_json(url, "/invocations?trust=1", {"inputs": x.tolist()})
+    assert status == 200, body
+    assert body["predictions"] == plain["predictions"]
+    assert body["trust"]["verdict"] in ("ok", "doubtful", "out of range") and body["trust"]["reason"]
+    assert 0 < body["trust"]["figures"]["variance_ratio"]
+
+
 def test_invocations_take_a_lone_image_and_answer_it_as_an_image(url, pyfuncs, champion_v1):
     x = noisy_stack(1, 20, seed=4)[0]
     status, body = post_json(url, "/invocations", {"inputs": x.tolist()})
@@ -267,6 +278,8 @@ def test_denoise_npy_round_trip(url, pyfuncs, champion_v1):
     assert got.shape == x.shape and got.dtype == np.float32
     np.testing.assert_allclose(got, pyfuncs[champion_v1].predict(x[None])[0], rtol=1e-6, atol=1e-6)
     assert headers["X-Model-Version"] == champion_v1
+    # the trust report's verdict and reason, judged from the input and the output alone
+    assert headers["X-Stemreg-Trust"].split("; ")[0] in ("ok", "doubtful", "out of range")
 
 
 def test_denoise_npy_stack_round_trip(url, pyfuncs, champion_v1):

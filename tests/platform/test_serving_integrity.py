@@ -8,11 +8,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from click.testing import CliRunner
 from test_serving import (CONDITION, NAME, log_and_register, noisy_stack, post_json, serving_store, set_champion,
                           wait_healthy)
@@ -327,3 +330,89 @@ def test_a_good_version_still_force_promotes(store):
         assert str(store["client"].get_model_version_by_alias(NAME, "champion").version) == good
     finally:
         set_champion(store["versions"][0])
+
+
+# --------------------------------------------------------------------------- one verified path, every surface
+
+def _foreign_copy(client, version: str, target: Path, marker: Path, *, code_path: bool) -> Path:
+    """A copy of ``version``'s model whose MLmodel names a loader module that writes ``marker``."""
+    shutil.copytree(_model_dir(client, version), target)
+    module = target.parent / "stemreg_test_foreign_loader.py"
+    module.write_text(f"from pathlib import Path\nPath({str(marker)!r}).write_text('ran')\n"
+                      "def _load_pyfunc(path):\n    raise RuntimeError('foreign loader ran')\n")
+    mlmodel = yaml.safe_load((target / "MLmodel").read_text())
+    flavor = mlmodel["flavors"]["python_function"]
+    flavor["loader_module"] = "stemreg_test_foreign_loader"
+    if code_path:
+        flavor["model_code_path"] = "code.py"
+    (target / "MLmodel").write_text(yaml.safe_dump(mlmodel))
+    return target
+
+
+@pytest.fixture(scope="module")
+def foreign(store, tmp_path_factory):
+    """A version of the store whose MLmodel names a foreign loader_module that writes a marker if run."""
+    root = tmp_path_factory.mktemp("foreign")
+    marker = root / "foreign-code-ran"
+    model = _foreign_copy(store["client"], store["versions"][0], root / "foreign" / "model", marker, code_path=False)
+    version = store["client"].create_model_version(NAME, source=str(model)).version
+    sys.path.insert(0, str(model.parent))
+    try:
+        yield {"version": str(version), "marker": marker}
+    finally:
+        sys.path.remove(str(model.parent))
+
+
+def test_napari_refuses_weights_whose_sha256_does_not_match(store, monkeypatch):
+    from stemreg.errors import StemregError
+    from stemreg_napari import denoise_image
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store["uri"])
+    with pytest.raises(StemregError, match="weights_sha256"):  # was: loaded and denoised without a word
+        denoise_image(noisy_stack(1, 16, seed=0)[0], condition=CONDITION, alias=store["versions"][3])
+    assert denoise_image(noisy_stack(1, 16, seed=0)[0], condition=CONDITION, alias="champion").data.shape == (16, 16)
+
+
+def test_napari_runs_no_code_named_by_the_artifact_store(store, foreign, monkeypatch):
+    from stemreg.errors import StemregError
+    from stemreg_napari import denoise_image
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store["uri"])
+    with pytest.raises(StemregError, match="loader"):
+        denoise_image(noisy_stack(1, 16, seed=0)[0], condition=CONDITION, alias=foreign["version"])
+    assert not foreign["marker"].exists()  # was: mlflow.pyfunc.load_model imported the foreign module
+
+
+def test_a_foreign_loader_with_a_model_code_path_is_refused(store, tmp_path):
+    from stemreg.platform.registry.loading import ModelLoadError, load_pyfunc
+
+    marker = tmp_path / "ran"
+    model = _foreign_copy(store["client"], store["versions"][0], tmp_path / "model", marker, code_path=True)
+    with pytest.raises(ModelLoadError, match="stemreg_test_foreign_loader"):  # was: let through the check
+        load_pyfunc(str(model))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("which, expected", [(1, "truncated or corrupt"), (3, "weights_sha256")])
+def test_train_from_loads_through_the_verified_path_in_one_line(store, which, expected):
+    from stemreg.errors import StemregError
+    from stemreg.platform.training import load_parent
+
+    uri = f"models:/{NAME}/{store['versions'][which]}"
+    with pytest.raises(StemregError, match=expected) as caught:  # was: a traceback / loaded unverified
+        load_parent(uri, None)
+    assert len(str(caught.value).splitlines()) == 1 and str(caught.value).startswith(f"--from {uri}")
+    network, arch = load_parent(f"models:/{NAME}@champion", None)
+    assert arch["kind"] == "reverse-hourglass" and network.training
+
+
+def test_train_from_truncated_weights_is_one_line_on_the_cli(store, tmp_path):
+    from click.testing import CliRunner
+
+    from stemreg.platform.cli import main
+
+    result = CliRunner().invoke(main, ["train", "--condition", CONDITION, "--from", f"models:/{NAME}/{store['versions'][1]}",
+                                       "--epochs", "1"], env={"MLFLOW_TRACKING_URI": store["uri"]})
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 1 and len(lines) == 1 and "Traceback" not in result.output, result.output
+    assert "truncated or corrupt" in lines[0]

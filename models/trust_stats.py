@@ -1,0 +1,248 @@
+"""The statistics behind the trust report: a denoised image checked against its own input, no truth.
+
+Pure array functions. ``noisy`` is the input, ``denoised`` the model's output, ``residual = noisy -
+denoised``; when only noise was removed the residual *is* the noise, so it must look like the noise
+model that the input itself implies:
+
+- :func:`input_noise`: the input's noise, from differences across the *other* axis. Scan noise is
+  independent from one scan line to the next, so the 4th difference down the columns (weights
+  1, -4, 6, -4, 1) holds the pixel noise with little of the signal, and its correlation along x is
+  the noise's correlation along x (the detector's bandwidth); likewise across. Its variance per bin
+  of intensity gives ``var = gain * mean + offset_var`` (as :func:`~stemreg.models.noise_models.
+  estimate_noise_model` does with Haar coefficients, which correlated noise would bias low).
+- :func:`residual_figures`: the residual's normalised variance (~1), its correlation at lags 1-3
+  along both axes minus the input noise's, lattice peaks in its spectrum (signal removed), and
+  single-pixel spikes in the output that the input does not hold (hallucinated dots).
+- :func:`contrast_skew`, :func:`peak_counts`: whether the image looks like what a model was trained
+  on (HAADF-like bright columns; detected electrons at the brightest columns).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+#: The 4th difference: passes noise (gain sqrt(70)) and stops smooth signal (a column 8 px apart: x0.34).
+_D4 = np.array([1.0, -4.0, 6.0, -4.0, 1.0])
+LAGS = (1, 2, 3)
+
+
+@dataclass(frozen=True)
+class InputNoise:
+    """The input's noise: ``var = gain * mean + offset_var`` and its correlation at :data:`LAGS`."""
+
+    gain: float
+    offset_var: float
+    corr_x: tuple[float, ...]
+    corr_y: tuple[float, ...]
+
+    def variance(self, mean: np.ndarray) -> np.ndarray:
+        """Pixel noise variance at the given mean level (floored at 1 % of the mid-level's)."""
+        var = self.gain * mean + self.offset_var
+        floor = 0.01 * max(float(np.median(var)), 1e-20)
+        return np.maximum(var, floor)
+
+
+def _diff4(x: np.ndarray, axis: int) -> np.ndarray:
+    """4th difference along ``axis``, normalised to unit noise gain (valid part only)."""
+    return ndimage.correlate1d(x, _D4 / np.sqrt(70.0), axis=axis, mode="nearest")[
+        (slice(2, -2), slice(None)) if axis == 0 else (slice(None), slice(2, -2))]
+
+
+def _robust_clip(a: np.ndarray, k: float = 5.0) -> np.ndarray:
+    """Clip at ``k`` robust standard deviations, so that impulse pixels do not set a correlation."""
+    sample = a.ravel()[::7]  # the median of a 1-in-7 sample: as good here, and median is the cost
+    centre = np.median(sample)
+    scale = 1.4826 * np.median(np.abs(sample - centre)) + 1e-20
+    return np.clip(a, centre - k * scale, centre + k * scale)
+
+
+def lag_corr(a: np.ndarray, axis: int, lags: tuple[int, ...] = LAGS) -> tuple[float, ...]:
+    """Correlation of ``a`` with itself shifted by each lag along ``axis`` (mean removed)."""
+    a = a - a.mean()
+    denom = float(np.mean(a * a)) + 1e-30
+    out = []
+    for k in lags:
+        if axis == 1:
+            out.append(float(np.mean(a[:, :-k] * a[:, k:])) / denom)
+        else:
+            out.append(float(np.mean(a[:-k] * a[k:])) / denom)
+    return tuple(out)
+
+
+def _fit_variance(detail: np.ndarray, level: np.ndarray, n_bins: int = 12) -> tuple[float, float]:
+    """Robust (MAD) variance of ``detail`` per quantile bin of ``level``, regressed on the bin's mean."""
+    step = max(1, detail.size // 65536)  # 64 k points fix 12 variances to ~2 %; medians are the cost
+    detail, level = detail.ravel()[::step], level.ravel()[::step]
+    edges = np.unique(np.quantile(level, np.linspace(0, 1, n_bins + 1)))
+    which = np.clip(np.searchsorted(edges, level, side="right") - 1, 0, max(len(edges) - 2, 0))
+    centres, variances, counts = [], [], []
+    for b in range(max(len(edges) - 1, 1)):
+        sel = which == b
+        if sel.sum() >= 32:
+            d = detail[sel]
+            mad = np.median(np.abs(d - np.median(d)))
+            centres.append(level[sel].mean())
+            variances.append((1.4826 * mad) ** 2)
+            counts.append(sel.sum())
+    if len(centres) >= 2 and np.ptp(centres) > 0:
+        gain, offset = np.polyfit(centres, variances, 1, w=np.sqrt(np.asarray(counts, float)))
+    else:
+        gain, offset = 0.0, float(np.var(detail))
+    gain = max(float(gain), 0.0)
+    low = float(np.min(centres)) if centres else 0.0
+    if offset + gain * low <= 0:  # keep the variance positive over the data
+        offset = max(float(np.min(variances)) if variances else float(np.var(detail)), 1e-20) - gain * low
+    return gain, float(offset)
+
+
+def input_noise(noisy: np.ndarray, level: np.ndarray) -> InputNoise:
+    """The input's noise model and correlation, from 4th differences across the other axis.
+
+    Parameters
+    ----------
+    noisy
+        The input image ``(H, W)``, at least 16 px each way.
+    level
+        The mean to bin the variance by (the denoised image: the input's own mean, less noisy).
+    """
+    x = np.asarray(noisy, np.float64)
+    dy, dx = _diff4(x, 0), _diff4(x, 1)  # noise seen down the columns / along the rows
+    corr_x = lag_corr(_robust_clip(dy), axis=1)
+    corr_y = lag_corr(_robust_clip(dx), axis=0)
+    # dy's variance is the pixel variance times sum_ab w_a w_b rho_y(a - b) / 70: undo the (small)
+    # correlation down the columns, which the detector's fast-scan bandwidth does not cause
+    r = np.r_[1.0, corr_y, 0.0]
+    w = _D4 / np.sqrt(70.0)
+    factor = sum(w[a] * w[b] * r[abs(a - b)] for a in range(5) for b in range(5))
+    gain, offset = _fit_variance(dy, np.asarray(level, np.float64)[2:-2, :])
+    factor = float(np.clip(factor, 0.3, 3.0))
+    return InputNoise(gain / factor, offset / factor, corr_x, corr_y)
+
+
+def _power(image: np.ndarray) -> np.ndarray:
+    """Hann-windowed power spectrum, zero frequency at the centre."""
+    h, w = image.shape
+    window = np.outer(np.hanning(h), np.hanning(w))
+    return np.abs(np.fft.fftshift(np.fft.fft2((image - image.mean()) * window))) ** 2
+
+
+def _spectrum_peaks(spectrum: np.ndarray, n_peaks: int = 8) -> list[tuple[int, int]]:
+    """The strongest lattice peaks of a power spectrum (outside the lowest frequencies)."""
+    h, w = spectrum.shape
+    power = spectrum.copy()
+    cy, cx = h // 2, w // 2
+    yy, xx = np.ogrid[:h, :w]
+    radius = np.hypot((yy - cy) / h, (xx - cx) / w)
+    power[radius < 3.0 / min(h, w)] = 0  # the DC and the slow background
+    power[:, :cx] = 0  # the spectrum of a real image is symmetric: keep one half plane
+    local_max = power == ndimage.maximum_filter(power, size=5)
+    positive = power[power > 0][::5]
+    floor = np.median(positive) if positive.size else 0.0
+    candidates = np.argwhere(local_max & (power > 30 * floor))
+    order = np.argsort(power[candidates[:, 0], candidates[:, 1]])[::-1]
+    return [tuple(c) for c in candidates[order[:n_peaks]]]
+
+
+def lattice_in_residual(noisy: np.ndarray, residual: np.ndarray) -> tuple[float, float]:
+    """How far the residual's power at the input's lattice peaks stands above its local background.
+
+    For each of the input's strongest spectral peaks: the residual's power summed over the 3x3 bins
+    there, against the median power of the 11x11 bins around it (the core left out, so coloured
+    noise sets its own background).
+
+    Returns
+    -------
+    ratio : float
+        The largest peak-over-background ratio (about 1 to 2 for noise; 0 without a lattice).
+    removed : float
+        The share of the lattice peaks' amplitude (above background, power-weighted over the peaks,
+        so that a weak peak's noise does not decide) found in the residual (0: none removed, 1: all).
+    """
+    x = np.asarray(noisy, np.float64)
+    p_x = _power(x)
+    peaks = _spectrum_peaks(p_x)
+    if not peaks:
+        return 0.0, 0.0
+    h, w = x.shape
+    p_r = _power(np.asarray(residual, np.float64))
+    ratio, in_residual, in_input = 0.0, 0.0, 0.0
+    for py, px in peaks:
+        y0, y1, x0, x1 = max(py - 5, 0), min(py + 6, h), max(px - 5, 0), min(px + 6, w)
+        core = (slice(max(py - 1, 0), py + 2), slice(max(px - 1, 0), px + 2))
+        measured = []
+        for power in (p_r, p_x):
+            box = power[y0:y1, x0:x1].copy()
+            box[py - 1 - y0:py + 2 - y0, px - 1 - x0:px + 2 - x0] = np.nan
+            background = np.nanmedian(box) / np.log(2.0)  # an exponential's median is ln2 x its mean
+            measured.append((power[core].sum(), power[core].size * background))
+        (core_r, bg_r), (core_x, bg_x) = measured
+        if bg_r > 0:
+            ratio = max(ratio, float(core_r / bg_r))
+        if core_x > bg_x:
+            in_residual += max(core_r - bg_r, 0.0)
+            in_input += core_x - bg_x
+    removed = float(np.sqrt(in_residual / in_input)) if in_input > 0 else 0.0
+    return ratio, min(removed, 1.0)
+
+
+def unsupported_dots(noisy: np.ndarray, denoised: np.ndarray, sigma: np.ndarray, k: float = 4.0) -> np.ndarray:
+    """Single-pixel spikes of the output that the input does not hold (boolean map).
+
+    A pixel where the output stands more than ``k`` noise sigmas above (or below) the mean of its 8
+    neighbours, is a local extremum there, and the residual stands more than ``k`` sigmas the other
+    way: the output put something the input's pixel does not show.
+    """
+    kernel = np.ones((3, 3)) / 8.0
+    kernel[1, 1] = 0.0
+    y = np.asarray(denoised, np.float64)
+    r = np.asarray(noisy, np.float64) - y
+    spike_y = y - ndimage.convolve(y, kernel, mode="nearest")
+    spike_r = r - ndimage.convolve(r, kernel, mode="nearest")
+    is_max = y >= ndimage.maximum_filter(y, size=3)
+    is_min = y <= ndimage.minimum_filter(y, size=3)
+    up = is_max & (spike_y > k * sigma) & (spike_r < -k * sigma)
+    down = is_min & (spike_y < -k * sigma) & (spike_r > k * sigma)
+    return up | down
+
+
+def residual_map(z: np.ndarray, corr_x: tuple[float, ...], corr_y: tuple[float, ...],
+                 sigma_px: float = 2.0) -> np.ndarray:
+    """Local structure of the normalised residual, as a z-score map (float32, the image's shape).
+
+    The residual smoothed by a Gaussian of ``sigma_px``, divided by the spread that smoothing gives
+    pure noise of the input's correlation: |value| > 4 marks where the model removed (positive: the
+    input is brighter) or added (negative) structure.
+    """
+    smooth = ndimage.gaussian_filter(z, sigma_px, mode="reflect")
+    # white noise through a 2-D Gaussian of sigma s keeps 1 / (4 pi s^2) of its variance; the noise's
+    # correlation multiplies that by about (1 + 2 sum rho) along each axis
+    inflation = max(1.0 + 2.0 * sum(corr_x), 0.2) * max(1.0 + 2.0 * sum(corr_y), 0.2)
+    spread = np.sqrt(inflation / (4.0 * np.pi * sigma_px ** 2))
+    return (smooth / spread).astype(np.float32)
+
+
+def contrast_skew(noisy: np.ndarray) -> float:
+    """Skewness of the input band-passed to the columns' scale (Gaussians of 1 and 4 px): > 0 for
+    bright columns on a dark field (HAADF-like), about 0 or < 0 for dark columns on a bright one
+    (bright field, ABF). The band-pass drops the amorphous background, whose own spread of
+    brightness would otherwise set the skew."""
+    x = np.asarray(noisy, np.float64)
+    s = ndimage.gaussian_filter(x, 1.0) - ndimage.gaussian_filter(x, 4.0)
+    d = s - s.mean()
+    sd = float(np.sqrt(np.mean(d * d)))
+    return float(np.mean(d ** 3) / sd ** 3) if sd > 0 else 0.0
+
+
+def peak_counts(denoised: np.ndarray, noise: InputNoise) -> float:
+    """Detected electrons per pixel at the brightest columns, from the noise model alone.
+
+    With ``var = gain * (mean - dark)`` for Poisson counts scaled by ``gain`` above a ``dark`` level
+    (``dark = -offset_var / gain``), a level ``m`` holds ``(m - dark) / gain`` electrons; taken at
+    the output's 99.5th percentile. Independent of the file's units (ADU, normalised, counts).
+    """
+    if noise.gain <= 0:
+        return float("inf")
+    dark = -noise.offset_var / noise.gain
+    return float((np.percentile(denoised, 99.5) - dark) / noise.gain)

@@ -1,0 +1,158 @@
+"""The classical rows, computed once per frozen benchmark and kept in the MLflow store; run in parallel.
+
+A classical row (a filter or a restoration pipeline, its strength fitted on validation images)
+gives the same answer every time on a frozen benchmark: BM3D alone costs ~40 s per megapixel, so
+recomputing it on every ``stemreg evaluate`` is waste. Each row is stored as one MLflow run
+(``stemreg.kind = classical-row``) tagged with what makes it: the benchmark id (the condition's
+physics and benchmark seed), the method and its code version, the data seed and the number of
+validation images; its artifact ``row.npz`` holds the per-image scores, ``row.json`` the rest.
+A benchmark id that changes (new physics) or a bumped :data:`ROWS_VERSION` misses the cache.
+
+Missing rows are computed in separate processes (one per method, up to ``workers`` at a time), each
+building the benchmark and the validation draws itself.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from stemreg.models.config import TrainBudget
+from stemreg.platform.evaluation.leaderboard import MethodResult, _json_safe, score_method
+from stemreg.platform.evaluation.restoration import RESTORATION_VERSION
+
+log = logging.getLogger(__name__)
+
+#: Bump when a classical method, its fitting or the scoring changes (restoration rows add their own).
+ROWS_VERSION = "1"
+KIND = "classical-row"
+#: Below this many megapixels of missing rows they are computed in this process.
+PARALLEL_MIN_MPX = 4.0
+_ARRAYS = ("psnr", "ssim", "column_f1", "column_error_pm")
+
+
+def row_tags(condition: Any, method: str, budget: TrainBudget, seed: int, *, learned: bool = False
+             ) -> dict[str, str]:
+    """The tags that identify one cached row. A CNN trained here is deterministic for a given code,
+    budget and seed on one machine: its row is keyed by the git commit and the whole budget too."""
+    tags = {"stemreg.kind": KIND, "benchmark.id": condition.benchmark_id(), "method": method,
+            "method.version": f"{ROWS_VERSION}.{RESTORATION_VERSION}", "seed": str(seed),
+            "n_classical_val": str(budget.n_classical_val), "n_images": str(len(condition.benchmark_set()))}
+    if learned:
+        from stemreg.platform.commit import git_commit
+
+        budget_text = json.dumps(budget.to_dict(), sort_keys=True)
+        tags.update({"budget": hashlib.sha1(budget_text.encode()).hexdigest()[:12],
+                     "git.commit": git_commit() or "unknown"})
+    return tags
+
+
+def _query(tags: dict[str, str]) -> str:
+    return " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+
+
+def load_row(tags: dict[str, str]) -> MethodResult | None:
+    """The cached row with these tags, or None."""
+    import mlflow
+
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string=_query(tags),
+                              order_by=["attributes.start_time DESC"], max_results=1, output_format="list")
+    if not runs:
+        return None
+    try:
+        folder = Path(mlflow.artifacts.download_artifacts(run_id=runs[0].info.run_id,
+                                                          dst_path=tempfile.mkdtemp(prefix="stemreg-row-")))
+        meta = json.loads((folder / "row.json").read_text())
+        arrays = np.load(folder / "row.npz")
+    except Exception as exc:  # noqa: BLE001 - a damaged cache entry is recomputed, not fatal
+        log.warning("cached %s row unreadable (%s); recomputing it", tags["method"], exc)
+        return None
+    example = arrays["example"] if "example" in arrays.files else None
+    return MethodResult(method=meta["method"], source=meta["source"] + " (cached)",
+                        ms_per_mpx=float(meta["ms_per_mpx"]), details={**meta["details"], "cache_run_id":
+                                                                        runs[0].info.run_id},
+                        example=example, bins=meta["bins"], **{k: arrays[k] for k in _ARRAYS})
+
+
+def save_row(tags: dict[str, str], result: MethodResult) -> str:
+    """Store one row as an MLflow run; returns its run id."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        arrays = {k: np.asarray(getattr(result, k), float) for k in _ARRAYS}
+        if result.example is not None:
+            arrays["example"] = np.asarray(result.example, np.float32)
+        np.savez_compressed(folder / "row.npz", **arrays)
+        (folder / "row.json").write_text(json.dumps(_json_safe({
+            "method": result.method, "source": result.source, "ms_per_mpx": result.ms_per_mpx,
+            "details": result.details, "bins": result.bins}), indent=1))
+        client = mlflow.MlflowClient()
+        experiment = mlflow.get_experiment_by_name("stemreg-cache") or None
+        experiment_id = (experiment.experiment_id if experiment is not None
+                         else client.create_experiment("stemreg-cache"))
+        run = client.create_run(experiment_id, tags=tags, run_name=f"{KIND}-{result.method}")
+        client.log_artifacts(run.info.run_id, str(folder))
+        client.set_terminated(run.info.run_id)
+        return run.info.run_id
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # one process per core
+
+
+def compute_row(condition: Any, method: str, budget: TrainBudget, seed: int) -> MethodResult:
+    """Fit and score one classical row on the condition's benchmark (what a worker process runs)."""
+    from stemreg.platform.evaluation.data import _Data, benchmark_test_set
+    from stemreg.platform.evaluation.methods import METHOD_DESCRIPTIONS, _build_method
+
+    test = benchmark_test_set(condition)
+    data = _Data(condition, budget, seed)
+    predict, source, details = _build_method(method, condition, data, budget, test, seed=seed, device="cpu",
+                                             use_registry=False, progress=False)
+    details = {"description": METHOD_DESCRIPTIONS[method], **details}
+    return score_method(method, predict, test, source=source, details=details)
+
+
+def classical_rows(condition: Any, methods: Sequence[str], budget: TrainBudget, seed: int, *,
+                   use_cache: bool = True, workers: int = 2) -> dict[str, MethodResult]:
+    """Every classical row of ``methods`` on the benchmark: from the cache where it is there, the
+    others computed in up to ``workers`` processes (and cached when ``use_cache``)."""
+    rows: dict[str, MethodResult] = {}
+    if use_cache:
+        from stemreg.platform.store import configure
+
+        configure()
+        for method in methods:
+            found = load_row(row_tags(condition, method, budget, seed))
+            if found is not None:
+                rows[method] = found
+    missing = [m for m in methods if m not in rows]
+    if missing:
+        log.info("computing %d classical row(s) in %d process(es): %s", len(missing), min(workers, len(missing)),
+                 ", ".join(missing))
+        bench = condition.benchmark_set()
+        # Starting a process (torch, mlflow imports) costs seconds: worth it only for real work.
+        megapixels = len(missing) * float(np.prod(bench.degraded.shape)) / 1e6
+        if workers > 1 and len(missing) > 1 and megapixels >= PARALLEL_MIN_MPX:
+            context = multiprocessing.get_context("spawn")  # no forked torch / sqlite state
+            with ProcessPoolExecutor(max_workers=min(workers, len(missing)), mp_context=context,
+                                     initializer=_one_thread) as pool:
+                futures = {m: pool.submit(compute_row, condition, m, budget, seed) for m in missing}
+                computed = {m: f.result() for m, f in futures.items()}
+        else:
+            computed = {m: compute_row(condition, m, budget, seed) for m in missing}
+        for method, result in computed.items():
+            rows[method] = result
+            if use_cache:
+                result.details["cache_run_id"] = save_row(row_tags(condition, method, budget, seed), result)
+    return {m: rows[m] for m in methods}
