@@ -42,9 +42,13 @@ def denoise(image: Any, *, condition: "ConditionLike | None" = None, alias: str 
 
     Parameters
     ----------
-    image : numpy.ndarray, str, pathlib.Path, ImageWithCalibration or hyperspy Signal2D
+    image : numpy.ndarray, dask.array.Array, str, pathlib.Path, ImageWithCalibration or hyperspy Signal2D
         A float image `(H, W)` or stack `(N, H, W)`; a file (.tif/.tiff,
         .png, .npy, .dm3/.dm4, .emd, .hspy); or a HyperSpy `Signal2D`.
+        A Dask array or a lazy signal (``hs.load(..., lazy=True)``) is
+        denoised lazily: frames map over chunks of whole frames, the model
+        is loaded once per Dask worker (sha256 verified), and nothing is
+        computed until the caller asks (``.compute()``, ``.save()``).
     condition : str or Condition, optional
         The acquisition condition whose model to use (`stemreg conditions`
         lists them), e.g. ``"low-dose"``. Needed unless ``model`` is given.
@@ -70,7 +74,8 @@ def denoise(image: Any, *, condition: "ConditionLike | None" = None, alias: str 
         The kind that came in: an array for an array (float32, same shape);
         for a file path an ``ImageWithCalibration`` with the file's pixel
         size; for a ``Signal2D`` a new signal with the same axes (scale,
-        units) and metadata.
+        units) and metadata; for lazy input a lazy result of the same shape
+        and calibration, whose values are those of the in-memory path.
 
     Raises
     ------
@@ -95,9 +100,17 @@ def denoise(image: Any, *, condition: "ConditionLike | None" = None, alias: str 
     >>> clean, trust = stemreg.denoise(noisy, condition="low-dose", report=True)  # doctest: +SKIP
     >>> trust.verdict, trust.reason                                   # doctest: +SKIP
     ('ok', "residual looks like the input's noise (variance 1.01x, no structure, no dots)")
+    >>> series = hs.load("series.zspy", lazy=True)                    # doctest: +SKIP
+    >>> stemreg.denoise(series, condition="low-dose").save("clean.zspy")  # doctest: +SKIP
     """
-    from stemreg.platform.prediction import denoise as _denoise  # mlflow, torch: on first use
+    from stemreg.platform.lazy import denoise_lazy_input, is_lazy
+    from stemreg.platform.prediction import denoise as _denoise, load_model as _load_model  # mlflow, torch: now
 
+    if is_lazy(image):  # a Dask array or a lazy signal: a lazy result; workers load the model themselves
+        if report:
+            raise ValueError("report=True needs the values: compute a lazy input first, or denoise it without report")
+        model = model or _load_model(condition, alias=alias, tracking_uri=tracking_uri)
+        return denoise_lazy_input(image, model, params=params, tracking_uri=tracking_uri)
     return _denoise(image, condition=condition, alias=alias, model=model, tracking_uri=tracking_uri, params=params,
                     report=report)
 
