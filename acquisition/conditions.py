@@ -17,6 +17,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from stemreg.acquisition.detector import DETECTOR_KEYS, IDEAL_DETECTOR  # noqa: F401 (DETECTOR_KEYS re-exported)
+from stemreg.acquisition.contrast import set_contrast
 from stemreg.acquisition.dose import DETECTOR_EFFICIENCY, READ_NOISE_E, acquire
 from stemreg.acquisition.pairs import NOISE_KEYS, BenchmarkBin, PairBatch, noise_kwargs  # noqa: F401 (re-exported)
 from stemreg.acquisition.optics import electron_wavelength_pm
@@ -31,9 +32,11 @@ CONDITIONS_DIR = Path(__file__).with_name("conditions")
 #    efficiency recalibrated to 0.10 (was 0.07); a diffuse pedestal inside nanoparticles.
 # 3: pixel size, dose and source size drawn per image (log-uniform); the random-lattice family; sublattice
 #    brightness spread; benchmark stratified by sampling x dose.
+# 5: bright-field (ABF) images drawn within every condition (``bright_field_fraction``), with the ABF
+#    detector's own efficiency; see :mod:`.contrast`.
 # 4: the detector's read-out (:mod:`.detector`): bandwidth along the fast-scan axis, ADU gain and offset,
 #    quantisation, saturation, defective pixels, line jumps, lost lines; drawn per image.
-SIMULATOR_REVISION = 4
+SIMULATOR_REVISION = 5
 ParamValue = Union[float, tuple[float, float]]
 
 #: Bounds of the benchmark's strata: column spacings of 2 px (Nyquist: columns still resolved) to 1024 px
@@ -103,6 +106,12 @@ class Condition(BaseModel):
     impulse_fraction: ParamValue = (0.0, 0.002)
     line_jump: ParamValue = (0.0, 0.03)
     line_glitch_rate: ParamValue = (0.0, 0.01)
+    # Bright field (:mod:`.contrast`): this share of the images is annular bright field, columns dark on
+    # a bright background, dips of 1 - exp(-abf_depth) (14 to 50 %), counted by the ABF detector with
+    # its own efficiency (it collects a large part of the direct beam).
+    bright_field_fraction: float = Field(0.3, ge=0, le=1)
+    abf_depth: ParamValue = (0.15, 0.7)
+    bf_detector_efficiency: float = Field(0.3, gt=0, le=1)
     benchmark_seed: int = 20260917
     # The benchmark's strata: column spacings (px) x dose scales, plus the seed's point.
     benchmark_spacings_px: tuple[float, ...] = (8.0, 16.0, 32.0, 64.0)
@@ -198,6 +207,7 @@ class Condition(BaseModel):
         params["beam_current_pA"] *= params["dose_scale"]
         for key in ("energy_keV", "convergence_mrad", "cs_um", "detector_efficiency", "read_noise_e"):
             params[key] = float(getattr(self, key))
+        set_contrast(params, "abf" if rng.random() < self.bright_field_fraction else "haadf", self)
         return params
 
     def pixel_size_range_pm(self) -> tuple[float, float]:
@@ -209,7 +219,7 @@ class Condition(BaseModel):
         """This condition at the seed's point: its own sampling, dose, probe and crystals, nothing ranged
         that the seed held fixed (the calibration and the seed's benchmark bin), and an ideal detector
         (:data:`~stemreg.acquisition.detector.IDEAL_DETECTOR`: the seed's noise model has none)."""
-        return self.model_copy(update={**IDEAL_DETECTOR,
+        return self.model_copy(update={**IDEAL_DETECTOR, "bright_field_fraction": 0.0,
             "pixel_size_pm": self.seed_pixel_size_pm, "dose_scale": 1.0, "source_size_pm": self.seed_source_size_pm,
             "lattice_strain": 0.02, "brightness_spread": 0.0, "background_fraction": self.seed_background_fraction,
             "specimens": tuple(f for f in self.specimens if f in SEED_SPECIMENS) or self.specimens})
@@ -304,7 +314,7 @@ class Condition(BaseModel):
         return self._draw(len(pins), self.image_size_px, self.benchmark_seed, False, pins)
 
     def degrade(self, clean: np.ndarray, *, seed: int | np.random.Generator,
-                pixel_size_pm: float | Sequence[float | None] | None = None) -> PairBatch:
+                pixel_size_pm: float | Sequence[float | None] | None = None, contrast: str = "haadf") -> PairBatch:
         """Apply this condition's physics to user-supplied clean (high-dose) images (N, H, W) or (H, W).
 
         ``pixel_size_pm``: the images' sampling where known, one for all or one per image (else one
@@ -312,6 +322,7 @@ class Condition(BaseModel):
 
         Each image is first normalised to the clean units (0.5th percentile -> 0, 99.5th -> 1); the
         returned ``clean`` is that normalised image, ``degraded`` its acquisition under this condition.
+        ``contrast``: ``"abf"`` for bright-field images (counted with the ABF detector's efficiency).
         """
         clean = np.asarray(clean, dtype=np.float64)
         if clean.ndim == 2:
@@ -329,6 +340,7 @@ class Condition(BaseModel):
         for i, image in enumerate(normalised):
             p = self.draw_params(rng)
             p["specimen"] = "user"
+            set_contrast(p, contrast, self)
             known = pixel_size_pm[i] if isinstance(pixel_size_pm, (list, tuple, np.ndarray)) else pixel_size_pm
             if known:
                 p["pixel_size_pm"] = float(known)

@@ -20,7 +20,8 @@ import numpy as np
 from stemreg.acquisition.errors import ImageReadError
 from stemreg.acquisition.io import READ_SUFFIXES, Calibration, read_image
 
-__all__ = ["FrameSeries", "read_frames", "estimate_drift", "align_frames", "read_noisy_images"]
+__all__ = ["FrameSeries", "read_frames", "estimate_drift", "align_frames", "shared_area", "apply_shifts",
+           "read_noisy_images"]
 
 
 @dataclass
@@ -140,11 +141,14 @@ def estimate_drift(frames: np.ndarray, *, smooth_px: float = 2.0, min_overlap: f
         ``(N, 2)`` int shifts; ``np.roll(frame_i, shift_i, axis=(0, 1))`` lines frame i up with
         frame 0; the first row is ``(0, 0)``.
     """
-    from scipy.ndimage import gaussian_filter
+    from scipy.ndimage import gaussian_filter, median_filter
     from skimage.registration import phase_cross_correlation
 
-    smooth = [gaussian_filter(f - f.mean(), smooth_px) if smooth_px > 0 else f - f.mean()
-              for f in np.asarray(frames, np.float64)]
+    # The detector's line jumps (each line its own level) and defective pixels move with the scan,
+    # not with the specimen, and pull the correlation towards zero shift: each line's median is
+    # removed and a 3x3 median takes out single pixels (stemreg.acquisition.detector).
+    steady = [median_filter(f - np.median(f, axis=1, keepdims=True), size=3) for f in np.asarray(frames, np.float64)]
+    smooth = [gaussian_filter(f - f.mean(), smooth_px) if smooth_px > 0 else f - f.mean() for f in steady]
     everywhere = np.ones(smooth[0].shape, bool)
     shifts = [np.zeros(2)]
     for moving in smooth[1:]:
@@ -176,7 +180,19 @@ def align_frames(frames: np.ndarray, shifts_px: np.ndarray) -> tuple[np.ndarray,
     ValueError
         The shifts leave less than 16 x 16 shared pixels.
     """
-    _, h, w = frames.shape
+    crop = shared_area(frames.shape[1:], shifts_px)
+    return apply_shifts(frames, shifts_px, crop), crop
+
+
+def shared_area(frame_shape: tuple[int, ...], shifts_px: np.ndarray) -> tuple[int, int, int, int]:
+    """``(row0, row1, col0, col1)``: the area of the first frame that every shifted frame covers.
+
+    Raises
+    ------
+    ValueError
+        The shifts leave less than 16 x 16 shared pixels.
+    """
+    h, w = int(frame_shape[-2]), int(frame_shape[-1])
     shifts = np.asarray(shifts_px, int)
     dy, dx = shifts[:, 0], shifts[:, 1]
     # frame i, shifted by (dy, dx), covers rows dy .. h + dy of the reference frame
@@ -185,8 +201,15 @@ def align_frames(frames: np.ndarray, shifts_px: np.ndarray) -> tuple[np.ndarray,
     if r1 - r0 < 16 or c1 - c0 < 16:
         raise ValueError(f"the drift (up to {np.abs(shifts).max()} px) leaves {max(r1 - r0, 0)} x {max(c1 - c0, 0)} "
                          "px shared by all frames; at least 16 x 16 are needed (give frames that overlap)")
-    aligned = np.stack([f[r0 - sy:r1 - sy, c0 - sx:c1 - sx] for f, (sy, sx) in zip(frames, shifts)])
-    return aligned.astype(np.float32), (r0, r1, c0, c1)
+    return r0, r1, c0, c1
+
+
+def apply_shifts(frames: np.ndarray, shifts_px: np.ndarray, crop: tuple[int, int, int, int]) -> np.ndarray:
+    """Frames ``(k, H, W)`` shifted by their whole-pixel ``(k, 2)`` shifts and cut to ``crop``
+    (:func:`shared_area` of the whole series), float32: any run of frames, aligned as in the whole."""
+    r0, r1, c0, c1 = crop
+    aligned = np.stack([f[r0 - sy:r1 - sy, c0 - sx:c1 - sx] for f, (sy, sx) in zip(frames, np.asarray(shifts_px, int))])
+    return aligned.astype(np.float32)
 
 
 def read_noisy_images(folder: str | Path) -> tuple[list[np.ndarray], Calibration, list[str]]:

@@ -20,7 +20,8 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from stemreg.acquisition.errors import ImageReadError
-from stemreg.acquisition.limits import READ_MAX_PIXELS, check_pixels, check_tiff
+from stemreg.acquisition.limits import READ_MAX_PIXELS, check_pixels, check_png, check_tiff
+from stemreg.acquisition.tiff_meta import tiff_pixel_size
 from stemreg.acquisition.metadata import (PNG_GREY_MODES, check_float32_range, checked_calibration, one_channel,
                                           value_range)
 
@@ -141,20 +142,7 @@ def _read_tiff(path: Path | BinaryIO, max_pixels: int | None = None) -> tuple[np
     with tifffile.TiffFile(path) as tif:
         check_tiff(tif, path if isinstance(path, Path) else Path("image.tiff"), max_pixels)  # before decoding
         data = one_channel(tif.series[0].asarray(), tif.series[0].axes, path)
-        page = tif.pages[0]
-        tags = page.tags
-        calibration = Calibration()
-        if "XResolution" in tags:
-            num, den = tags["XResolution"].value
-            pixels_per_unit = num / den if den else 0.0
-            unit = None
-            if tif.imagej_metadata and tif.imagej_metadata.get("unit"):
-                unit = str(tif.imagej_metadata["unit"])
-                unit = {"micron": "µm", "\\u00B5m": "µm"}.get(unit, unit)
-            elif "ResolutionUnit" in tags:
-                unit = {2: "inch_", 3: "cm"}.get(int(tags["ResolutionUnit"].value))
-            if pixels_per_unit > 0 and unit and unit != "inch_" and not (pixels_per_unit == 1 and unit is None):
-                calibration = Calibration(1.0 / pixels_per_unit, unit)
+        calibration = Calibration(*tiff_pixel_size(tif))
     return data, calibration
 
 
@@ -162,8 +150,8 @@ def _read_png(path: Path | BinaryIO, max_pixels: int | None = None) -> tuple[np.
     from PIL import Image
 
     name = path if isinstance(path, Path) else Path("image.png")
+    check_png(path, name, max_pixels)  # before decoding: the declared size, and no more data than it needs
     with Image.open(path) as im:
-        check_pixels((im.height, im.width), name, max_pixels)  # before decoding
         im.load()
         info = dict(im.info)
         if im.mode in ("P", "PA"):  # palette indices are no intensities: read the colours they stand for

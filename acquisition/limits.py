@@ -8,7 +8,9 @@ every reader (files for the CLI and the Python API, request bodies for `stemreg 
   smaller one, as the server does with its ``--max-pixels``), and
 - for TIFF, inflates each compressed strip or tile at most to the size its declared shape allows
   before tifffile decodes it (tifffile without imagecodecs inflates a whole strip whatever it
-  declares), and reads only compressions that can be bounded that way.
+  declares), and reads only compressions that can be bounded that way;
+- for PNG, refuses compressed pixel data larger than deflate could make the declared image (Pillow
+  stops inflating at the declared size; the rest is damage or a bomb's payload).
 """
 from __future__ import annotations
 
@@ -91,3 +93,52 @@ def check_tiff(tif: Any, name: str | Path, max_pixels: int | None) -> None:
                 raise ImageReadError(name, f"holds a compressed strip that inflates to more than the {bound} "
                                            f"bytes its declared shape {list(series.shape)} allows "
                                            "(a decompression bomb); refused")
+
+
+#: PNG colour type -> samples per pixel.
+_PNG_SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+
+
+def check_png(source: Any, name: str | Path, max_pixels: int | None) -> None:
+    """Refuse a PNG (a path or a seekable binary stream) whose declared size is above the pixel cap, or
+    whose compressed pixel data (its IDAT chunks) is larger than deflate could ever make the declared
+    image: the decoder would stop at the declared size, so the rest is damage or a decompression bomb.
+
+    Reads the chunk headers only; the stream is left where it was.
+    """
+    handle = open(source, "rb") if isinstance(source, Path) else source
+    start = handle.tell()
+    try:
+        if handle.read(8) != b"\x89PNG\r\n\x1a\n":
+            return  # not a PNG: the reader says so
+        idat, raw = 0, None
+        while True:
+            head = handle.read(8)
+            if len(head) < 8:
+                break
+            length, kind = int.from_bytes(head[:4], "big"), head[4:]
+            if kind == b"IHDR":
+                ihdr = handle.read(13)
+                if len(ihdr) < 13:
+                    break
+                width, height = int.from_bytes(ihdr[:4], "big"), int.from_bytes(ihdr[4:8], "big")
+                check_pixels((height, width), name, max_pixels)
+                bits = ihdr[8] * _PNG_SAMPLES.get(ihdr[9], 4)
+                raw = height * (1 + -(-width * bits // 8)) + 7 * height  # filter bytes, Adam7 passes
+                handle.seek(length - 13 + 4, 1)
+                continue
+            if kind == b"IDAT":
+                idat += length
+            elif kind == b"IEND":
+                break
+            handle.seek(length + 4, 1)
+        # deflate stores incompressible data with 5 bytes per 64 KiB block; zlib adds 6
+        if raw is not None and idat > raw + 5 * (raw // 65535 + 1) + 1024:
+            raise ImageReadError(name, f"holds {idat} bytes of compressed pixel data, more than its declared "
+                                       f"{width} x {height} image can need ({raw} bytes): damaged, or a "
+                                       "decompression bomb; refused")
+    finally:
+        if handle is source:
+            handle.seek(start)
+        else:
+            handle.close()

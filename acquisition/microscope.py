@@ -8,10 +8,12 @@ so degraded and clean share units; the noise (:mod:`.dose`) then counts
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 import numpy as np
 import scipy.fft
 
+from stemreg.acquisition.contrast import ABF_BACKGROUND_WEIGHT, abf_brightness, to_bright_field
 from stemreg.acquisition.optics import gaussian_transfer, probe_transfer
 from stemreg.acquisition.scan import apply_scan_distortion, scan_displacement_px
 from stemreg.acquisition.specimens import (BACKGROUND_CORRELATION_PM, SpecimenFamily, background_spectrum,
@@ -73,6 +75,9 @@ def render_field(params: dict, size_px: int, pixel_size_pm: float, rng: np.rando
                              background_fraction=params["background_fraction"],
                              lattice_strain=params.get("lattice_strain", 0.02),
                              brightness_spread=params.get("brightness_spread", 0.0))
+    bright_field = params.get("contrast") == "abf"
+    if bright_field:
+        specimen = dataclasses.replace(specimen, brightness=abf_brightness(specimen.brightness))
     potential_ft = scipy.fft.rfft2(render_columns(specimen, padded, pixel_size_pm, origin_px=(margin, margin)))
     optics = dict(energy_keV=params["energy_keV"], convergence_mrad=params["convergence_mrad"], cs_um=params["cs_um"])
     source_px = params["source_size_pm"] / pixel_size_pm
@@ -91,6 +96,8 @@ def render_field(params: dict, size_px: int, pixel_size_pm: float, rng: np.rando
     clean_padded = np.maximum(clean_padded, 0.0)
     degraded_padded = np.maximum(degraded_padded, 0.0)
     crop = (slice(margin, margin + size_px),) * 2
+    # bright field: the columns' own level, before the background, sets the depth of their dips
+    reference = float(np.percentile(clean_padded[crop], NORMALISATION_PERCENTILE)) if bright_field else 0.0
     if specimen.background > 0:
         # Amorphous support / contamination / thickness changes, with a height relative to the imaged
         # columns' peaks; smooth over ~150 pm, so the probe and blur leave it unchanged.
@@ -99,8 +106,12 @@ def render_field(params: dict, size_px: int, pixel_size_pm: float, rng: np.rando
         # Gaussian field's rare dips below zero would make negative HAADF signal.
         background = specimen.background * column_level * np.maximum(scipy.fft.irfft2(
             background_spectrum(padded, BACKGROUND_CORRELATION_PM / pixel_size_pm, rng), s=padded), 0.0)
+        background = background * (ABF_BACKGROUND_WEIGHT if bright_field else 1.0)
         clean_padded = clean_padded + background
         degraded_padded = degraded_padded + background
+    if bright_field:
+        clean_padded = to_bright_field(clean_padded, params["abf_depth"], reference)
+        degraded_padded = to_bright_field(degraded_padded, params["abf_depth"], reference)
     scale = float(np.percentile(clean_padded[crop], NORMALISATION_PERCENTILE))
     scale = scale if scale > 0 else 1.0
     columns = specimen.positions_pm / pixel_size_pm

@@ -28,6 +28,7 @@ RANGED_PARAMS: dict[str, tuple[float, float]] = {
     "impulse_fraction": (0.0, 0.5),
     "line_jump": (0.0, 1.0),
     "line_glitch_rate": (0.0, 0.5),
+    "abf_depth": (0.0, 5.0),
 }
 # Scale parameters, drawn log-uniformly: a range of 5 to 40 pm/px is as much about 5-10 as about 20-40.
 LOG_UNIFORM = frozenset({"pixel_size_pm", "dose_scale", "source_size_pm", "gain_adu_per_e"})

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from stemreg.acquisition.conditions import Condition, noise_kwargs
+from stemreg.acquisition.contrast import set_contrast
 from stemreg.acquisition.detector import DETECTOR_KEYS
 from stemreg.acquisition.dose import apply_dose_noise
 from stemreg.acquisition.io import READ_SUFFIXES, read_image
@@ -92,6 +93,8 @@ class FieldPool:
     def _target(self, image: np.ndarray, pixel_size_pm: float | None, name: str) -> _Entry:
         params = self.condition.draw_params(self.rng)
         params["specimen"] = "user"
+        # a multislice library's bright-field fields say so in their name (acquisition.multislice)
+        set_contrast(params, "abf" if ":abf:" in name else "haadf", self.condition)
         if pixel_size_pm:
             params["pixel_size_pm"] = float(pixel_size_pm)
         return _Entry(_user_rendered(np.asarray(image, dtype=np.float64), params, params["pixel_size_pm"]),

@@ -30,21 +30,25 @@ from typing import TYPE_CHECKING, Any
 __path__ += [entry for entry in sys.path if entry.startswith("__editable__.") and entry not in __path__]
 
 if TYPE_CHECKING:
-    from stemreg.acquisition import PairBatch
+    from stemreg.acquisition import ConditionLike, PairBatch
     from stemreg.platform.prediction import LoadedModel
 
 __all__ = ["denoise", "load_model", "simulate"]
 
 
-def denoise(image: Any, *, condition: Any = None, alias: str = "champion", model: "LoadedModel | None" = None,
+def denoise(image: Any, *, condition: "ConditionLike | None" = None, alias: str = "champion", model: "LoadedModel | None" = None,
             tracking_uri: str | None = None, params: dict | None = None, report: bool = False) -> Any:
     """Denoise a low-dose STEM image with a condition's registered model.
 
     Parameters
     ----------
-    image : numpy.ndarray, str, pathlib.Path, ImageWithCalibration or hyperspy Signal2D
+    image : numpy.ndarray, dask.array.Array, str, pathlib.Path, ImageWithCalibration or hyperspy Signal2D
         A float image `(H, W)` or stack `(N, H, W)`; a file (.tif/.tiff,
         .png, .npy, .dm3/.dm4, .emd, .hspy); or a HyperSpy `Signal2D`.
+        A Dask array or a lazy signal (``hs.load(..., lazy=True)``) is
+        denoised lazily: frames map over chunks of whole frames, the model
+        is loaded once per Dask worker (sha256 verified), and nothing is
+        computed until the caller asks (``.compute()``, ``.save()``).
     condition : str or Condition, optional
         The acquisition condition whose model to use (`stemreg conditions`
         lists them), e.g. ``"low-dose"``. Needed unless ``model`` is given.
@@ -70,7 +74,8 @@ def denoise(image: Any, *, condition: Any = None, alias: str = "champion", model
         The kind that came in: an array for an array (float32, same shape);
         for a file path an ``ImageWithCalibration`` with the file's pixel
         size; for a ``Signal2D`` a new signal with the same axes (scale,
-        units) and metadata.
+        units) and metadata; for lazy input a lazy result of the same shape
+        and calibration, whose values are those of the in-memory path.
 
     Raises
     ------
@@ -95,14 +100,22 @@ def denoise(image: Any, *, condition: Any = None, alias: str = "champion", model
     >>> clean, trust = stemreg.denoise(noisy, condition="low-dose", report=True)  # doctest: +SKIP
     >>> trust.verdict, trust.reason                                   # doctest: +SKIP
     ('ok', "residual looks like the input's noise (variance 1.01x, no structure, no dots)")
+    >>> series = hs.load("series.zspy", lazy=True)                    # doctest: +SKIP
+    >>> stemreg.denoise(series, condition="low-dose").save("clean.zspy")  # doctest: +SKIP
     """
-    from stemreg.platform.prediction import denoise as _denoise  # mlflow, torch: on first use
+    from stemreg.platform.lazy import denoise_lazy_input, is_lazy
+    from stemreg.platform.prediction import denoise as _denoise, load_model as _load_model  # mlflow, torch: now
 
+    if is_lazy(image):  # a Dask array or a lazy signal: a lazy result; workers load the model themselves
+        if report:
+            raise ValueError("report=True needs the values: compute a lazy input first, or denoise it without report")
+        model = model or _load_model(condition, alias=alias, tracking_uri=tracking_uri)
+        return denoise_lazy_input(image, model, params=params, tracking_uri=tracking_uri)
     return _denoise(image, condition=condition, alias=alias, model=model, tracking_uri=tracking_uri, params=params,
                     report=report)
 
 
-def load_model(condition: Any = None, *, alias: str = "champion", model_uri: str | None = None,
+def load_model(condition: "ConditionLike | None" = None, *, alias: str = "champion", model_uri: str | None = None,
                tracking_uri: str | None = None, fallback_pretrained: bool = True) -> "LoadedModel":
     """Load a condition's registered denoiser (or any stemreg model URI) once.
 
@@ -140,7 +153,7 @@ def load_model(condition: Any = None, *, alias: str = "champion", model_uri: str
                        fallback_pretrained=fallback_pretrained)
 
 
-def simulate(condition: Any, n: int, *, seed: int = 0, size_px: int | None = None) -> "PairBatch":
+def simulate(condition: "ConditionLike", n: int, *, seed: int = 0, size_px: int | None = None) -> "PairBatch":
     """Simulate ``n`` degraded/clean image pairs of an acquisition condition.
 
     Parameters

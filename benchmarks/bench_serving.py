@@ -27,6 +27,8 @@ p50/p95 latency and each server's RSS (its whole process tree).
 
     python benchmarks/bench_serving.py --temp-model --compare-mlflow --seconds 60 [--parallel-sweep 1,2]
 
+--busy N keeps N CPU-bound processes (a busy loop each) running beside the servers while measuring.
+
 With --soak-seconds S it soaks `stemreg serve` for S seconds (600: the
 10-minute soak): 8 clients, /denoise .npy at the --sizes in turn plus one
 client on /invocations JSON, and prints p50/p95 (whole run, first and last
@@ -250,6 +252,10 @@ def _percentile(times: list[float], q: float) -> float:
     return times[min(len(times) - 1, int(round(q * (len(times) - 1))))] if times else float("nan")
 
 
+#: Requests a server refused with its own time limit (504), per port; they count as no frames.
+TIMED_OUT: dict[int, int] = {}
+
+
 def run_clients(port: int, cases: list[tuple[str, bytes, str]], seconds: float, *, warmup: int = 1,
                 on_tick=None, tick_s: float = 30.0) -> list[list[tuple[float, float]]]:
     """One keep-alive client per case posting its body for ``seconds`` after ``warmup`` untimed requests
@@ -265,7 +271,12 @@ def run_clients(port: int, cases: list[tuple[str, bytes, str]], seconds: float, 
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
         try:
             for _ in range(warmup):
-                post(conn, path, body, ctype)
+                try:
+                    post(conn, path, body, ctype)
+                except RuntimeError as exc:  # the server's own time limit: the timed run counts them
+                    if " answered 504" not in str(exc):
+                        raise
+                    conn.close()
         except BaseException as exc:  # noqa: BLE001 - reported after the run
             failures.append(exc)
         ready.wait()
@@ -273,7 +284,14 @@ def run_clients(port: int, cases: list[tuple[str, bytes, str]], seconds: float, 
         try:
             while time.perf_counter() < stop[0]:
                 start = time.perf_counter()
-                post(conn, path, body, ctype)
+                try:
+                    post(conn, path, body, ctype)
+                except RuntimeError as exc:  # a server's own time limit (mlflow: 504 after 60 s): counted
+                    if " answered 504" not in str(exc):
+                        raise
+                    TIMED_OUT[port] = TIMED_OUT.get(port, 0) + 1
+                    conn.close()
+                    continue
                 records[i].append((time.perf_counter(), (time.perf_counter() - start) * 1e3))
         except BaseException as exc:  # noqa: BLE001
             failures.append(exc)
@@ -368,6 +386,7 @@ def compare_mlflow(uri: str, condition: str, workdir: Path, sizes: list[int], cl
                     total[1] += [ms for recs in records for _, ms in recs]
                     times = total[1]
                     out[key] = {"frames_per_s": len(times) / total[0], "requests": len(times),
+                                "timed_out_504": TIMED_OUT.pop(port, 0) + out.get(key, {}).get("timed_out_504", 0),
                                 "p50_ms": _percentile(times, 0.5), "p95_ms": _percentile(times, 0.95),
                                 "rss_mb": tree_rss_mb(proc.pid)}
                     print(f"  {key}: {out[key]}", file=sys.stderr, flush=True)
@@ -458,11 +477,38 @@ def main() -> None:
     parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
                         help="set this in the environment of every `stemreg serve` started (repeatable), "
                              "e.g. MALLOC_ARENA_MAX=2 to compare allocator settings")
+    parser.add_argument("--busy", type=int, default=0, metavar="N",
+                        help="keep N CPU-bound processes running (a busy-loop each, at normal priority) "
+                             "while measuring, as when users run other work beside the server")
     args = parser.parse_args()
+    hogs = start_cpu_hogs(args.busy)
+    try:
+        _main(args)
+    finally:
+        stop_cpu_hogs(hogs)
+
+
+def start_cpu_hogs(n: int) -> list[subprocess.Popen]:
+    """``n`` processes that each keep one core busy (pure-Python loop) until stopped."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
+            for _ in range(max(0, n))]
+    if hogs:
+        print(f"  {len(hogs)} CPU-bound process(es) running beside the servers: "
+              f"{', '.join(str(h.pid) for h in hogs)}", file=sys.stderr, flush=True)
+    return hogs
+
+
+def stop_cpu_hogs(hogs: list[subprocess.Popen]) -> None:
+    for hog in hogs:
+        hog.kill()
+        hog.wait()
+
+
+def _main(args: argparse.Namespace) -> None:
     for item in args.server_env:
         name, sep, value = item.partition("=")
         if not sep or not name:
-            parser.error(f"--server-env {item!r}: give NAME=VALUE")
+            raise SystemExit(f"--server-env {item!r}: give NAME=VALUE")
         SERVER_ENV[name] = value
 
     from stemreg.acquisition import write_image
@@ -502,13 +548,13 @@ def main() -> None:
         sweep = [int(k) for k in args.parallel_sweep.split(",") if k.strip()]
         figures = compare_mlflow(uri, args.condition, Path(tmp.name), sizes, args.clients, args.seconds, sweep,
                                  rounds=args.rounds)
-        figures["model"] = source
+        figures["model"], figures["busy_processes"] = source, args.busy
         if args.json:
             print(json.dumps(figures, indent=2))
             return
         print(f"stemreg serve vs mlflow models serve, {args.clients} clients, {args.rounds} x {args.seconds:.0f} s "
               f"per case, {figures['cores']} cores (load average {figures['load_average_start'][0]:.1f} at start, "
-              f"{figures['load_average_end'][0]:.1f} at end), model: {source}")
+              f"{figures['load_average_end'][0]:.1f} at end), {args.busy} CPU-bound process(es) beside, model: {source}")
         print(f"  stemreg serve: {figures['stemreg_settings']} (its defaults); mlflow models serve: "
               f"{figures['mlflow_settings']}")
         for n in sizes:
@@ -517,7 +563,8 @@ def main() -> None:
             for key in keys:
                 f = figures[key]
                 print(f"  {key:34s} {f['frames_per_s']:7.2f} frames/s  p50 {f['p50_ms']:8.0f} ms  "
-                      f"p95 {f['p95_ms']:8.0f} ms  RSS {f['rss_mb']:6.0f} MB  ({f['requests']} requests)")
+                      f"p95 {f['p95_ms']:8.0f} ms  RSS {f['rss_mb']:6.0f} MB  ({f['requests']} requests, "
+                      f"{f['timed_out_504']} answered 504)")
             print(f"  {n}^2 ratio stemreg/mlflow: /invocations {figures[f'ratio_invocations_{n}']:.2f}x, "
                   f"/denoise npy {figures[f'ratio_denoise_npy_{n}']:.2f}x")
         for k in sweep:

@@ -241,6 +241,16 @@ def visible_columns(true_columns: np.ndarray, clean: np.ndarray, *, threshold_re
     return true_columns[values >= _threshold(response, threshold_rel)]
 
 
+def _dark_columns(clean: np.ndarray, true_columns: np.ndarray) -> bool:
+    """Whether the columns are darker than the image's median (bright-field contrast)."""
+    from scipy.ndimage import map_coordinates
+
+    if len(true_columns) == 0:
+        return False
+    values = map_coordinates(np.asarray(clean, float), true_columns.T, order=1, mode="nearest")
+    return bool(np.median(values) < np.median(clean))
+
+
 def score_columns(image: np.ndarray, true_columns: np.ndarray, *, pixel_size_pm: float,
                   clean: np.ndarray | None = None, tolerance_px: float | None = None,
                   margin_px: float | None = None, threshold_rel: float = 0.2) -> ColumnScore:
@@ -271,6 +281,9 @@ def score_columns(image: np.ndarray, true_columns: np.ndarray, *, pixel_size_pm:
         raise ValueError(f"score_columns expects one (H, W) image, got shape {image.shape}")
     true_columns = np.asarray(true_columns, float).reshape(-1, 2)
     spacing = column_spacing_px(true_columns)
+    if clean is not None and _dark_columns(clean, true_columns):
+        # bright field: columns are minima; find them as the maxima of the negative
+        image, clean = -image, -np.asarray(clean)
     if clean is not None:
         true_columns = visible_columns(true_columns, clean, threshold_rel=threshold_rel)
     detected = detect_columns(image, spacing_px=spacing, threshold_rel=threshold_rel)

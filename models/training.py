@@ -183,7 +183,8 @@ def train(model: nn.Module, config: TrainConfig, *, train_data: Any,
         ``on_epoch(epoch, metrics)`` after every epoch (epochs count from 1),
         with ``train_loss``, ``val_psnr``, ``val_ssim``, ``val_loss``, ``lr``, ``seconds``
         (and ``val_noise_floor`` with held-out self-supervised data).
-        Exceptions it raises (e.g. ``optuna.TrialPruned``) propagate.
+        Exceptions it raises (e.g. ``optuna.TrialPruned``) propagate; returning ``True``
+        stops training there and keeps the best epoch so far.
     checkpoint_dir : path, optional
         Writes ``epoch_NNN.pt`` (state_dict) every epoch and ``best.pt``.
     progress : bool
@@ -295,8 +296,8 @@ def train(model: nn.Module, config: TrainConfig, *, train_data: Any,
                 if improved:
                     torch.save(best_state, ckpt / "best.pt")
             bar.set_postfix(loss=f"{metrics['train_loss']:.4f}", val_psnr=f"{metrics['val_psnr']:.2f}")
-            if on_epoch is not None:
-                on_epoch(epoch, dict(metrics))
+            if on_epoch is not None and on_epoch(epoch, dict(metrics)) is True:
+                break  # the caller's stopping rule (e.g. `stemreg adapt`'s held-out trust); best kept
     finally:
         bar.close()
 

@@ -26,13 +26,19 @@ class ServeDefaults:
     poll_seconds
         How often the alias is re-read (0: only on POST /reload).
     workers, queued
-        Connections served at once (a thread each) and connections waiting for one; more get 503.
+        Requests worked on at once (a thread each) and complete requests waiting for one; more get
+        503. Only complete requests take a thread: the front end (serving/frontend.py) reads them first.
     batch_images
         Most images of concurrent same-size requests run in one forward call.
     socket_timeout_s
-        Seconds a connection may stay silent (idle keep-alive, or a body that stops arriving).
-    body_timeout_s
-        Seconds a whole body may take to arrive, plus one per MB.
+        Seconds a connection may stay silent (idle keep-alive, or a request or answer that stops moving).
+    header_timeout_s
+        Seconds from a request's first byte to the end of its headers (408 after).
+    request_timeout_s
+        Seconds from a request's first byte to the end of its body, plus one per MB of body; a trickle
+        of bytes does not extend it (408 after).
+    max_connections
+        Connections held at once; a newcomer beyond pushes out the one idle (else reading headers) longest.
     """
 
     alias: str = "champion"
@@ -44,7 +50,9 @@ class ServeDefaults:
     queued: int = 64
     batch_images: int = 16
     socket_timeout_s: float = 10.0
-    body_timeout_s: float = 30.0
+    header_timeout_s: float = 10.0
+    request_timeout_s: float = 30.0
+    max_connections: int = 1024
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import torch
 
 from stemreg.acquisition import Condition, ConditionLike, load_condition
+from stemreg.acquisition.conditions import SIMULATOR_REVISION
 from stemreg.acquisition.stream import FieldPool
 from stemreg.models.architectures import build_model
 from stemreg.models.config import ArchitectureName, architecture
@@ -56,6 +57,7 @@ def pretrain_base(condition: ConditionLike = PRETRAIN.condition, *, steps: int =
                   n_fields: int = PRETRAIN.n_fields, n_val: int = PRETRAIN.n_val, architecture: dict[str, Any] | None = None,
                   name: str = BASE_NAME, directory: Path | None = None, threads: int | None = None,
                   from_base: str | None = None, from_directory: Path | None = None,
+                  library: Path | None = None, library_fraction: float = 0.25, library_fields: int = 64,
                   on_epoch: Callable[[int, dict[str, float]], None] | None = None,
                   progress: bool = True) -> dict[str, Any]:
     """Train the base and write it with its card; returns the card.
@@ -75,6 +77,9 @@ def pretrain_base(condition: ConditionLike = PRETRAIN.condition, *, steps: int =
     from_base, from_directory
         Continue from a pretrained model's weights (its name, and the folder holding it; default
         the package's): its architecture is kept and its card is recorded as the parent.
+    library, library_fraction, library_fields
+        A multislice library (``stemreg multislice``): ``library_fields`` clean fields tiled from it
+        over the condition's samplings, mixed in at ``library_fraction`` of the patches.
     """
     cond = load_condition(condition)
     commit = git_commit() or "unknown"  # the code that trains, before anything can move HEAD
@@ -96,7 +101,18 @@ def pretrain_base(condition: ConditionLike = PRETRAIN.condition, *, steps: int =
     else:
         model = build_model(arch)
     started = time.perf_counter()
-    stream = FieldPool(cond, n_fields=n_fields, size_px=256, seed=seed)
+    targets, library_note = None, "none"
+    if library is not None:
+        from stemreg.acquisition.multislice import library_targets, load_library
+
+        cells = load_library(library)
+        targets = library_targets(cells, library_fields, size_px=256, pixel_size_range_pm=cond.pixel_size_range_pm(),
+                                  seed=seed, bright_field_fraction=cond.bright_field_fraction)
+        library_note = (f"{library_fields} fields tiled from the multislice library {Path(library).name} "
+                        f"({', '.join(c.name for c in cells)}; abTEM, frozen phonons, HAADF and ABF) at "
+                        f"{library_fraction:g} of the patches")
+    stream = FieldPool(cond, n_fields=n_fields, size_px=256, seed=seed, targets=targets,
+                       target_fraction=library_fraction if targets else 0.0)
     val = cond.sample_pairs(n_val, size_px=256, seed=PRETRAIN_VAL_SEED)
     result = train(model, config, train_data=stream, val_data=(val.degraded, val.clean), on_epoch=on_epoch,
                    progress=progress)
@@ -104,7 +120,8 @@ def pretrain_base(condition: ConditionLike = PRETRAIN.condition, *, steps: int =
     figures = benchmark_by_bin(result.model.cpu(), cond)
     card = {
         "name": name,
-        "purpose": "pretrained base: restores low-dose HAADF STEM images over the range of samplings, doses and "
+        "purpose": "pretrained base: restores low-dose HAADF and ABF STEM images (raw detector frames included) "
+                   "over the range of samplings, doses and "
                    "probes below; every condition is fine-tuned from it",
         "architecture": result.model.config(),
         "kflop_per_pixel": round(flops_per_pixel(result.model) / 1e3, 1),
@@ -119,9 +136,11 @@ def pretrain_base(condition: ConditionLike = PRETRAIN.condition, *, steps: int =
                       "specimens": [s.value for s in cond.specimens]},
         "training": {"steps": epochs * steps_per_epoch, "batch_size": batch_size, "patch_px": patch_px,
                      "recipe": config.model_dump(mode="json"), "seed": seed, "pool_fields": n_fields,
-                     "data": "synthetic fields from the condition's ranges, fresh scan, dose and noise every "
-                             "patch (FieldPool); validation: "
+                     "data": "synthetic fields from the condition's ranges (simulator revision "
+                             f"{SIMULATOR_REVISION}: detector read-out, HAADF and ABF), fresh scan, dose, detector and "
+                             "noise every patch (FieldPool); validation: "
                              f"{n_val} images of 256 px, seed {PRETRAIN_VAL_SEED}",
+                     "multislice_library": library_note,
                      "best_epoch": result.best_epoch, "best_val_psnr": round(result.best_val_psnr, 4),
                      "noisy_val_psnr": round(result.noisy_val_psnr, 4),
                      "history": [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in h.items()}
@@ -132,7 +151,9 @@ def pretrain_base(condition: ConditionLike = PRETRAIN.condition, *, steps: int =
         "parent": parent,
         "commit": commit,
         "command": f"stemreg pretrain --condition {cond.name} --steps {steps} --seed {seed} --lr {lr:g}"
-                   + (f" --threads {threads}" if threads else "") + (f" --from-base {from_base}" if from_base else ""),
+                   + (f" --threads {threads}" if threads else "") + (f" --from-base {from_base}" if from_base else "")
+                   + (f" --library {library} --library-fraction {library_fraction:g}" if library else "")
+                   + (f" --fields {n_fields}" if n_fields != PRETRAIN.n_fields else ""),
         "torch": torch.__version__,
     }
     save_pretrained(result.model, card, name, directory)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 
 import pytest
 
@@ -115,3 +117,34 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def _tiff_bomb(inflated_bytes: int, side_px: int = 64) -> bytes:
+    """A TIFF declaring ``side_px`` x ``side_px`` uint8 pixels in one deflate strip that inflates to
+    ``inflated_bytes`` (zeros compress about 1000:1)."""
+    comp = zlib.compressobj(9)
+    strip = b"".join(comp.compress(b"\0" * (1 << 20)) for _ in range(inflated_bytes >> 20)) + comp.flush()
+    return _tiff_with_strip(strip, 8, side_px)
+
+
+def _tiff_with_strip(strip: bytes, compression: int, side_px: int) -> bytes:
+    """A little-endian TIFF of ``side_px`` x ``side_px`` uint8 pixels held in one ``strip`` as given."""
+    entries = [(256, side_px), (257, side_px), (258, 8), (259, compression), (262, 1), (273, None), (277, 1),
+               (278, side_px), (279, len(strip))]
+    data_offset = 8 + 2 + 12 * len(entries) + 4
+    ifd = struct.pack("<H", len(entries))
+    for tag, value in entries:
+        if tag in (273, 279):  # LONG: strip offset and byte count
+            ifd += struct.pack("<HHII", tag, 4, 1, data_offset if value is None else value)
+        else:
+            ifd += struct.pack("<HHIHH", tag, 3, 1, value, 0)
+    return b"II*\x00" + struct.pack("<I", 8) + ifd + b"\0\0\0\0" + strip
+
+
+@pytest.fixture(scope="session")
+def tiff_bomb():
+    """``tiff_bomb(inflated_bytes, side_px=64)``: a TIFF declaring ``side_px``^2 uint8 pixels whose one
+    deflate strip inflates to ``inflated_bytes``; ``tiff_bomb.with_strip(strip, compression, side_px)``
+    builds one around any strip."""
+    _tiff_bomb.with_strip = _tiff_with_strip
+    return _tiff_bomb

@@ -10,7 +10,7 @@ import os
 
 import click
 
-from stemreg.platform.cli import adapt, data, evaluate, models, pipeline, pretrain, serve, tune
+from stemreg.platform.cli import adapt, data, denoise, evaluate, models, pipeline, pretrain, serve, tune
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -31,6 +31,6 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
-for _module in (data, models, adapt, pipeline, pretrain, tune, evaluate, serve):
+for _module in (data, models, denoise, adapt, pipeline, pretrain, tune, evaluate, serve):
     for _command in _module.COMMANDS:
         main.add_command(_command)

@@ -194,4 +194,41 @@ def _writable_folder(folder: Path) -> None:
                             "folder") from None
 
 
-COMMANDS: list[click.Command] = [conditions_command, simulate_command]
+@command("multislice")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="The library's folder (a cache: crystals already there are kept).")
+@click.option("--phonons", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Frozen-phonon configurations averaged per image.")
+@click.option("--scan-sampling-pm", type=click.FloatRange(5, 100), default=20.0, show_default=True,
+              help="Probe positions across the unit cell (20 pm resolves a 30 mrad image).")
+@click.option("--potential-sampling-pm", type=click.FloatRange(2, 20), default=6.0, show_default=True,
+              help="Sampling of the potential and the waves (sets the largest angle simulated).")
+@click.option("--crystal", "crystals", multiple=True, metavar="NAME",
+              help="Only these crystals (repeatable); default all of acquisition.multislice.CRYSTALS.")
+def multislice_command(out_dir: Path, phonons: int, scan_sampling_pm: float, potential_sampling_pm: float,
+                       crystals: tuple[str, ...]) -> None:
+    """Build the multislice library: HAADF and ABF images of a unit cell of several crystals and
+    zone axes at several thicknesses (abTEM, frozen phonons), one .npz per crystal in OUT.
+
+    Needs `pip install stemreg[multislice]`. Tens of CPU minutes per crystal: run it in the
+    background (`nohup nice -n 19 stemreg multislice --out DIR &`). Train with it through
+    `stemreg pretrain --library DIR`.
+    """
+    from stemreg.acquisition.multislice import CRYSTALS, build_library
+
+    chosen = tuple(c for c in CRYSTALS if not crystals or c.name in crystals)
+    unknown = set(crystals) - {c.name for c in CRYSTALS}
+    if unknown:
+        raise BadInputError(f"--crystal {', '.join(sorted(unknown))}: unknown; known: "
+                            f"{', '.join(c.name for c in CRYSTALS)}")
+    try:
+        import abtem  # noqa: F401
+    except ImportError:
+        raise BadInputError("stemreg multislice needs abTEM: pip install 'stemreg[multislice]'") from None
+    build_library(out_dir, chosen, phonons=phonons, scan_sampling_pm=scan_sampling_pm,
+                  potential_sampling_pm=potential_sampling_pm,
+                  on_done=lambda name, seconds: click.echo(f"{name}: {seconds:.0f} s", err=True))
+    click.echo(f"library in {out_dir}")
+
+
+COMMANDS: list[click.Command] = [conditions_command, simulate_command, multislice_command]

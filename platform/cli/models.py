@@ -1,4 +1,4 @@
-"""stemreg CLI commands (models): train, models, denoise, promote, rollback, pipeline.
+"""stemreg CLI commands (models): train, models, promote, rollback, pipeline.
 
 Heavy imports (torch, mlflow) stay inside the command functions so that
 `stemreg --help` answers at once.
@@ -210,120 +210,6 @@ def _bin_table(model: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------- denoise
-
-def _output_path(path: Path, outdir: Path) -> Path:
-    from stemreg.acquisition.io import WRITE_SUFFIXES
-
-    out = outdir / path.name
-    if path.suffix.lower() not in WRITE_SUFFIXES:
-        # Digital Micrograph files cannot be written (rosettasciio reads them only): HyperSpy's
-        # format keeps the calibration.
-        out = out.with_suffix(".hspy")
-    if out.resolve() == path.resolve():
-        raise BadInputError(f"output {out} would overwrite its input; pick another -o OUTDIR")
-    return out
-
-
-def _refuse_collisions(inputs: tuple[Path, ...], outs: list[Path]) -> None:
-    """Two inputs that would be written to one output file (same name from two folders, or the same
-    file given twice) are refused before anything is computed."""
-    seen: dict[Path, Path] = {}
-    for path, out in zip(inputs, outs):
-        key = out.resolve()
-        if key in seen:
-            raise BadInputError(f"{seen[key]} and {path} would both be written to {out}; denoise them "
-                                "in separate runs with different -o OUTDIR, or rename one")
-        seen[key] = path
-
-
-@command("denoise")
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-@condition_option
-@click.option("--alias", default="champion", show_default=True,
-              help="Registered alias (or version number) of the condition's model to use.")
-@click.option("-o", "--outdir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Directory for the denoised files (same names and formats as the inputs).")
-@click.option("--trust-map", is_flag=True,
-              help="Also write each output's trust map beside it (<name>.trust.tif: residual structure as "
-                   "z-scores; |z| > 4 marks signal removed or added).")
-@json_option
-def denoise_command(inputs: tuple[Path, ...], condition_name: str, alias: str, outdir: Path, trust_map: bool,
-                    as_json: bool) -> None:
-    """Denoise image files with a condition's registered model (default its champion).
-
-    Reads .tif/.tiff/.png/.npy/.dm3/.dm4/.emd/.hspy and writes the same format,
-    keeping the input's calibration (pixel size); .dm3/.dm4, which cannot be
-    written, come out as .hspy.
-
-    Each file gets a trust verdict, judged from its input and output alone:
-    `ok` (the residual looks like the input's noise), `doubtful` (it holds
-    structure: signal removed, dots added, noise left) or `out of range`
-    (sampling, dose, contrast or noise the model was not trained on); --json
-    gives every figure.
-    """
-    import time
-
-    import numpy as np
-    from tqdm import tqdm
-
-    from stemreg.acquisition import read_image, write_image
-    from stemreg.acquisition.io import READ_SUFFIXES
-    from stemreg.platform.prediction import denoise, load_model, sampling_warning
-    from stemreg.platform.trust import map_path, report_for, trust_line
-
-    for path in inputs:
-        if not path.exists():
-            raise BadInputError(f"no such file: {path}")
-        if path.suffix.lower() not in READ_SUFFIXES:
-            raise BadInputError(f"{path}: unsupported format {path.suffix or '(none)'}; accepted: "
-                                f"{', '.join(READ_SUFFIXES)}")
-    cond = load_condition(condition_name)
-    outs = [_output_path(path, outdir) for path in inputs]
-    _refuse_collisions(inputs, outs)
-    model = load_model(cond, alias=alias)  # read only: no store or experiment is created
-    try:
-        outdir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BadInputError(f"cannot create the output directory {outdir}: {exc.strerror or exc}; "
-                            "give a writable -o OUTDIR") from None
-    report = []
-    for path, out in tqdm(list(zip(inputs, outs)), desc="denoise", disable=as_json or len(inputs) < 2):
-        image = read_image(path, allow_stack=True)
-        warning = sampling_warning(model, image.calibration.pixel_size_pm())
-        if warning:
-            click.echo(f"warning: {path}: {warning}", err=True)
-        start = time.perf_counter()
-        try:
-            denoised = denoise(image, model=model)
-        except BadInputError as exc:  # e.g. channels last, (H, W, 3): name the file
-            raise BadInputError(f"{path}: {exc}") from None
-        seconds = time.perf_counter() - start
-        trust = report_for(model, image.data, denoised.data, pixel_size_pm=image.calibration.pixel_size_pm(),
-                           with_map=trust_map)
-        trusts = trust if isinstance(trust, list) else [trust]
-        replaced = out.exists()
-        try:
-            write_image(out, denoised.data, denoised.calibration)  # atomic: a temporary name, then renamed
-            if trust_map:
-                maps = np.stack([t.map for t in trusts]) if len(trusts) > 1 else trusts[0].map
-                write_image(map_path(out), maps, denoised.calibration)
-        except OSError as exc:
-            raise BadInputError(f"cannot write {out}: {exc.strerror or exc}; give a writable -o OUTDIR") from None
-        report.append({"input": str(path), "output": str(out), "shape": list(denoised.data.shape),
-                       "seconds": round(seconds, 3), "replaced": replaced, **({"warning": warning} if warning else {}),
-                       "trust": [t.to_dict() for t in trusts] if len(trusts) > 1 else trusts[0].to_dict(),
-                       **({"trust_map": str(map_path(out))} if trust_map else {})})
-    text = "\n".join(f"{r['input']} -> {r['output']} ({r['seconds']:.2f} s"
-                     + ("; replaced the existing file)" if r["replaced"] else ")") + f" trust: {trust_line(r['trust'])}"
-                     for r in report)
-    used = (f"{model.name} v{model.version}, {alias}" if model.version is not None else
-            f"{model.name}: nothing is registered for {cond.name} yet; train or run the main job for a "
-            f"model of its own")
-    emit({"model": model.model_uri, "version": model.version, "files": report}, as_json,
-         f"{text}\n(denoised with {used})")
-
-
 # --------------------------------------------------------------------------- promote / rollback
 
 def _promotion_text(result) -> str:
@@ -389,5 +275,5 @@ def rollback_command(condition_name: str, reason: str | None, as_json: bool) -> 
 
 # --------------------------------------------------------------------------- pipeline
 
-COMMANDS: list[click.Command] = [train_command, models_command, denoise_command, promote_command,
+COMMANDS: list[click.Command] = [train_command, models_command, promote_command,
                                  rollback_command]

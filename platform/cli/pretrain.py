@@ -28,9 +28,17 @@ from stemreg.platform.errors import BadInputError
               help="torch CPU threads (0: torch's default).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where to write <name>.pth and <name>.json [default: the package's models/pretrained/].")
+@click.option("--library", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="A multislice library (`stemreg multislice --out DIR`) whose fields are mixed into the training "
+                   "stream.")
+@click.option("--library-fraction", type=click.FloatRange(0, 1), default=0.25, show_default=True,
+              help="Share of the patches cut from the --library fields.")
+@click.option("--fields", type=click.IntRange(min=1), default=PRETRAIN.n_fields, show_default=True,
+              help="Rendered fields in the training pool (one re-rendered per step); fewer start sooner.")
 @json_option
 def pretrain_command(condition_name: str, steps: int, seed: int, lr: float, from_base: str | None,
-                     base_dir: Path | None, name: str | None, threads: int, out_dir: Path | None, as_json: bool) -> None:
+                     base_dir: Path | None, name: str | None, threads: int, out_dir: Path | None,
+                     library: Path | None, library_fraction: float, fields: int, as_json: bool) -> None:
     """Train the pretrained base over the condition's whole range and write its weights and card.
 
     The base is what `stemreg denoise` uses before anything is registered, and
@@ -56,7 +64,8 @@ def pretrain_command(condition_name: str, steps: int, seed: int, lr: float, from
     try:
         card = pretrain_base(cond, steps=steps, seed=seed, lr=lr, threads=threads or None, directory=out_dir,
                              **({"name": name} if name else {}), from_base=from_base, from_directory=base_dir, on_epoch=show,
-                             progress=not as_json)
+                             progress=not as_json, library=library, library_fraction=library_fraction,
+                             n_fields=fields)
     except PretrainedMissingError as exc:
         raise BadInputError(f"--from-base: {exc}") from None
     bench = card["benchmark"]

@@ -29,7 +29,8 @@ from stemreg.platform.config import SERVE  # the defaults' one home; light, so -
                    "stack count, plus 65536 per forward pass); larger ones get 413. "
                    "Default: 2 x --max-pixels + 64 passes.")
 @click.option("--workers", default=SERVE.workers, show_default=True, type=click.IntRange(1, 1024), metavar="N",
-              help=f"Connections served at once (one thread each); {SERVE.queued} more may wait, the rest get 503.")
+              help=f"Requests worked on at once (one thread each, once read in full); {SERVE.queued} more "
+                   "may wait, the rest get 503.")
 @click.option("--batch-images", default=SERVE.batch_images, show_default=True, type=click.IntRange(1, 256), metavar="N",
               help="Most images of concurrent same-size requests run in one forward call (1: no batching).")
 @click.option("--threads", default=None, type=click.IntRange(1, 1024), metavar="N",

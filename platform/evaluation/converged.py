@@ -186,33 +186,35 @@ class ConvergedTraining:
                                **{f"budget.{k}": v for k, v in self.budget.to_dict().items()}})
             return run.info.run_id
 
-    def _candidates(self, state: MethodState) -> list[tuple[str, Path]]:
+    def _candidates(self, state: MethodState) -> list[tuple[str, dict[str, Any]]]:
+        """Every saved state of ``state``'s method: (where it came from, the loaded checkpoint)."""
         found = []
         full = self.folder / f"{state.method}.pt"
         if full.exists():
-            found.append(("local checkpoint", full))
+            found.append(("local checkpoint", torch.load(full, map_location="cpu", weights_only=True)))
         if self.run_id is not None:
             import mlflow
 
-            try:
-                path = mlflow.artifacts.download_artifacts(run_id=self.run_id,
-                                                           artifact_path=f"checkpoints/{state.method}.pt",
-                                                           dst_path=tempfile.mkdtemp(prefix="stemreg-converged-"))
-                found.append(("MLflow artifact", Path(path)))
-            except Exception:  # noqa: BLE001 - no artifact yet: nothing to resume from there
-                pass
+            with tempfile.TemporaryDirectory(prefix="stemreg-converged-") as tmp:
+                try:
+                    path = mlflow.artifacts.download_artifacts(run_id=self.run_id,
+                                                               artifact_path=f"checkpoints/{state.method}.pt",
+                                                               dst_path=tmp)
+                    found.append(("MLflow artifact", torch.load(path, map_location="cpu", weights_only=True)))
+                except Exception:  # noqa: BLE001 - no artifact yet: nothing to resume from there
+                    pass
         small = self.folder / f"{state.method}.ckpt"
         if small.exists():
-            found.append(("committed weights (float16, fresh AdamW moments)", small))
+            found.append(("committed weights (float16, fresh AdamW moments)",
+                          torch.load(small, map_location="cpu", weights_only=True)))
         return found
 
     def _resume(self, state: MethodState) -> None:
         best: tuple[int, str, dict[str, Any]] | None = None
-        for source, path in self._candidates(state):
-            saved = torch.load(path, map_location="cpu", weights_only=True)
+        for source, saved in self._candidates(state):
             meta = json.loads(saved["meta"])
             if meta.get("recipe_version") != self.recipe_id() or meta.get("architecture") != state.arch:
-                log.warning("%s: %s is of another recipe or architecture; not resumed", state.method, path)
+                log.warning("%s: the %s is of another recipe or architecture; not resumed", state.method, source)
                 continue
             if best is None or int(saved["steps"]) > best[0]:
                 best = (int(saved["steps"]), source, saved)

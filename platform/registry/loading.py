@@ -339,10 +339,13 @@ def load_model(condition: Any = None, *, alias: str = CHAMPION, model_uri: str |
     uri = tracking_uri or default_tracking_uri()
     # Read only: a named store must exist (a typo would create an empty one and fall back to the base),
     # a server must answer; the default store may be absent on a fresh install.
-    check_store(uri, must_exist=explicit_tracking_uri(tracking_uri) or model_uri is not None)
     if model_uri is not None:
-        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        client = None  # a folder needs no store (and none is created for it)
+        if str(model_uri).startswith(("models:/", "runs:/", "mlflow-artifacts:")):  # read from the store
+            check_store(uri, must_exist=True)
+            client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         return LoadedModel(pyfunc=open_uri(model_uri, client), model_uri=model_uri)
+    check_store(uri, must_exist=explicit_tracking_uri(tracking_uri))
     try:
         cond = load_condition(condition)
     except UnknownConditionError:

@@ -4,9 +4,9 @@ Every answer, refusals included, is JSON; no answer names an absolute path or an
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
-import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -32,7 +32,10 @@ log = logging.getLogger(__name__)
 DEFAULT_HOST, DEFAULT_PORT, DEFAULT_MAX_PIXELS, DEFAULT_POLL_SECONDS = (SERVE.host, SERVE.port, SERVE.max_pixels,
                                                                         SERVE.poll_seconds)
 DEFAULT_WORKERS, DEFAULT_QUEUED = SERVE.workers, SERVE.queued
-DEFAULT_SOCKET_TIMEOUT_S, DEFAULT_BODY_TIMEOUT_S = SERVE.socket_timeout_s, SERVE.body_timeout_s
+DEFAULT_SOCKET_TIMEOUT_S, DEFAULT_HEADER_TIMEOUT_S = SERVE.socket_timeout_s, SERVE.header_timeout_s
+DEFAULT_REQUEST_TIMEOUT_S, DEFAULT_MAX_CONNECTIONS = SERVE.request_timeout_s, SERVE.max_connections
+#: Commas a JSON body may hold beyond one per pixel (params, dataframe keys and the like).
+_JSON_SLACK_VALUES = 65536
 #: JSON inputs are at most 3 lists deep (a stack of rows of numbers).
 _MAX_INPUT_DEPTH = 3
 
@@ -48,6 +51,12 @@ def _list_depth(value: Any) -> int:
     while isinstance(value, list) and value and depth < 64:
         value, depth = value[0], depth + 1
     return depth
+
+
+def _first_leaf(value: Any) -> Any:
+    while isinstance(value, list) and value:
+        value = value[0]
+    return value
 
 
 def _error_code(status: int) -> str:
@@ -72,10 +81,17 @@ class _Handler(BaseHTTPRequestHandler):
         ("POST", "/denoise"): "_denoise", ("POST", "/reload"): "_reload",
     }
 
-    # -- plumbing ----------------------------------------------------------------------------
-    def setup(self) -> None:
-        self.timeout = self.server.socket_timeout  # StreamRequestHandler sets it on the socket
-        super().setup()
+    # -- plumbing ---------------------------------------------------------------------------
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        if self.request_version == "HTTP/0.9":  # its answers would carry no status line
+            self.send_error(505, "HTTP/0.9 is not served; send HTTP/1.0 or HTTP/1.1")
+            return False
+        return True
+
+    def handle_expect_100(self) -> bool:
+        return True  # the front end has sent "100 Continue" already, and read the body since
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """http.server's own refusals (bad request line, unsupported method, ...) as JSON too."""
@@ -145,46 +161,13 @@ class _Handler(BaseHTTPRequestHandler):
     do_PATCH = _dispatch
     do_OPTIONS = _dispatch
 
-    def _read_body(self) -> bytes:
-        length_header = self.headers.get("Content-Length")
-        if length_header is None:
-            self.close_connection = True  # a chunked body we will not read would poison the connection
+    def _read_body(self) -> bytearray:
+        """The body, read in full by the front end (which refused a bad or oversized Content-Length)."""
+        if self.headers.get("Content-Length") is None:
+            self.close_connection = True
             raise RequestError(411, "the request has no Content-Length",
                                "a request body with a Content-Length header")
-        try:
-            length = int(length_header)
-        except ValueError as exc:
-            self.close_connection = True
-            raise RequestError(400, f"bad Content-Length {length_header!r}",
-                               "a non-negative integer") from exc
-        if length < 0:
-            self.close_connection = True
-            raise RequestError(400, f"bad Content-Length {length}", "a non-negative integer")
-        if length > self.server.max_body_bytes:
-            # Don't read (or buffer) an oversized body; close the connection instead.
-            self.close_connection = True
-            raise RequestError(413, f"request body of {length} bytes is larger than this server's "
-                                    f"cap of {self.server.max_body_bytes} bytes "
-                                    f"(--max-pixels {self.server.max_pixels})",
-                               f"at most {self.server.max_pixels} pixels per request")
-        deadline = time.monotonic() + self.server.body_timeout + length / 1e6
-        body = bytearray(length)
-        view, got = memoryview(body), 0
-        try:
-            while got < length:
-                if time.monotonic() > deadline:
-                    raise TimeoutError
-                n = self.rfile.readinto(view[got:got + (1 << 20)])
-                if not n:
-                    self.close_connection = True
-                    raise RequestError(400, f"the body ended after {got} of the {length} bytes its "
-                                            "Content-Length announced", "a body as long as its Content-Length")
-                got += n
-        except TimeoutError:
-            self.close_connection = True
-            raise RequestError(408, f"the body did not arrive in time ({got} of {length} bytes)",
-                               "a body as long as its Content-Length, sent without pauses") from None
-        return body
+        return self.body
 
     # -- endpoints ---------------------------------------------------------------------------
     def _ping(self) -> None:
@@ -230,6 +213,12 @@ class _Handler(BaseHTTPRequestHandler):
                                "application/json (" + ACCEPTED_JSON + "); images go to POST /denoise")
         if not body:
             raise RequestError(400, "empty request body", ACCEPTED_JSON)
+        # Parsed, every number becomes a Python object of ~32 bytes: a body of "0,0,0,..." within the
+        # byte cap would take GBs. Values are separated by commas, so count those before parsing.
+        values = body.count(b",") + 1
+        if values > self.server.max_pixels + _JSON_SLACK_VALUES:
+            raise RequestError(413, f"the JSON holds about {values} values, more than this server's cap of "
+                                    f"{self.server.max_pixels} pixels", ACCEPTED_JSON)
         try:
             request = parse_json_body(body)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -253,6 +242,8 @@ class _Handler(BaseHTTPRequestHandler):
             raise RequestError(400, "input holds booleans (true/false); a real-valued image (integer or "
                                     "float pixels) is needed", ACCEPTED_JSON)
         depth = _list_depth(request[key]) if key in ("inputs", "instances") else 0
+        if depth and isinstance(_first_leaf(request[key]), str):  # MLflow would cast "1.0" to 1.0 silently
+            raise RequestError(400, f'"{key}" holds strings; pixels are JSON numbers', ACCEPTED_JSON)
         if depth > _MAX_INPUT_DEPTH:
             raise RequestError(400, f'"{key}" has rank {depth if depth < 64 else "64 or more"} (lists nested '
                                     f"that deep); an image (H, W) or a stack (N, H, W) is needed", ACCEPTED_JSON)
@@ -330,3 +321,30 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, payload, _RESPONSE_TYPES[fmt], headers=headers)
 
 
+class _Answer:
+    """A handler's ``wfile``: keeps the pieces of the answer (not joined) for the front end to send."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes | memoryview] = []
+
+    def write(self, data: bytes | memoryview) -> int:
+        self.parts.append(data)
+        return memoryview(data).nbytes
+
+    def flush(self) -> None:
+        pass
+
+
+def answer_request(server: Any, head: bytes, body: bytearray, client_address: Any) -> tuple[list, bool]:
+    """Answer one request read in full (``head``: request line and headers) with :class:`_Handler`.
+
+    Returns
+    -------
+    (the answer's pieces, whether to close the connection after it)
+    """
+    handler = _Handler.__new__(_Handler)  # not its __init__, which would read a socket
+    handler.server, handler.client_address, handler.request = server, client_address, None
+    handler.rfile, handler.wfile, handler.body = io.BytesIO(head), _Answer(), body
+    handler.close_connection = True
+    handler.handle_one_request()
+    return handler.wfile.parts, handler.close_connection

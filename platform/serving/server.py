@@ -9,33 +9,36 @@ that reads back as the same values; parsed and encoded in C, see
 files (.npy, .tif/.tiff, .png), `GET /model`, `POST /reload`, `GET /health`,
 `GET /ping` and `GET /version`.
 
-Only the standard library's `http.server` is used: no extra dependency, and
-the server binds 127.0.0.1 unless told otherwise (it has no authentication,
-like MLflow's).
+Only the standard library is used (``selectors`` for the front end that reads every request in
+full under deadlines before a worker thread answers it, `http.server`'s parser): no extra
+dependency, and the server binds 127.0.0.1 unless told otherwise (it has no authentication, like
+MLflow's).
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
+import resource
+import socket
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from http.server import HTTPServer
 from typing import Any, Callable
 
 from stemreg.platform.config import SERVE
 from stemreg.platform.errors import BadInputError
-from stemreg.platform.serving.handler import (DEFAULT_BODY_TIMEOUT_S, DEFAULT_HOST, DEFAULT_MAX_PIXELS,
-                                              DEFAULT_POLL_SECONDS, DEFAULT_PORT, DEFAULT_QUEUED,
-                                              DEFAULT_SOCKET_TIMEOUT_S, DEFAULT_WORKERS, _Handler,
-                                              default_max_work)
+from stemreg.platform.serving.frontend import FrontEnd
+from stemreg.platform.serving.handler import (DEFAULT_HEADER_TIMEOUT_S, DEFAULT_HOST, DEFAULT_MAX_CONNECTIONS,
+                                              DEFAULT_MAX_PIXELS, DEFAULT_POLL_SECONDS, DEFAULT_PORT,
+                                              DEFAULT_QUEUED, DEFAULT_REQUEST_TIMEOUT_S, DEFAULT_SOCKET_TIMEOUT_S,
+                                              DEFAULT_WORKERS, answer_request, default_max_work)
 from stemreg.platform.serving.holder import DEFAULT_ALIAS, ModelHolder, ServedModel
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_BODY_TIMEOUT_S", "DEFAULT_HOST", "DEFAULT_MAX_PIXELS", "DEFAULT_POLL_SECONDS", "DEFAULT_PORT",
-           "DEFAULT_QUEUED", "DEFAULT_SOCKET_TIMEOUT_S", "DEFAULT_WORKERS", "DenoiserHTTPServer",
+__all__ = ["DEFAULT_HEADER_TIMEOUT_S", "DEFAULT_HOST", "DEFAULT_MAX_CONNECTIONS", "DEFAULT_MAX_PIXELS",
+           "DEFAULT_POLL_SECONDS", "DEFAULT_PORT", "DEFAULT_QUEUED", "DEFAULT_REQUEST_TIMEOUT_S",
+           "DEFAULT_SOCKET_TIMEOUT_S", "DEFAULT_WORKERS", "DenoiserHTTPServer",
            "configure_threads", "default_max_work", "make_server", "usable_cores"]
 
 
@@ -51,6 +54,13 @@ def usable_cores() -> int:
 #: call takes the GIL back after every layer; behind a request thread parsing JSON it would wait up to
 #: this long each time.
 SWITCH_INTERVAL_S = 0.0005
+
+
+def _descriptors_left() -> int:
+    """File descriptors this process may still open for connections (its limit less a margin for
+    the store, the model files and the logs)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return max(16, (soft if soft != resource.RLIM_INFINITY else 1 << 20) - 128)
 
 
 def configure_threads(threads: int | None = None, parallel: int | None = None) -> tuple[int, int]:
@@ -79,8 +89,9 @@ def configure_threads(threads: int | None = None, parallel: int | None = None) -
     return parallel, per_call
 
 
-class DenoiserHTTPServer(HTTPServer):
-    """`HTTPServer` with a bounded pool of worker threads, carrying the holder, the caps and the alias poller.
+class DenoiserHTTPServer:
+    """An HTTP server: a front end that reads whole requests (:mod:`~stemreg.platform.serving.frontend`),
+    a bounded pool of worker threads that answer them, the holder, the caps and the alias poller.
 
     Parameters
     ----------
@@ -97,75 +108,96 @@ class DenoiserHTTPServer(HTTPServer):
         The most work one request may ask for (:func:`stemreg.models.mlflow_model.work_of`);
         default :func:`default_max_work`.
     workers, queued
-        Connections served at once, and connections waiting for a worker; more are answered 503.
-    socket_timeout, body_timeout
-        Seconds a connection may stay silent; seconds (plus one per MB) a body may take.
+        Requests worked on at once, and complete requests waiting for a worker; more are answered 503.
+    socket_timeout
+        Seconds a connection may stay silent (idle, or a request or answer that stops moving).
+    header_timeout, request_timeout
+        Seconds from a request's first byte to the end of its headers, and to the end of its body
+        (plus one per MB of body); past either, 408.
+    max_connections
+        Connections held at once (a new one pushes out the one idle, else reading headers, longest).
+    max_buffered_bytes
+        Request bodies held in memory at once, all connections together (503 beyond); default twice
+        the body cap plus 64 MiB.
     """
-
-    allow_reuse_address = True
-    request_queue_size = 128
 
     def __init__(self, holder: ModelHolder, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
                  max_pixels: int = DEFAULT_MAX_PIXELS, poll_seconds: float = DEFAULT_POLL_SECONDS,
                  max_work: int | None = None, workers: int = DEFAULT_WORKERS, queued: int = DEFAULT_QUEUED,
                  socket_timeout: float = DEFAULT_SOCKET_TIMEOUT_S,
-                 body_timeout: float = DEFAULT_BODY_TIMEOUT_S) -> None:
+                 header_timeout: float = DEFAULT_HEADER_TIMEOUT_S,
+                 request_timeout: float = DEFAULT_REQUEST_TIMEOUT_S,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS, max_buffered_bytes: int | None = None) -> None:
         if max_pixels <= 0:
             raise BadInputError(f"--max-pixels {max_pixels} must be a positive number of pixels")
-        if workers < 1 or queued < 0:
-            raise BadInputError(f"workers {workers} / queued {queued}: need at least 1 worker and 0 queued")
+        if workers < 1 or queued < 0 or max_connections < 1:
+            raise BadInputError(f"workers {workers} / queued {queued} / max_connections {max_connections}: need "
+                                "at least 1 worker, 0 queued and 1 connection")
         self.holder = holder
         self.max_pixels = int(max_pixels)
         self.max_work = int(max_work) if max_work else default_max_work(self.max_pixels)
         self.workers, self.queued = int(workers), int(queued)
-        self.socket_timeout, self.body_timeout = float(socket_timeout), float(body_timeout)
-        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="stemreg-http")
-        self._pending = 0
-        self._pending_lock = threading.Lock()
+        self.socket_timeout = float(socket_timeout)
+        self.header_timeout, self.request_timeout = float(header_timeout), float(request_timeout)
         # JSON spends up to ~25 characters per float; image files far fewer bytes per pixel.
         self.max_body_bytes = 65536 + 32 * self.max_pixels
+        self.max_buffered_bytes = int(max_buffered_bytes or 2 * self.max_body_bytes + (64 << 20))
+        self.max_connections = min(int(max_connections), _descriptors_left())
+        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="stemreg-http")
         self.poll_seconds = float(poll_seconds)
         self._stop = threading.Event()
         self._workers: list[threading.Thread] = []
-        self._serving = False
+        self._loop_idle = threading.Event()
+        self._loop_idle.set()
+        self._loop_thread: threading.Thread | None = None
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
         try:
-            super().__init__((host, port), _Handler)
+            self.socket = socket.create_server((host, port), family=family, backlog=512)
         except OSError as exc:
             raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+        self.server_address = self.socket.getsockname()[:2]
+        self._front = FrontEnd(self, self.socket)
 
-    # -- bounded concurrency: at most `workers` threads, `queued` waiting, the rest refused ----------
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._pending_lock:
-            busy = self._pending >= self.workers + self.queued
-            if not busy:
-                self._pending += 1
-        if busy:
-            self._refuse_busy(request)
-            return
-        self._pool.submit(self._work, request, client_address)
+    @property
+    def buffered_bytes(self) -> int:
+        """Request body bytes held in memory now, all connections together (bodies grow as they arrive)."""
+        return self._front.buffered
 
-    def _work(self, request: Any, client_address: Any) -> None:
+    @property
+    def connections(self) -> int:
+        """Client connections held now."""
+        return len(self._front.conns)
+
+    # -- what the front end calls ---------------------------------------------------------------
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on a worker thread."""
+        self._pool.submit(fn, *args)
+
+    def run_request(self, head: bytes, body: bytearray, client_address: Any) -> tuple[list, bool]:
+        """Answer one request read in full (:func:`~stemreg.platform.serving.handler.answer_request`)."""
+        return answer_request(self, head, body, client_address)
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """Serve in this thread until :meth:`shutdown` or :meth:`stop`."""
+        self._loop_idle.clear()
+        self._loop_thread = threading.current_thread()
         try:
-            self.finish_request(request, client_address)
-        except Exception:  # noqa: BLE001 - socketserver's own policy: log and go on
-            self.handle_error(request, client_address)
+            self._front.run(poll_interval)
         finally:
-            self.shutdown_request(request)
-            with self._pending_lock:
-                self._pending -= 1
+            self._loop_idle.set()
 
-    def _refuse_busy(self, request: Any) -> None:
-        body = json.dumps({"error": f"the server is busy ({self.workers} connections served, "
-                                    f"{self.queued} waiting); retry shortly",
-                           "error_code": "TEMPORARILY_UNAVAILABLE"}).encode()
-        head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n").encode()
+    def shutdown(self) -> None:
+        """Stop :meth:`serve_forever` (and wait for it, unless called from its own thread)."""
+        self._front.stop()
+        if self._loop_thread is not threading.current_thread():
+            self._loop_idle.wait(10)
+
+    def server_close(self) -> None:
+        """Close the listening socket."""
         try:
-            request.settimeout(1.0)
-            request.sendall(head + body)
+            self.socket.close()
         except OSError:
             pass
-        self.shutdown_request(request)
 
     @property
     def port(self) -> int:
@@ -200,7 +232,6 @@ class DenoiserHTTPServer(HTTPServer):
         Returns `self`; `/health` answers 503 until the model is in.
         """
         self._start_threads(load=load, on_load_failure=on_load_failure)
-        self._serving = True
         thread = threading.Thread(target=self.serve_forever, name="stemreg-serve", daemon=True)
         thread.start()
         self._workers.append(thread)
@@ -222,7 +253,6 @@ class DenoiserHTTPServer(HTTPServer):
             on_loaded: Callable[[ServedModel], None] | None = None) -> None:
         """Serve in this thread until :meth:`stop` (or Ctrl-C); loading and polling run beside it."""
         self._start_threads(load=True, on_load_failure=on_load_failure, on_loaded=on_loaded)
-        self._serving = True
         try:
             self.serve_forever(poll_interval=0.2)
         finally:
@@ -231,9 +261,7 @@ class DenoiserHTTPServer(HTTPServer):
     def stop(self) -> None:
         """Stop serving and polling, close the socket, and wait for our threads."""
         self._stop.set()
-        if self._serving:  # shutdown() waits for serve_forever, which must have started
-            self.shutdown()
-            self._serving = False
+        self.shutdown()
         self.server_close()
         self._pool.shutdown(wait=False, cancel_futures=True)
         for thread in self._workers:
@@ -255,7 +283,8 @@ def make_server(condition: str, *, alias: str = DEFAULT_ALIAS, host: str = DEFAU
     """Check that `condition@alias` exists, then bind a server for it (model not loaded yet).
 
     Call :meth:`DenoiserHTTPServer.start_background` or :meth:`DenoiserHTTPServer.run`. ``options``
-    (``max_work``, ``workers``, ``queued``, ``socket_timeout``, ``body_timeout``) go to the server;
+    (``max_work``, ``workers``, ``queued``, ``socket_timeout``, ``header_timeout``, ``request_timeout``,
+    ``max_connections``, ``max_buffered_bytes``) go to the server;
     ``batch_images`` and ``parallel`` (forward calls at once, see :func:`configure_threads`) to the
     :class:`ModelHolder`.
 

@@ -10,8 +10,9 @@ Built on the self-supervised training that exists (:mod:`stemreg.platform.traini
 - the condition's synthetic stream makes up ``synthetic_fraction`` of every batch, so the model
   does not forget the condition's range;
 - whole files are held out (the bottom rows of a lone file): the held-out blind-spot (or
-  noise2noise) loss picks the epoch, and the trust report over the held-out files is logged each
-  epoch and compared with the champion's;
+  noise2noise) loss picks the epoch; training stops when that loss stops falling or the trust
+  verdicts over the held-out files fall below their best (:data:`PATIENCE` epochs), and the final
+  held-out trust is compared with the champion's;
 - the version is registered with the lab's files in its tags (``lab_files``) and card; with
   ``promote``, it becomes champion only when it loses at most ``tolerance_db`` on the condition's
   simulated benchmark and its held-out trust verdicts are no worse than the champion's.
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 
 #: A lag whose input noise correlation exceeds this is masked with the blind spot (structN2V).
 STRUCT_CORR = 0.1
+#: Epochs without a better held-out loss, or with held-out trust below its best, before adapt stops.
+PATIENCE = 2
 #: The smallest lab image edge (px) adapt accepts.
 MIN_EDGE_PX = 64
 
@@ -255,13 +258,26 @@ def adapt(condition: Any, files: list[str | Path], *, frames: bool = False, held
                            "adapt.noise_corr_x": json.dumps([round(c, 4) for c in corr]),
                            **{f"train.{k}": getattr(v, "value", v) for k, v in config.model_dump().items()}})
         trust_history: list[int] = []
+        losses: list[float] = []
 
-        def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        def on_epoch(epoch: int, metrics: dict[str, float]) -> bool:
+            """Log the held-out trust; stop once the held-out loss has not improved for
+            :data:`PATIENCE` epochs, or the held-out trust has fallen below its best for as long."""
             trust_now = held_out_trust(network, held_images, held_pm, adapted_range)
             trust_history.append(trust_now["ok"])
+            losses.append(float(metrics.get("val_loss", float("nan"))))
             mlflow.log_metrics({**{k: float(v) for k, v in metrics.items() if np.isfinite(v)},
                                 "held_out_trust_ok": trust_now["ok"],
                                 "held_out_residual_structure": trust_now["residual_structure"]}, step=epoch)
+            if len(losses) <= PATIENCE:
+                return False
+            stale_loss = min(losses[-PATIENCE:]) >= min(losses[:-PATIENCE])
+            falling_trust = max(trust_history[-PATIENCE:]) < max(trust_history[:-PATIENCE])
+            if stale_loss or falling_trust:
+                log.info("adapt stops after epoch %d: %s", epoch,
+                         "held-out loss no longer falls" if stale_loss else "held-out trust fell")
+                return True
+            return False
 
         result = train(network, config, train_data=train_data, val_data=val_data, on_epoch=on_epoch,
                        progress=progress, synthetic=pool, synthetic_fraction=synthetic_fraction if pool else 0.0)

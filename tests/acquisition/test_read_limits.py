@@ -4,40 +4,16 @@ from __future__ import annotations
 
 import io
 import resource
-import struct
-import zlib
 
 import numpy as np
 import pytest
-
-
-def tiff_bomb(inflated_bytes: int, side_px: int = 64) -> bytes:
-    """A TIFF declaring ``side_px`` x ``side_px`` uint8 pixels in one deflate strip that inflates to
-    ``inflated_bytes`` (zeros compress about 1000:1)."""
-    comp = zlib.compressobj(9)
-    strip = b"".join(comp.compress(b"\0" * (1 << 20)) for _ in range(inflated_bytes >> 20)) + comp.flush()
-    return tiff_with_strip(strip, 8, side_px)
-
-
-def tiff_with_strip(strip: bytes, compression: int, side_px: int) -> bytes:
-    """A little-endian TIFF of ``side_px`` x ``side_px`` uint8 pixels held in one ``strip`` as given."""
-    entries = [(256, side_px), (257, side_px), (258, 8), (259, compression), (262, 1), (273, None), (277, 1),
-               (278, side_px), (279, len(strip))]
-    data_offset = 8 + 2 + 12 * len(entries) + 4
-    ifd = struct.pack("<H", len(entries))
-    for tag, value in entries:
-        if tag in (273, 279):  # LONG: strip offset and byte count
-            ifd += struct.pack("<HHII", tag, 4, 1, data_offset if value is None else value)
-        else:
-            ifd += struct.pack("<HHIHH", tag, 3, 1, value, 0)
-    return b"II*\x00" + struct.pack("<I", 8) + ifd + b"\0\0\0\0" + strip
 
 
 def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def test_a_tiff_strip_inflating_beyond_its_declared_shape_is_refused_before_decoding(tmp_path):
+def test_a_tiff_strip_inflating_beyond_its_declared_shape_is_refused_before_decoding(tmp_path, tiff_bomb):
     from stemreg.acquisition import ImageReadError
     from stemreg.acquisition.io import read_image, read_image_bytes
 
@@ -87,11 +63,28 @@ def test_honest_compressed_tiffs_still_read(tmp_path, options):
     np.testing.assert_array_equal(read_image(path, allow_stack=True).data, image)
 
 
-def test_an_unboundable_tiff_compression_is_refused_by_name(tmp_path):
+def test_an_unboundable_tiff_compression_is_refused_by_name(tmp_path, tiff_bomb):
     from stemreg.acquisition import ImageReadError
     from stemreg.acquisition.io import read_image
 
     path = tmp_path / "packbits.tif"
-    path.write_bytes(tiff_with_strip(b"\x81\x00" * 2, 32773, 16))  # 2 runs of 128 zeros
+    path.write_bytes(tiff_bomb.with_strip(b"\x81\x00" * 2, 32773, 16))  # 2 runs of 128 zeros
     with pytest.raises(ImageReadError, match="PACKBITS, which is not read .accepted: none, deflate/zip, lzma"):
         read_image(path)
+
+
+def test_a_png_with_more_compressed_data_than_its_declared_size_can_need_is_refused():
+    import struct
+    import zlib
+
+    from stemreg.acquisition import ImageReadError
+    from stemreg.acquisition.io import read_image_bytes
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    idat = zlib.compress(b"\0" * (8 << 20), 9)  # 8 MiB inflated, ~8 KB compressed; 32 x 32 declared
+    bomb = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 32, 32, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    with pytest.raises(ImageReadError, match="decompression bomb"):  # was read: Pillow ignored the rest
+        read_image_bytes(bomb, "png")

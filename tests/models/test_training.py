@@ -103,6 +103,26 @@ def test_blind_spot_mask_replaces_only_masked_pixels_with_a_neighbour():
         assert np.any(np.isclose(window, masked[b, y, x]))
 
 
+def test_structured_blind_spot_masks_the_neighbours_along_x_from_another_row():
+    rng = np.random.default_rng(1)
+    patches = rng.normal(size=(2, 16, 16)).astype(np.float32)
+    masked, mask = blind_spot_mask(patches, fraction=0.02, radius_px=2, rng=rng, struct_px=2)
+    for b, y, x in zip(*np.nonzero(mask)):
+        for d in range(-2, 3):  # the centre and two neighbours either side along x: all replaced
+            if 0 <= x + d < 16:
+                assert masked[b, y, x + d] != patches[b, y, x + d]
+        # ... by values of one other row (scan lines' noise is independent), never of row y itself
+        assert not np.any(np.isclose(patches[b, y], masked[b, y, x]))
+
+
+def test_on_epoch_returning_true_stops_training_and_keeps_the_best(train_pairs, val_pairs):
+    config = TrainConfig(mode="supervised", epochs=4, steps_per_epoch=2, batch_size=4, patch_px=24, device="cpu")
+    result = train(small_model(), config, train_data=train_pairs, val_data=val_pairs,
+                   on_epoch=lambda epoch, metrics: epoch == 2, progress=False)
+    assert [h["epoch"] for h in result.history] == [1, 2]
+    assert result.best_epoch in (1, 2)
+
+
 def test_same_seed_same_result_on_cpu(train_pairs, val_pairs):
     config = TrainConfig(mode="supervised", epochs=1, steps_per_epoch=5, batch_size=4, patch_px=24, device="cpu")
     runs = [train(small_model(), config, train_data=train_pairs, val_data=val_pairs, progress=False)

@@ -115,6 +115,16 @@ def test_float64_beyond_float32_is_refused_not_turned_into_inf(base, bare_cwd):
         stemreg.denoise(bare_cwd / "huge.npy", model=base)
 
 
+def test_a_grey_plus_alpha_png_is_denoised_and_written(bare_cwd):
+    from PIL import Image
+
+    grey = (np.random.default_rng(1).random((24, 24)) * 255).astype(np.uint8)
+    Image.merge("LA", (Image.fromarray(grey), Image.fromarray(np.full_like(grey, 255)))).save(bare_cwd / "la.png")
+    result = _cli("denoise", bare_cwd / "la.png", "--condition", "low-dose", "-o", bare_cwd / "out")
+    assert result.exit_code == 0, result.output  # was: denoised as a stack of 24 images, then the write failed
+    assert Image.open(bare_cwd / "out" / "la.png").size == (24, 24)
+
+
 def test_simulate_into_a_folder_that_cannot_exist_is_one_line(tmp_path):
     (tmp_path / "a-file").write_text("")
     result = _cli("simulate", "--condition", "low-dose", "--n", "1", "--size", "16", "--out", tmp_path / "a-file" / "x")

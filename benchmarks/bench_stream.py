@@ -1,0 +1,156 @@
+"""Streamed denoising of series: frames/s in-process and on 1 and 2 local Dask workers; peak memory vs series size.
+
+    nice -n 19 python benchmarks/bench_stream.py                  # both parts, the defaults below
+    nice -n 19 python benchmarks/bench_stream.py --part memory --sizes-mb 64 640 --cap-mb 64
+
+Throughput: `stemreg denoise --stream` (in-process, torch on every core), `--workers 1` and
+`--workers 2` (dask.distributed LocalCluster, one thread per worker process) on the same series of
+noisy frames, with the model a fresh install uses (the shipped pretrained base, nothing
+registered). frames/s is the job's own rate (the cluster's start-up is printed apart).
+
+Memory: `stemreg denoise` on .zarr series of growing size with a tiny registered model (the
+memory a run holds does not depend on the network's size beyond one batch's activations). Each
+run is a child process that first denoises a one-chunk series (imports, model, stores: what any
+run holds), then resets the kernel's peak-RSS counter (/proc/self/clear_refs) and streams the big
+series; it prints its RSS before and its peak during (VmHWM). Linux only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+STEMREG = str(Path(sys.executable).with_name("stemreg"))
+
+_MEASURED_RUN = r"""
+import json, sys
+from stemreg.platform.cli import main
+def status(key):
+    return int(next(line.split()[1] for line in open("/proc/self/status") if line.startswith(key))) * 1024
+split = sys.argv.index("--then")
+main(sys.argv[1:split], standalone_mode=False)
+open("/proc/self/clear_refs", "w").write("5")
+base = status("VmRSS:")
+main(sys.argv[split + 1:], standalone_mode=False)
+print(json.dumps({"base_bytes": base, "peak_bytes": status("VmHWM:")}), file=sys.stderr)
+"""
+
+
+def _write_zarr(path: Path, n_frames: int, size_px: int, seed: int = 0) -> Path:
+    import zarr
+
+    array = zarr.open_array(str(path), mode="w", shape=(n_frames, size_px, size_px), dtype="float32",
+                            chunks=(64, size_px, size_px), compressor=None)
+    rng = np.random.default_rng(seed)
+    block = rng.poisson(4.0, (64, size_px, size_px)).astype(np.float32)
+    for start in range(0, n_frames, 64):
+        stop = min(start + 64, n_frames)
+        array[start:stop] = block[:stop - start] + start % 7
+    return path
+
+
+def throughput(args: argparse.Namespace, work: Path) -> list[dict]:
+    series = _write_zarr(work / "series.zarr", args.frames, args.size)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}  # no store here: the shipped base
+    rows = []
+    for label, extra in (("in-process", []), ("1 worker", ["--workers", "1"]), ("2 workers", ["--workers", "2"])):
+        out = work / f"out-{label.replace(' ', '-')}"
+        began = time.perf_counter()
+        child = subprocess.run([STEMREG, "denoise", "-c", "low-dose", str(series), "-o", str(out), "--json",
+                                "--chunk-frames", str(args.chunk_frames), *extra], capture_output=True, text=True,
+                               env=env, cwd=work)
+        wall = time.perf_counter() - began
+        if child.returncode:
+            raise SystemExit(child.stderr[-2000:])
+        report = json.loads(child.stdout)["files"][0]
+        rows.append({"mode": label, "frames": report["frames"], "job_s": report["seconds"],
+                     "frames_per_s": report["frames_per_s"], "wall_s": round(wall, 1)})
+        print(f"{label:>11}: {report['frames_per_s']:6.2f} frames/s  ({report['frames']} frames of {args.size} px in "
+              f"{report['seconds']:.1f} s; {wall:.1f} s with start-up)", flush=True)
+    return rows
+
+
+def _register_tiny(work: Path) -> dict:
+    import mlflow.pyfunc
+    import torch
+
+    from stemreg.models.architectures import build_model
+    from stemreg.models.mlflow_model import log_model_args, model_signature
+
+    uri = f"sqlite:///{work / 'tiny.db'}"
+    torch.manual_seed(0)
+    net = build_model({"kind": "reverse-hourglass", "depth": 3, "widths": [4, 4], "kernel_size": 3})
+    mlflow.pyfunc.save_model(str(work / "tiny"), **log_model_args(net, work / "tiny-data"),
+                             signature=model_signature(), pip_requirements=["torch==2.13.0"])
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri}
+    code = ("from stemreg.platform import registry; import sys; "
+            "registry.register_version(sys.argv[1], 'low-dose')")
+    subprocess.run([sys.executable, "-c", code, str(work / "tiny")], check=True, env=env, capture_output=True)
+    return env
+
+
+def memory(args: argparse.Namespace, work: Path) -> list[dict]:
+    env = _register_tiny(work)
+    size = args.mem_size
+    frame_bytes = 4 * size * size
+    _write_zarr(work / "warm.zarr", args.chunk_frames, size)
+    rows = []
+    for mb in args.sizes_mb:
+        n = max(args.chunk_frames, int(mb * 2**20 // frame_bytes) // args.chunk_frames * args.chunk_frames)
+        series = _write_zarr(work / f"s{mb}.zarr", n, size)
+        run = ["denoise", "-c", "low-dose", "--json", "--chunk-frames", str(args.chunk_frames), "-o",
+               str(work / f"mem-{mb}")]
+        began = time.perf_counter()
+        child = subprocess.run([sys.executable, "-c", _MEASURED_RUN, *run, str(work / "warm.zarr"), "--then", *run,
+                                str(series)], capture_output=True, text=True, env=env, cwd=work)
+        if child.returncode:
+            raise SystemExit(child.stderr[-2000:])
+        figures = json.loads(child.stderr.strip().splitlines()[-1])
+        grown = (figures["peak_bytes"] - figures["base_bytes"]) / 2**20
+        row = {"series_mb": round(n * frame_bytes / 2**20), "frames": n, "rss_before_mb": figures["base_bytes"] / 2**20,
+               "peak_rss_mb": figures["peak_bytes"] / 2**20, "added_mb": grown, "cap_mb": args.cap_mb,
+               "under_cap": grown < args.cap_mb, "seconds": round(time.perf_counter() - began, 1)}
+        rows.append(row)
+        print(f"series {row['series_mb']:6d} MB ({n} frames of {size} px): RSS {row['rss_before_mb']:.0f} MB before, "
+              f"peak {row['peak_rss_mb']:.0f} MB, +{grown:.1f} MB (cap {args.cap_mb} MB: "
+              f"{'under' if row['under_cap'] else 'OVER'}) in {row['seconds']:.0f} s", flush=True)
+        subprocess.run(["rm", "-rf", str(series), str(work / f"mem-{mb}")], check=False)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=["all", "throughput", "memory"], default="all")
+    parser.add_argument("--frames", type=int, default=64, help="Throughput: frames in the series.")
+    parser.add_argument("--size", type=int, default=128, help="Throughput: frame edge (px).")
+    parser.add_argument("--chunk-frames", type=int, default=8)
+    parser.add_argument("--sizes-mb", type=int, nargs="+", default=[64, 640], help="Memory: series sizes (MB).")
+    parser.add_argument("--mem-size", type=int, default=256, help="Memory: frame edge (px).")
+    parser.add_argument("--cap-mb", type=int, default=64, help="Memory: the cap on what a run may add.")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    load = os.getloadavg()
+    print(f"machine: {os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at start",
+          flush=True)
+    result: dict = {"cores": os.cpu_count(), "load_at_start": load}
+    with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
+        work = Path(tmp)
+        if args.part in ("all", "throughput"):
+            result["throughput"] = throughput(args, work)
+        if args.part in ("all", "memory"):
+            result["memory"] = memory(args, work)
+    result["load_at_end"] = os.getloadavg()
+    print(f"load average at end {result['load_at_end'][0]:.1f}")
+    if args.json:
+        print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""Series and huge scans out of core: lazy in, lazy out; streamed, resumable, on Dask; bounded memory.
+
+A tiny registered model (tests/platform/tiny_models.py) keeps every run short; workers and
+subprocesses load it from the store through the verified path, as a lab's cluster would.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import stemreg
+from stemreg.acquisition.series_io import open_series
+from stemreg.platform import registry
+from stemreg.platform.cli import main
+from stemreg.platform.lazy import _MODELS
+from tiny_models import tiny_model_folder
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture
+def tiny_champion(mlflow_store, tmp_path):
+    """The tiny model registered as low-dose's champion (sha256 tags recorded); loaded once."""
+    version, _ = registry.register_version(str(tiny_model_folder(tmp_path / "tiny")), "low-dose")
+    return stemreg.load_model("low-dose", alias=str(version.version))
+
+
+def _series(n: int, h: int = 64, w: int = 48, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).poisson(4.0, (n, h, w)).astype(np.float32)
+
+
+def _drifting(n: int, h: int = 64, w: int = 48, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Noisy frames of one smooth random field, each moved by a known whole-pixel drift."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    field = gaussian_filter(rng.random((h + 16, w + 16)), 2.0)
+    field = 20 + 200 * (field - field.min()) / np.ptp(field)
+    drift = np.stack([np.arange(n) % 5, np.arange(n) % 3], axis=1)  # rows, columns, px
+    frames = np.stack([field[8 - dy:8 - dy + h, 8 - dx:8 - dx + w] for dy, dx in drift])
+    return rng.poisson(frames).astype(np.float32), drift
+
+
+def _zarr(path: Path, data: np.ndarray, chunk_frames: int = 16) -> Path:
+    import zarr
+
+    array = zarr.open_array(str(path), mode="w", shape=data.shape, chunks=(chunk_frames, *data.shape[1:]),
+                            dtype="float32", compressor=None)
+    for start in range(0, len(data), chunk_frames):
+        array[start:start + chunk_frames] = data[start:start + chunk_frames]
+    array.attrs.update({"pixel_size": 0.02, "unit": "nm"})
+    return path
+
+
+def _denoise(*args: str):
+    return CliRunner().invoke(main, ["denoise", "-c", "low-dose", *args])
+
+
+def test_lazy_signal_in_gives_lazy_signal_out_with_the_in_memory_values(tiny_champion):
+    import dask
+    import dask.array as da
+    import hyperspy.api as hs
+
+    frames = _series(20)
+    reads = []
+
+    def read() -> np.ndarray:  # a file read that has to happen when (and only when) the values are asked for
+        reads.append(1)
+        return frames
+
+    lazy = hs.signals.Signal2D(da.from_delayed(dask.delayed(read)(), frames.shape, np.float32)).as_lazy()
+    lazy.axes_manager[1].scale, lazy.axes_manager[1].units = 0.02, "nm"
+    out = stemreg.denoise(lazy, model=tiny_champion)
+    assert out._lazy and reads == []  # nothing computed yet
+    assert (out.axes_manager[1].scale, out.axes_manager[1].units) == (0.02, "nm")
+    assert out.data.shape == frames.shape
+    values = out.data.compute()
+    assert reads and np.array_equal(values, stemreg.denoise(frames, model=tiny_champion))
+    # a bare Dask array, any chunking: a Dask array of the same values
+    chunked = stemreg.denoise(da.from_array(frames, chunks=(3, 64, 48)), model=tiny_champion)
+    assert isinstance(chunked, da.Array) and np.array_equal(chunked.compute(), values)
+
+
+def test_two_local_workers_write_the_bytes_of_an_in_process_run(tiny_champion, tmp_path):
+    from stemreg.platform.dask_exec import open_executor
+    from stemreg.platform.stream_job import plan_job, prepare_output, run_job
+
+    frames, drift = _drifting(48)
+    source = _zarr(tmp_path / "s.zarr", frames)
+    outputs = {}
+    for name, workers in (("inproc", None), ("cluster", 2)):
+        job, state = prepare_output(plan_job(source, tmp_path / name / "s.zspy", tiny_champion, chunk_frames=8,
+                                             align=True, want_sum=True))
+        _MODELS.clear()  # the workers load the model themselves, from the store, sha256 verified
+        with open_executor(workers=workers, processes=False) as executor:
+            summary = run_job(job, executor)
+        assert state == "new" and summary["chunks"] == 6
+        assert np.array_equal(job.shifts, -drift)  # the drift undone, chunk by chunk, against frame 0
+        outputs[name] = open_series(job.output)
+    assert np.array_equal(outputs["inproc"].data.compute(), outputs["cluster"].data.compute())
+    sums = [(tmp_path / name / "s.sum.tif").read_bytes() for name in ("inproc", "cluster")]
+    assert sums[0] == sums[1]
+    assert outputs["cluster"].calibration.pixel_size_pm() == pytest.approx(20.0)
+
+
+def _markers(out: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in (out / ".stemreg-job").glob("done-*.json")}
+
+
+def test_a_killed_run_resumes_without_redoing_finished_chunks(tiny_champion, tmp_path):
+    frames = _series(96, 128, 128)
+    source = _zarr(tmp_path / "s.zarr", frames)
+    out = tmp_path / "o" / "s.zarr"
+    child = subprocess.Popen([str(Path(sys.executable).with_name("stemreg")), "denoise", "-c", "low-dose",
+                              str(source), "-o", str(tmp_path / "o"), "--chunk-frames", "8", "--json"],
+                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not _markers(out) and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(child.pid, signal.SIGKILL)  # as a power cut or the queue's time limit would
+    finally:
+        child.wait()
+    finished = _markers(out)
+    assert 0 < len(finished) < 12, "the run must be killed midway for this test to mean anything"
+    result = _denoise(str(source), "-o", str(tmp_path / "o"), "--chunk-frames", "8", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)["files"][0]
+    assert report["state"] == "resumed" and report["skipped_chunks"] == len(finished)
+    assert report["chunks"] + report["skipped_chunks"] == 12
+    after = _markers(out)
+    assert {name: after[name] for name in finished} == finished  # the killed run's chunks were not redone
+    assert np.array_equal(open_series(out).data.compute(), stemreg.denoise(frames, model=tiny_champion))
+
+
+#: The child runs a one-chunk series first (imports, model, first forward pass, stores: what any run
+#: holds), notes the memory it holds, runs the big series, and reports its peak.
+_MEASURED_RUN = r"""
+import json, sys
+from stemreg.platform.cli import main
+def status(key):
+    return int(next(line.split()[1] for line in open("/proc/self/status") if line.startswith(key))) * 1024
+split = sys.argv.index("--then")
+main(sys.argv[1:split], standalone_mode=False)
+open("/proc/self/clear_refs", "w").write("5")  # the kernel's peak RSS (VmHWM) starts again from here
+base = status("VmRSS:")
+main(sys.argv[split + 1:], standalone_mode=False)
+print(json.dumps({"base_bytes": base, "peak_bytes": status("VmHWM:")}), file=sys.stderr)
+"""
+
+
+def test_a_series_larger_than_the_memory_cap_streams_under_it(tiny_champion, tmp_path):
+    import zarr
+
+    cap_bytes = 16 * 2**20  # what a run may add to a process that has run once (imports, model, stores)
+    frames = 768  # of 128 x 128 float32: 48 MiB, three times the cap
+    source = zarr.open_array(str(tmp_path / "big.zarr"), mode="w", shape=(frames, 128, 128), chunks=(64, 128, 128),
+                             dtype="float32", compressor=None)
+    block = _series(64, 128, 128)
+    for start in range(0, frames, 64):
+        source[start:start + 64] = block + start
+    _zarr(tmp_path / "small.zarr", block[:32])
+    assert source.nbytes >= 3 * cap_bytes
+    run = ["denoise", "-c", "low-dose", "--chunk-frames", "32", "--json", "-o", str(tmp_path / "o")]
+    child = subprocess.run([sys.executable, "-c", _MEASURED_RUN, *run, str(tmp_path / "small.zarr"), "--then",
+                            *run, str(tmp_path / "big.zarr")], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert child.returncode == 0, child.stderr[-2000:]
+    memory = json.loads(child.stderr.strip().splitlines()[-1])
+    assert json.loads(child.stdout.split("\n}\n", 1)[1])["files"][0]["frames"] == frames
+    grown = memory["peak_bytes"] - memory["base_bytes"]
+    assert grown < cap_bytes, f"the run added {grown / 2**20:.0f} MiB, over the {cap_bytes / 2**20:.0f} MiB cap"
+
+
+def test_bad_input_is_one_line_and_loses_nothing(tiny_champion, tmp_path):
+    frames = _series(24)
+    # a truncated series: refused before any output exists
+    np.save(tmp_path / "cut.npy", frames)
+    whole = (tmp_path / "cut.npy").read_bytes()
+    (tmp_path / "cut.npy").write_bytes(whole[:len(whole) * 2 // 3])
+    result = _denoise(str(tmp_path / "cut.npy"), "-o", str(tmp_path / "o1"), "--stream")
+    assert result.exit_code == 2 and "truncated" in result.output
+    assert len(result.output.strip().splitlines()[-1]) < 300 and not (tmp_path / "o1" / "cut.zspy").exists()
+    # a chunk that fails midway (a frame of NaN in the third chunk): the two finished chunks are kept
+    broken = frames.copy()
+    broken[17, 3, 3] = np.nan
+    _zarr(tmp_path / "nan.zarr", broken)
+    result = _denoise(str(tmp_path / "nan.zarr"), "-o", str(tmp_path / "o2"), "--chunk-frames", "8")
+    assert result.exit_code == 2 and "frames 16-23" in result.output and "2 of 3 chunks are finished" in result.output
+    assert sorted(_markers(tmp_path / "o2" / "nan.zarr")) == ["done-0.json", "done-1.json"]
+    # a scheduler that cannot be reached: nothing is created
+    result = _denoise(str(tmp_path / "nan.zarr"), "-o", str(tmp_path / "o3"), "--scheduler", "tcp://127.0.0.1:9",
+                      "--connect-timeout", "1")
+    assert result.exit_code == 2 and "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in result.output
+    assert not (tmp_path / "o3" / "nan.zarr").exists()
+    # an output that already exists (a finished run) is refused and left as it was
+    _zarr(tmp_path / "ok.zarr", frames)
+    assert _denoise(str(tmp_path / "ok.zarr"), "-o", str(tmp_path / "o4")).exit_code == 0
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "o4").rglob("*")}
+    result = _denoise(str(tmp_path / "ok.zarr"), "-o", str(tmp_path / "o4"))
+    assert result.exit_code == 2 and "already exists (a finished run)" in result.output
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "o4").rglob("*")} == before
