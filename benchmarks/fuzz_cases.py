@@ -118,7 +118,6 @@ def json_cases() -> list[tuple[str, bytes]]:
         ("Infinity", b'{"inputs": [[Infinity, 1], [1, 1]]}'), ("huge number", b'{"inputs": [[1e999, 1], [1, 1]]}'),
         ("deep 10", _deep(10)), ("deep 1000", _deep(1000)), ("deep 100000", _deep(100_000)),
         ("objects in rows", j({"inputs": [[{"a": 1}, 1], [1, 1]]})),
-        ("stack of 2000 2x2", j({"inputs": np.ones((2000, 2, 2)).tolist()})),
         ("dataframe_split bad", j({"dataframe_split": {"columns": ["a"], "data": "x"}})),
         ("dataframe_records strings", j({"dataframe_records": [{"a": "x"}, {"a": "y"}]})),
         ("dataframe_split 1 column", j({"dataframe_split": {"columns": ["a"], "data": [[1], [2]]}})),
@@ -128,7 +127,6 @@ def json_cases() -> list[tuple[str, bytes]]:
         ("float32 overflow 1e39", j({"inputs": [[1e39, 1.0], [1.0, 1.0]]})),
         ("float32 overflow -3.5e38", j({"inputs": [[-3.5e38, 1.0], [1.0, 1.0]]})),
         ("near float64 max", j({"inputs": [[1e298, 1.0], [1.0, 1.0]]})),
-        ("integer beyond 64 bits", b'{"inputs": [[123456789012345678901234567890, 1], [1, 1]]}'),
         ("integer 1e40 spelt out", ('{"inputs": [[' + "9" * 40 + ', 1], [1, 1]]}').encode()),
         # wrong shapes / channels
         ("(H, W, 3) RGB as inputs", j({"inputs": rgb})),
@@ -203,19 +201,14 @@ def image_cases() -> list[tuple[str, str, bytes]]:
         ("tiff truncated strip", "tiff", tiff(img)[:-2000]),
         ("tiff 2 channels", "tiff", tiff(np.zeros((32, 32, 2), np.float32), photometric="minisblack",
                                          planarconfig="contig")),
-        ("tiff palette", "tiff", tiff(u8, photometric="palette",
-                                      colormap=np.tile(np.arange(256, dtype=np.uint16) * 257, (3, 1))[:, :256])),
         ("tiff bool", "tiff", tiff(u8 > 128)), ("tiff complex", "tiff", tiff(img.astype(np.complex64))),
         ("tiff float64 1e298", "tiff", tiff(np.full((8, 8), 1e298))),
         ("tiff NaN", "tiff", tiff(np.full((8, 8), np.nan, np.float32))), ("tiff 1x1", "tiff", tiff(np.ones((1, 1), np.float32))),
         ("tiff 1-D", "tiff", tiff(np.ones((1, 16), np.float32)[0])),
-        ("tiff zero resolution", "tiff", tiff(img, resolution=(0, 0))),
-        ("tiff imagej unit garbage", "tiff", tiff(img, imagej=True, resolution=(1.0, 1.0), metadata={"unit": "\x00\x01"})),
         ("png magic only", "png", b"\x89PNG\r\n\x1a\n"),
         ("png huge IHDR", "png", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + (60000).to_bytes(4, "big") * 2
          + b"\x08\x00\x00\x00\x00" + b"\0" * 8),
         ("png garbage", "png", b"\x89PNG\r\n\x1a\n" + os.urandom(100)),
-        ("png palette", "png", palette_png()), ("png LA", "png", png(np.stack([u8, u8], -1), mode="LA")),
         ("png 1-bit", "png", png(u8 > 128)), ("png 1x1", "png", png(np.ones((1, 1), np.uint8))),
         ("png IDAT bomb", "png", png_chunk_bomb()),
         ("png truncated IDAT", "png", png(u8)[:-40]),
@@ -227,6 +220,21 @@ def image_cases() -> list[tuple[str, str, bytes]]:
         ("png stemreg chunk a list", "png", png(u8, text={"stemreg": "[1, 2]"})),
         ("png data_max a string", "png", png(u8, text={"stemreg": json.dumps({"data_min": 0, "data_max": "x"})})),
         ("random bytes", "npy", os.urandom(64)), ("text", "npy", b"hello world"),
+    ]
+
+
+@functools.lru_cache(maxsize=1)
+def accepted_cases() -> list[tuple[str, str, bytes]]:
+    """Odd but valid images that must be read as what they show (not refused): palette colours, grey +
+    alpha, metadata that only loses the calibration. Printed apart from the bad inputs."""
+    img = np.random.default_rng(1).random((32, 32)).astype(np.float32)
+    u8 = (img * 255).astype(np.uint8)
+    return [
+        ("tiff palette", "tiff", tiff(u8, photometric="palette",
+                                      colormap=np.tile(np.arange(256, dtype=np.uint16) * 257, (3, 1))[:, :256])),
+        ("tiff zero resolution", "tiff", tiff(img, resolution=(0, 0))),
+        ("tiff imagej unit garbage", "tiff", tiff(img, imagej=True, resolution=(1.0, 1.0), metadata={"unit": "\x00\x01"})),
+        ("png palette", "png", palette_png()), ("png LA", "png", png(np.stack([u8, u8], -1), mode="LA")),
     ]
 
 

@@ -53,6 +53,12 @@ def _list_depth(value: Any) -> int:
     return depth
 
 
+def _first_leaf(value: Any) -> Any:
+    while isinstance(value, list) and value:
+        value = value[0]
+    return value
+
+
 def _error_code(status: int) -> str:
     return {404: "ENDPOINT_NOT_FOUND", 413: "RESOURCE_LIMIT_EXCEEDED",
             503: "TEMPORARILY_UNAVAILABLE"}.get(status) or ("BAD_REQUEST" if 400 <= status < 500
@@ -236,6 +242,8 @@ class _Handler(BaseHTTPRequestHandler):
             raise RequestError(400, "input holds booleans (true/false); a real-valued image (integer or "
                                     "float pixels) is needed", ACCEPTED_JSON)
         depth = _list_depth(request[key]) if key in ("inputs", "instances") else 0
+        if depth and isinstance(_first_leaf(request[key]), str):  # MLflow would cast "1.0" to 1.0 silently
+            raise RequestError(400, f'"{key}" holds strings; pixels are JSON numbers', ACCEPTED_JSON)
         if depth > _MAX_INPUT_DEPTH:
             raise RequestError(400, f'"{key}" has rank {depth if depth < 64 else "64 or more"} (lists nested '
                                     f"that deep); an image (H, W) or a stack (N, H, W) is needed", ACCEPTED_JSON)

@@ -431,3 +431,8 @@ def test_a_json_body_of_more_values_than_pixels_is_413_before_parsing(slow_serve
     assert len(body) < slow_server.max_body_bytes
     status, _, answer = request(slow_server.url, "POST", "/invocations", body, {"Content-Type": "application/json"})
     assert status == 413 and "values, more than this server's cap" in json.loads(answer)["error"]
+
+
+def test_numbers_sent_as_strings_are_400(url):
+    status, answer = post_json(url, "/invocations", {"inputs": [["1.0", "2.0"], ["3.0", "4.0"]]})
+    assert status == 400 and "holds strings" in answer["error"], answer  # was 200: cast silently
