@@ -77,6 +77,8 @@ def open_executor(*, scheduler: str | None = None, workers: int | None = None,
         return
     from distributed import Client, LocalCluster
 
+    # dask.distributed logs its start-up and shutdown (a closed comm as a traceback) at INFO: not ours to show
+    logging.getLogger("distributed").setLevel(max(logging.ERROR, logging.getLogger().level))
     if workers:
         # one thread per worker process: torch's own threads would fight over the same cores
         with LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes, dashboard_address=None,

@@ -16,6 +16,7 @@ import copy
 import math
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,9 +42,11 @@ class ModelSpec:
     def load(self) -> Any:
         """The model, through :func:`stemreg.load_model` (verified), checked to be the one pinned."""
         # stemreg.load_model is this function; platform does not import the API package above it
-        from stemreg.platform.prediction import load_model
+        from stemreg.platform.prediction import load_model, load_shipped_base
 
-        if self.model_uri.startswith(("models:/", "pretrained:")) and self.condition is not None:
+        if self.model_uri.startswith("pretrained:"):  # the shipped base (sha256 checked against its card)
+            model = load_shipped_base(self.condition)
+        elif self.model_uri.startswith("models:/") and self.condition is not None:
             alias = self.version if self.version is not None else "champion"
             model = load_model(self.condition, alias=alias, tracking_uri=self.tracking_uri)
         else:
@@ -58,9 +61,11 @@ def spec_of(model: Any, tracking_uri: str | None = None) -> ModelSpec:
     """The :class:`ModelSpec` of a loaded model; this process's cache holds the model under it."""
     from stemreg.platform.store import tracking_uri as default_tracking_uri
 
+    uri = tracking_uri or default_tracking_uri()
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):  # a worker may run elsewhere: absolute
+        uri = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
     spec = ModelSpec(model_uri=str(model.model_uri), condition=model.condition,
-                     version=None if model.version is None else str(model.version),
-                     tracking_uri=tracking_uri or default_tracking_uri())
+                     version=None if model.version is None else str(model.version), tracking_uri=uri)
     with _LOCK:
         _MODELS.setdefault(spec, model)
     return spec

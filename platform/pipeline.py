@@ -43,7 +43,8 @@ from stemreg.platform.training import canonical_architecture, train_and_register
 from stemreg.platform.training.pretrained import register_pretrained
 from stemreg.tuning import SearchBudget, default_study_name, run_study
 from stemreg.tuning.budget import PIPELINE_BUDGET_FIELDS
-from stemreg.tuning.space import SEED_DEFAULT_PARAMS
+from stemreg.platform.training.students import register_front, teacher_for
+from stemreg.tuning.space import distill_points
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class ConditionOutcome:
     ms_per_mpx: float | None = None
     architecture: dict[str, Any] | None = None
     tuned: dict[str, Any] | None = None
+    fast: str | None = None
     parent: str | None = None
     note: str = ""
     seconds: float = 0.0
@@ -150,19 +152,44 @@ def pretrained_base(progress: bool = False) -> SharedBase | None:
                       architecture=canonical_architecture(arch), pretrained=True)
 
 
-def _tune(cond, trials: int, *, timeout_s: float | None, storage: str | None,
-          budget: dict[str, Any] | None, base: SharedBase | None, progress: bool):
-
-    # Tried first: the base's architecture (a win lets this condition fine-tune from it), else
-    # the seed's default, so a few-trial search never ends below the known default.
-    first = base.params if base is not None and base.params else SEED_DEFAULT_PARAMS
+def _distill(cond, trials: int, *, timeout_s: float | None, storage: str | None,
+             budget: dict[str, Any] | None, progress: bool) -> dict[str, Any]:
+    """Students of the condition's champion: the search, its front registered, the challenger gated."""
+    teacher = teacher_for(cond)
     search_budget = SearchBudget(**{**QUICK_TUNE_BUDGET, **(budget or {})})
+    # One study per teacher: the students' figures compare only with those of the same teacher.
+    teacher_tag = teacher.uri.rsplit("/", 1)[-1].replace(":", "-")
     # One worker here, so a seeded sampler makes the main job repeatable (`stemreg tune` leaves
     # it unseeded: workers sharing a study must not all draw the same random start-up trials).
-    return run_study(cond, n_trials=trials, timeout_s=timeout_s, storage=storage,
-                     study_name=f"{default_study_name(cond)}-{STUDY_SUFFIX}", budget=search_budget,
-                     sampler=optuna.samplers.TPESampler(seed=search_budget.seed),
-                     enqueue=[first], progress=progress)
+    study = run_study(cond, n_trials=trials, timeout_s=timeout_s, storage=storage,
+                      study_name=f"{default_study_name(cond)}-{STUDY_SUFFIX}-v{teacher_tag}", budget=search_budget,
+                      objective="quality-latency", sampler=optuna.samplers.TPESampler(seed=search_budget.seed),
+                      # the fast student first (the teacher's own shape would only copy the champion)
+                      enqueue=distill_points(cond, search_budget.min_receptive_cells, None),
+                      teacher=teacher, progress=progress)
+    front = register_front(cond, study, progress=False)
+    out = {"study": study.study_name, "teacher": teacher.uri, "trials": study.n_trials_done,
+           "teacher_psnr": study.teacher_psnr, "teacher_ms_per_mpx": study.teacher_ms_per_mpx,
+           "front": [{k: row[k] for k in ("trial", "val_psnr", "ms_per_mpx", "kflop_per_px")}
+                     for row in study.trials if row["state"] == "complete"],
+           "parent_run_id": study.parent_run_id, "challenger": None, "fast": None, "notes": list(front["notes"])}
+    challenger = front["challenger"]
+    if challenger is not None:
+        out["challenger"] = {"version": challenger["version"], "trial": challenger["trial"],
+                             "psnr": (challenger.get("benchmark") or {}).get("psnr"), "promoted": False}
+        if challenger["alias"] == registry.CHALLENGER:
+            try:
+                promotion = registry.promote(cond, challenger["version"], reason="pipeline: student beats the champion")
+                out["challenger"]["promoted"] = True
+                out["notes"].append(f"student v{challenger['version']} promoted over v{promotion.from_version}")
+            except registry.PromotionRefused as refused:
+                out["notes"].append(f"student v{challenger['version']} stays challenger: {refused}")
+    if front["fast"] is not None:
+        fast = front["fast"]
+        out["fast"] = {"version": fast["version"], "trial": fast["trial"],
+                       "psnr": (fast.get("benchmark") or {}).get("psnr"),
+                       "ms_per_mpx": (fast.get("benchmark") or {}).get("ms_per_mpx")}
+    return out
 
 
 def run_condition(condition: Any, *, trials: int = 0, train: dict[str, Any] | None = None,
@@ -170,7 +197,8 @@ def run_condition(condition: Any, *, trials: int = 0, train: dict[str, Any] | No
                   seed: int = 0, tune_timeout_s: float | None = None, storage: str | None = None,
                   tune_budget: dict[str, Any] | None = None, size_px: int | None = None,
                   base: SharedBase | None = None, progress: bool = True) -> ConditionOutcome:
-    """Tune (when `trials` > 0), train, register, score and gate-promote one condition.
+    """Train, register, score and gate-promote one condition; then (`trials` > 0) distil students of its
+    champion, register the front's best (challenger, gated) and fastest within 0.5 dB (alias `fast`).
 
     With a `base` whose architecture is the one chosen, the condition is
     fine-tuned from the base's weights for :data:`FINE_TUNE_EPOCH_FRACTION` of
@@ -185,19 +213,8 @@ def run_condition(condition: Any, *, trials: int = 0, train: dict[str, Any] | No
     architecture = canonical_architecture(dict(arch or QUICK_ARCHITECTURE))
     config: dict[str, Any] = dict(QUICK_TRAIN)
     tags = {"stemreg.pipeline": "1"}
-    if trials > 0:
-        study = _tune(cond, trials, timeout_s=tune_timeout_s, storage=storage, budget=tune_budget,
-                      base=base, progress=progress)
-        outcome.tuned = {"study": study.study_name, "best_value": study.best_value,
-                         "trials": study.n_trials_done, "best_trial": study.best_trial_number,
-                         "best_params": study.best_params, "parent_run_id": study.parent_run_id}
-        architecture = canonical_architecture(study.best_architecture)
-        config["lr"] = study.best_lr
-        tags.update({"tuning.params": json.dumps(study.best_params), "optuna.study": study.study_name,
-                     "optuna.trial_number": str(study.best_trial_number)})
-    outcome.phase_seconds["tune"] = time.perf_counter() - started
     config.update(train or {})
-    if base is not None and base.pretrained and trials == 0:
+    if base is not None and base.pretrained:
         architecture = base.architecture
     init_from = base.uri if base is not None and base.architecture == architecture else None
     if init_from and base.pretrained:
@@ -231,8 +248,15 @@ def run_condition(condition: Any, *, trials: int = 0, train: dict[str, Any] | No
             outcome.note = str(refused)
     if init_from:
         outcome.note += f"; fine-tuned from {init_from}"
-    outcome.champion = str(registry.resolve(cond, registry.CHAMPION).version)
     outcome.phase_seconds["promote"] = time.perf_counter() - promoting
+    if trials > 0:
+        distilling = time.perf_counter()
+        outcome.tuned = _distill(cond, trials, timeout_s=tune_timeout_s, storage=storage, budget=tune_budget,
+                                 progress=progress)
+        outcome.fast = (outcome.tuned["fast"] or {}).get("version")
+        outcome.note += "; students: " + ("; ".join(outcome.tuned["notes"]) or "registered")
+        outcome.phase_seconds["students"] = time.perf_counter() - distilling
+    outcome.champion = str(registry.resolve(cond, registry.CHAMPION).version)
     outcome.seconds = time.perf_counter() - started
     return outcome
 
@@ -240,8 +264,7 @@ def run_condition(condition: Any, *, trials: int = 0, train: dict[str, Any] | No
 def _description(conditions: list[Any], trials: int, share_base: bool, from_scratch: bool = False) -> str:
     """The pipeline run's description in the MLflow UI: what it does, in one paragraph."""
     names = ", ".join(c.name for c in conditions)
-    search = (f"an Optuna search of {trials} trial(s) (nested study runs), the winner retrained"
-              if trials else "the quick default architecture trained (no search)")
+    search = "the quick default architecture trained"
     if share_base and not from_scratch and pretrained_available():
         search = (f"{search}; the shipped pretrained base is registered once as a `stem-denoiser-{BASE_CONDITION}` "
                   f"version and every condition is fine-tuned from it (`parent` version tag)")
@@ -252,7 +275,11 @@ def _description(conditions: list[Any], trials: int, share_base: bool, from_scra
     # Markdown in the UI: names with <...> go in backticks or they vanish as HTML.
     return (f"stemreg main job over {names}. Per condition: {search}, registered as "
             f"`stem-denoiser-<condition>`, scored on the frozen benchmark set and promoted to champion "
-            f"only if it beats the current one.{shared} Metrics `<condition>.benchmark_psnr` etc. below; "
+            f"only if it beats the current one.{shared}"
+            + (f" Then an Optuna search of {trials} distilled student(s) of the champion per condition (one nested "
+               f"study run each, trials nested under it): the best-quality student is registered as challenger and "
+               f"gated, the fastest within 0.5 dB of the champion gets alias `fast`." if trials else "")
+            + " Metrics `<condition>.benchmark_psnr` etc. below; "
             f"the nested runs hold each condition's training and search.")
 
 
@@ -268,8 +295,9 @@ def run_pipeline(conditions: list[str] | None = None, *, trials: int = 0, train:
     conditions
         Condition names (default: all built-in conditions).
     trials
-        Optuna trials per condition (0: no search, the quick architecture), each on
-        :data:`QUICK_TUNE_BUDGET`; the first tries the base's (or the seed's) architecture.
+        Distilled students per condition (0: no search), each on :data:`QUICK_TUNE_BUDGET`: after the
+        condition's champion is decided, an Optuna quality-latency search of students of it
+        (:mod:`stemreg.tuning.distill`); the first tries the fast student of the space.
     train
         Overrides of the quick training config (`epochs`, `steps_per_epoch`, ...).
     arch

@@ -165,7 +165,7 @@ def describe_pipeline(conditions: list[str], *, arch: dict[str, Any], config: di
                                                     patch_px=int(config["patch_px"]), device=device)
     start = ("register the shipped pretrained base (once), then fine-tune" if pretrained
              else "train (low-dose first; the others fine-tune from its champion)")
-    search = f"; an Optuna search of {trials} trial(s) first" if trials else ""
+    search = f"; then {trials} distilled student(s) of each champion (Optuna, quality vs latency)" if trials else ""
     total = len(conditions) * steps * step_seconds
     return (f"plan: {len(conditions)} condition(s) ({', '.join(conditions)}): {start} each for "
             f"{config['epochs']} x {config['steps_per_epoch']} = {steps} steps of {config['batch_size']} x "

@@ -35,6 +35,9 @@ class SearchBudget(BaseModel):
         A trial whose receptive field spans fewer unit cells than this at the finest sampling of
         the condition's range (the widest cell of its specimens) is pruned before training: it
         cannot use the lattice's periodicity there. None: no rule.
+    bench_per_bin : int
+        A distillation search scores every student on the first this-many images of every bin of the
+        condition's frozen benchmark (mean over bins), the teacher on the same slice.
     seed : int
         Seeds the trials' training (data seeds are fixed per search).
     """
@@ -51,6 +54,7 @@ class SearchBudget(BaseModel):
     latency_image_px: int = Field(512, ge=16)
     max_flops_per_px: float | None = Field(None, gt=0)
     min_receptive_cells: float | None = Field(None, gt=0)
+    bench_per_bin: int = Field(1, ge=1)
     seed: int = 0
 
 
@@ -58,11 +62,13 @@ class SearchBudget(BaseModel):
 TINY_BUDGET = SearchBudget(epochs=2, steps_per_epoch=3, n_train=4, n_val=2, image_px=48,
                            patch_px=32, batch_size=4, latency_image_px=64)
 
-#: The main job's per-trial budget: a few seconds per trial on 2 CPU cores, enough steps to rank
-#: architectures by how fast they learn (the winner is retrained on the quick training budget).
-#: The FLOP cap keeps a trial, the retrain and the served model's latency bounded.
-PIPELINE_BUDGET_FIELDS: dict = {"epochs": 4, "steps_per_epoch": 30, "n_train": 16, "n_val": 4, "image_px": 96,
-                                "patch_px": 48, "batch_size": 8, "max_flops_per_px": 250_000}
+#: The main job's per-student budget: ~10 s per distilled student on 2 CPU cores (80 steps of 8 x 64 px
+#: patches against the champion's output, scored on one benchmark image per bin and timed on 256 px).
+#: A student is never bigger than the shipped base (the FLOP cap) and sees at least one unit cell at
+#: the finest sampling (the rule admits the fast student tried first).
+PIPELINE_BUDGET_FIELDS: dict = {"epochs": 2, "steps_per_epoch": 40, "n_train": 16, "n_val": 2, "image_px": 128,
+                                "patch_px": 64, "batch_size": 8, "max_flops_per_px": 40_000,
+                                "min_receptive_cells": 1.0, "bench_per_bin": 1, "latency_image_px": 256}
 PIPELINE_BUDGET = SearchBudget(**PIPELINE_BUDGET_FIELDS)
 
 #: Named search budgets (`stemreg tune` defaults to SearchBudget's own field defaults).

@@ -32,7 +32,7 @@ def data_seeds(condition: "Condition") -> tuple[int, int]:
 
 def search_data(condition: "Condition", budget: SearchBudget, *,
                 targets: "list[tuple[np.ndarray, float | None, str]] | None" = None,
-                target_fraction: float = 0.0) -> tuple[Any, tuple["np.ndarray", "np.ndarray"]]:
+                target_fraction: float = 0.0, teacher: Any = None) -> tuple[Any, tuple["np.ndarray", "np.ndarray"]]:
     """The training data and the ``(degraded, clean)`` validation pairs of a search.
 
     Parameters
@@ -44,6 +44,10 @@ def search_data(condition: "Condition", budget: SearchBudget, *,
         A lab's clean high-dose images (:func:`stemreg.acquisition.stream.load_targets`).
     target_fraction : float
         Share of training patches cut from ``targets``.
+    teacher : stemreg.tuning.distill.Teacher, optional
+        Students' data: a :class:`~stemreg.tuning.distill.TeacherStream` of fresh draws over the
+        condition's range (``n_train`` fields of ``image_px``), the targets blended with the teacher's
+        output (lab targets mixed in as without a teacher).
 
     Returns
     -------
@@ -54,6 +58,13 @@ def search_data(condition: "Condition", budget: SearchBudget, *,
     train_seed, val_seed = data_seeds(condition)
     size_px = budget.image_px
     val = condition.sample_pairs(budget.n_val, size_px=size_px, seed=val_seed)
+    if teacher is not None:
+        from stemreg.acquisition.stream import FieldPool
+        from stemreg.tuning.distill import TeacherStream
+
+        pool = FieldPool(condition, n_fields=budget.n_train, size_px=size_px or condition.image_size_px,
+                         seed=train_seed, targets=targets, target_fraction=target_fraction if targets else 0.0)
+        return TeacherStream(pool, teacher.model), (val.degraded, val.clean)
     if targets:
         from stemreg.acquisition.stream import FieldPool
 

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 #: In a quality-latency search the chosen trial is the fastest within this many dB of the best.
 PSNR_TOLERANCE_DB = 0.5
 TARGET_NAMES = ["val PSNR (dB)", "inference ms per megapixel"]
+DISTILL_TARGET_NAMES = ["benchmark PSNR (dB, mean over bins)", "inference ms per megapixel"]
 
 
 class Objective(str, enum.Enum):
@@ -53,6 +54,17 @@ class StudyResult:
     pareto_front : list of dict
         ``{"trial", "val_psnr", "ms_per_mpx"}`` (quality-latency only).
     objective : str
+    trials : list of dict
+        Every trial of the study: ``trial``, ``state``, ``val_psnr``, ``ms_per_mpx``, ``kflop_per_px``,
+        ``receptive_field_px``, ``architecture``, ``run_id`` (None where a trial never measured it).
+    teacher_uri, teacher_psnr, teacher_ms_per_mpx : optional
+        A distillation search's teacher and its figures on the same benchmark slice and timer.
+    quality_trial : int or None
+        The complete trial of highest PSNR (the ``challenger`` of a distillation search).
+    fast_trial : int or None
+        The fastest complete trial within :data:`PSNR_TOLERANCE_DB` of the teacher (distillation
+        search with latency measured; the ``fast`` alias), a warm-started copy of the teacher's shape
+        excepted; None when no other student comes that close.
     """
 
     best_params: dict[str, Any]
@@ -68,6 +80,16 @@ class StudyResult:
     best_ms_per_mpx: float | None = None
     pareto_front: list[dict[str, Any]] = field(default_factory=list)
     objective: str = Objective.QUALITY.value
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    teacher_uri: str | None = None
+    teacher_psnr: float | None = None
+    teacher_ms_per_mpx: float | None = None
+    quality_trial: int | None = None
+    fast_trial: int | None = None
+
+    def trial(self, number: int | None) -> dict[str, Any] | None:
+        """The row of trial ``number`` (None for None or an unknown number)."""
+        return next((row for row in self.trials if row["trial"] == number), None)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary (for ``stemreg tune --json``)."""
@@ -95,8 +117,36 @@ def study_result(study: "optuna.Study", objective: Objective, **common: Any) -> 
         top_psnr = front[0].values[0]
         # The fastest architecture that gives up at most PSNR_TOLERANCE_DB of quality.
         best = min((t for t in front if t.values[0] >= top_psnr - PSNR_TOLERANCE_DB), key=lambda t: t.values[1])
+    rows = trial_rows(study)
+    done = [r for r in rows if r["state"] == "complete" and r["val_psnr"] is not None]
+    quality = max(done, key=lambda r: r["val_psnr"])["trial"] if done else None
+    fast = None
+    teacher_psnr = common.get("teacher_psnr")
+    if teacher_psnr is not None:
+        # A warm-started student has the teacher's own shape: a copy of the champion, not a faster model.
+        close = [r for r in done if r["val_psnr"] >= teacher_psnr - PSNR_TOLERANCE_DB and r["ms_per_mpx"] is not None
+                 and not r["warm_start"]]
+        fast = min(close, key=lambda r: r["ms_per_mpx"])["trial"] if close else None
     return StudyResult(
+        trials=rows, quality_trial=quality, fast_trial=fast,
         best_params=dict(best.params), best_architecture=dict(best.user_attrs["architecture"]),
         best_value=float(best.values[0]), best_trial_number=best.number, best_lr=float(best.params["lr"]),
         best_ms_per_mpx=(float(best.values[1]) if objective is Objective.QUALITY_LATENCY else None),
         pareto_front=pareto, objective=objective.value, **common)
+
+
+def trial_rows(study: "optuna.Study") -> list[dict[str, Any]]:
+    """One row per trial of the study, for summaries: what it was and what it measured."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        flops = t.user_attrs.get("flops_per_pixel")
+        values = t.values or []
+        rows.append({"trial": t.number, "state": t.state.name.lower(),
+                     "val_psnr": float(values[0]) if values else None,
+                     "ms_per_mpx": (float(values[1]) if len(values) > 1 else t.user_attrs.get("ms_per_mpx")),
+                     "kflop_per_px": round(flops / 1e3, 1) if flops is not None else None,
+                     "receptive_field_px": t.user_attrs.get("receptive_field_px"),
+                     "architecture": t.user_attrs.get("architecture"),
+                     "run_id": t.user_attrs.get("mlflow_run_id"),
+                     "warm_start": bool(t.user_attrs.get("warm_start", False))})
+    return rows

@@ -18,14 +18,15 @@ from typing import TYPE_CHECKING, Any
 from stemreg.tuning.budget import SearchBudget
 from stemreg.tuning.data import TRAIN_SEED, VAL_SEED, search_data, trial_data  # noqa: F401 - the seeds re-exported
 from stemreg.tuning.latency import ms_per_mpx
-from stemreg.tuning.result import (PSNR_TOLERANCE_DB, TARGET_NAMES, NoCompletedTrialError,  # noqa: F401 - re-exported
-                                   Objective, StudyResult, study_result)
+from stemreg.tuning.result import (DISTILL_TARGET_NAMES, PSNR_TOLERANCE_DB, TARGET_NAMES,  # noqa: F401
+                                   NoCompletedTrialError, Objective, StudyResult, study_result)
 from stemreg.tuning.space import space_params
 from stemreg.tuning.storage import masked_url, open_storage
 
 if TYPE_CHECKING:
     import optuna
     from stemreg.acquisition import Condition, ConditionLike
+    from stemreg.tuning.distill import Teacher
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,8 @@ def run_study(condition: "ConditionLike", *, n_trials: int | None, timeout_s: fl
               sampler: "optuna.samplers.BaseSampler | None" = None,
               heartbeat_interval_s: int | None = None, experiment_id: str | None = None,
               enqueue: list[dict[str, Any]] | None = None, progress: bool = True, study_total: bool = False,
-              targets: list | None = None, target_fraction: float = 0.0) -> StudyResult:
+              targets: list | None = None, target_fraction: float = 0.0,
+              teacher: "Teacher | None" = None) -> StudyResult:
     """Search the reverse-hourglass architecture for one acquisition condition.
 
     Parameters
@@ -144,6 +146,13 @@ def run_study(condition: "ConditionLike", *, n_trials: int | None, timeout_s: fl
         :func:`stemreg.acquisition.stream.load_targets`) and the share of the trials'
         training patches cut from them; see :func:`stemreg.tuning.data.search_data`.
         Their names are tagged on the parent run (``lab_targets``).
+    teacher : stemreg.tuning.distill.Teacher, optional
+        Make every trial a student of this model (see :mod:`stemreg.tuning.distill`): it trains on
+        the condition's stream against the teacher's output plus the clean target, a student of the
+        teacher's shape starts from its weights, and the first objective is the PSNR on a slice of
+        the condition's benchmark (``budget.bench_per_bin`` images per bin, mean over bins). The
+        teacher is scored on the same slice (``StudyResult.teacher_psnr``). Each student's weights
+        are logged on its trial run (``student/``), so a front member can be registered as trained.
 
     Returns
     -------
@@ -172,7 +181,8 @@ def run_study(condition: "ConditionLike", *, n_trials: int | None, timeout_s: fl
     study_name = study_name or default_study_name(condition)
     from stemreg.tuning.storage import default_storage
 
-    storage_url = storage or default_storage()
+    # "" is a mistake to report (check_storage_url does), never a reason to take the default.
+    storage_url = storage if storage is not None else default_storage()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress bar and MLflow tell the story
     study = make_study(storage_url=storage_url, study_name=study_name, objective=objective,
                        pruner=pruner, sampler=sampler, heartbeat_interval_s=heartbeat_interval_s)
@@ -197,7 +207,9 @@ def run_study(condition: "ConditionLike", *, n_trials: int | None, timeout_s: fl
                 "timeout_s": timeout_s, **({"n_targets": len(targets), "target_fraction": target_fraction}
                                            if targets else {}),
                 **{f"budget.{k}": v for k, v in budget.model_dump().items()}},
-        tags={**condition.flat_params(), **targets_tags(targets, target_fraction)}, experiment_id=experiment_id)
+        tags={**condition.flat_params(), **targets_tags(targets, target_fraction),
+              **({"stemreg.teacher": teacher.uri} if teacher is not None else {})}, experiment_id=experiment_id)
+    reference: dict[str, float] = {}
     try:
         if targets:
             tracker.client.log_dict(tracker.parent_run_id, {"lab_targets": [name for _, _, name in targets],
@@ -206,16 +218,27 @@ def run_study(condition: "ConditionLike", *, n_trials: int | None, timeout_s: fl
         try:
             if to_run != 0:  # a study that already holds its trials starts none (nor renders data)
                 train_data, val_data = search_data(condition, budget, targets=targets,
-                                                   target_fraction=target_fraction)
+                                                   target_fraction=target_fraction, teacher=teacher)
+                bench = None
+                if teacher is not None:
+                    from stemreg.tuning.distill import BenchSlice
+
+                    bench = BenchSlice.of(condition, budget.bench_per_bin)
+                    reference = {"teacher_psnr": bench.psnr(teacher.model),
+                                 "teacher_ms_per_mpx": ms_per_mpx(teacher.model, image_px=budget.latency_image_px)}
+                    for key, value in reference.items():
+                        tracker.client.log_metric(tracker.parent_run_id, key, value)
                 trial_objective = _TrialObjective(condition=condition, budget=budget, objective=objective,
-                                                  tracker=tracker, train_data=train_data, val_data=val_data)
+                                                  tracker=tracker, train_data=train_data, val_data=val_data,
+                                                  teacher=teacher, bench=bench)
                 study.optimize(trial_objective, n_trials=to_run, timeout=timeout_s, callbacks=[counter, *callbacks],
                                catch=(RuntimeError,), gc_after_trial=True)
         finally:
             counter.close()
         result = study_result(study, objective, study_name=study_name, storage=masked_url(storage_url),
                               parent_run_id=tracker.parent_run_id, n_trials_done=counter.n_done,
-                              n_trials_finished=count_finished(study))
+                              n_trials_finished=count_finished(study),
+                              teacher_uri=teacher.uri if teacher is not None else None, **reference)
     except BaseException:
         tracker.abort()
         raise
@@ -226,7 +249,8 @@ def run_study(condition: "ConditionLike", *, n_trials: int | None, timeout_s: fl
                                       if result.best_ms_per_mpx is not None else {}),
                                    "trials_done_here": counter.n_done,
                                    "trials_finished_in_study": result.n_trials_finished},
-                   multi_objective=objective is Objective.QUALITY_LATENCY, target_names=TARGET_NAMES)
+                   multi_objective=objective is Objective.QUALITY_LATENCY,
+                   target_names=DISTILL_TARGET_NAMES if teacher is not None else TARGET_NAMES, result=result)
     return result
 
 
@@ -254,7 +278,8 @@ class _TrialObjective:
     """The objective Optuna calls per trial: build, train, report, log."""
 
     def __init__(self, *, condition, budget: SearchBudget, objective: Objective, tracker,
-                 train_data, val_data) -> None:
+                 train_data, val_data, teacher=None, bench=None) -> None:
+        self.teacher, self.bench = teacher, bench
         self.condition = condition
         self.budget = budget
         self.objective = objective
@@ -273,6 +298,12 @@ class _TrialObjective:
         torch.manual_seed(self.budget.seed + trial.number)
         model = build_model(suggest_architecture(trial))
         arch = architecture_of(model)  # canonical form, as the registry records it
+        warm = False
+        if self.teacher is not None:
+            from stemreg.tuning.distill import warm_start
+
+            warm = warm_start(model, self.teacher)  # a student of the teacher's own shape starts from it
+        trial.set_user_attr("warm_start", warm)
         lr = suggest_lr(trial)
         flops = flops_per_pixel(model)
         radius = int(model.receptive_radius_px)
@@ -284,7 +315,8 @@ class _TrialObjective:
             "kernel_size": arch["kernel_size"], "base_width": trial.params["base_width"],
             "growth": trial.params["growth"], "lr": lr, "flops_per_pixel": flops,
             "kflop_per_pixel": round(flops / 1e3, 1), "receptive_field_px": 2 * radius + 1,
-            "n_parameters": sum(p.numel() for p in model.parameters())})
+            "n_parameters": sum(p.numel() for p in model.parameters()), "warm_start": warm,
+            **({"teacher": self.teacher.uri} if self.teacher is not None else {})})
         trial.set_user_attr("mlflow_run_id", run_id)
         b = self.budget
         multiple = int(getattr(model, "size_multiple", 1) or 1)
@@ -328,6 +360,11 @@ class _TrialObjective:
             raise
         best_psnr = float(result.best_val_psnr)
         final = {"best_val_psnr": best_psnr, "train_seconds": float(result.seconds)}
+        if self.bench is not None:
+            # A student is judged on the benchmark slice, as the teacher is, and kept for registration.
+            best_psnr = self.bench.psnr(result.model)
+            final["bench_psnr"] = best_psnr
+            self.tracker.log_student(run_id, result.model, arch)
         if self.objective is Objective.QUALITY:
             self.tracker.end_trial(run_id, "complete", final)
             return best_psnr

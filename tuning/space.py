@@ -31,11 +31,25 @@ LEVELS = (1, 2, 3, 4)
 UNSHUFFLES = (1, 2, 4)
 CONVS_PER_LEVEL = (1, 2, 3)
 DILATIONS = (1, 2)
-#: The multi-scale member's deepest (widest) level at most: ~0.2 MFLOP/px at unshuffle 1 and 4 levels.
-MAX_LEVEL_WIDTH = 192
+#: The multi-scale member's deepest (widest) level at most; 128 makes the shipped base's shape
+#: (widths 24-48-96-128) a point of the space (:data:`BASE_SHAPE_PARAMS`).
+MAX_LEVEL_WIDTH = 128
 #: The seed's 8-layer reverse hourglass (widths 8 -> 64 -> 8, 3x3) as a point of this space:
 #: enqueued as a search's first trial, so a few-trial search always weighs the known default.
 SEED_DEFAULT_PARAMS: dict[str, Any] = DEFAULT_SEARCH_PARAMS
+#: The shipped pretrained base's shape (``ArchitectureName.MULTISCALE``) as a point of this space: its
+#: receptive field spans two unit cells at the finest sampling of every built-in condition, so a search
+#: under the receptive-field rule enqueues it first (the seed's 17-px net is pruned by that rule).
+BASE_SHAPE_PARAMS: dict[str, Any] = {"levels": 4, "base_width": 12, "growth": 2.0, "kernel_size": 3,
+                                     "unshuffle": 2, "convs_per_level": 2, "dilation": 1, "lr": 1e-3}
+#: A student ~3x faster than the base (3 levels after an unshuffle by 4, widths 32-64-128, ~14 kFLOP/px)
+#: whose receptive field still spans two unit cells at the finest sampling: a distillation search tries
+#: it first, so even a one-trial search weighs a fast student that the receptive-field rule admits.
+FAST_STUDENT_PARAMS: dict[str, Any] = {"levels": 3, "base_width": 8, "growth": 2.0, "kernel_size": 3,
+                                       "unshuffle": 4, "convs_per_level": 2, "dilation": 1, "lr": 2e-3}
+#: The parameters of each member: the plain net (levels 1) and the multi-scale one.
+PLAIN_KEYS = ("levels", "depth", "base_width", "growth", "kernel_size", "lr")
+SCALED_KEYS = ("levels", "base_width", "growth", "kernel_size", "unshuffle", "convs_per_level", "dilation", "lr")
 
 
 def suggest_architecture(trial: "optuna.Trial") -> dict[str, Any]:
@@ -98,13 +112,99 @@ def flops_per_pixel(model: "nn.Module") -> float:
 
 
 def space_params(params: dict[str, Any]) -> dict[str, Any]:
-    """Parameters to enqueue, typed as the search space suggests them (else Optuna re-queues duplicates)."""
+    """Parameters to enqueue, typed as the search space suggests them (else Optuna re-queues duplicates).
+
+    A plain point (``levels`` 1 or absent) holds exactly :data:`PLAIN_KEYS`, a multi-scale one
+    (``levels`` > 1) exactly :data:`SCALED_KEYS`.
+    """
     params = {"levels": 1, **params}  # a point without `levels` is the plain net (as before the family grew)
-    missing = set(SEED_DEFAULT_PARAMS) - set(params)
-    extra = set(params) - set(SEED_DEFAULT_PARAMS)
+    keys = PLAIN_KEYS if int(params["levels"]) == 1 else SCALED_KEYS
+    missing, extra = set(keys) - set(params), set(params) - set(keys)
     if missing or extra:
-        raise ValueError(f"enqueued parameters must be exactly {sorted(SEED_DEFAULT_PARAMS)} "
+        raise ValueError(f"enqueued parameters must be exactly {sorted(keys)} for levels={params['levels']} "
                          f"(missing {sorted(missing)}, unknown {sorted(extra)})")
-    return {"levels": int(params["levels"]), "depth": int(params["depth"]), "base_width": int(params["base_width"]),
-            "growth": float(params["growth"]), "kernel_size": int(params["kernel_size"]),
-            "lr": float(params["lr"])}
+    floats = {"growth", "lr"}
+    return {k: (float(params[k]) if k in floats else int(params[k])) for k in keys}
+
+
+def architecture_of_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The architecture dict a point of the space builds (``lr`` ignored)."""
+    import optuna
+
+    return suggest_architecture(optuna.trial.FixedTrial({k: v for k, v in space_params(params).items()}))
+
+
+def receptive_field_px(arch: dict[str, Any]) -> int:
+    """Edge of the square of input pixels that can influence one output pixel."""
+    from stemreg.models import build_model
+
+    return 2 * int(build_model(arch).receptive_radius_px) + 1
+
+
+def rule_admits(arch: dict[str, Any], condition: Any, min_receptive_cells: float | None) -> bool:
+    """Whether the receptive-field rule of a budget lets ``arch`` train for ``condition``."""
+    return not min_receptive_cells or receptive_field_px(arch) >= min_receptive_cells * cell_spacing_px(condition)
+
+
+def first_point(condition: Any, min_receptive_cells: float | None) -> dict[str, Any]:
+    """The point a search tries first: the seed's default when the rule admits it, else the base's shape.
+
+    The two agree with the rule by construction: a search always holds at least one trial that
+    trains, however few trials it is given.
+    """
+    if rule_admits(architecture_of_params(SEED_DEFAULT_PARAMS), condition, min_receptive_cells):
+        return dict(SEED_DEFAULT_PARAMS)
+    return dict(BASE_SHAPE_PARAMS)
+
+
+def params_of_architecture(arch: dict[str, Any], lr: float) -> dict[str, Any] | None:
+    """The point of the space that builds ``arch`` (with learning rate ``lr``), or None when it is none."""
+    widths = list(arch.get("widths") or [])
+    if len(widths) < 2 or arch.get("kind", "reverse-hourglass") != "reverse-hourglass":
+        return None
+    growth = widths[1] / widths[0]
+    if arch.get("levels", 1) == 1 and arch.get("unshuffle", 1) == 1:
+        params = {"levels": 1, "depth": arch.get("depth", len(widths) + 1), "base_width": widths[0],
+                  "growth": growth, "kernel_size": arch.get("kernel_size", 3), "lr": lr}
+    else:
+        unshuffle = arch.get("unshuffle", 1)
+        params = {"levels": len(widths), "base_width": widths[0] // unshuffle, "growth": growth,
+                  "kernel_size": arch.get("kernel_size", 3), "unshuffle": unshuffle,
+                  "convs_per_level": arch.get("convs_per_level", 2), "dilation": arch.get("dilation", 1), "lr": lr}
+    on_grid = (params["base_width"] in BASE_WIDTHS and params["kernel_size"] in KERNEL_SIZES
+               and GROWTH_RANGE[0] <= growth <= GROWTH_RANGE[1] and (growth / GROWTH_STEP).is_integer()
+               and (params["levels"] in LEVELS) and DEPTH_RANGE[0] <= params.get("depth", DEPTH_RANGE[0]) <= DEPTH_RANGE[1]
+               and params.get("unshuffle", 1) in UNSHUFFLES and params.get("convs_per_level", 1) in CONVS_PER_LEVEL
+               and params.get("dilation", 1) in DILATIONS)
+    if not on_grid:
+        return None
+    try:
+        built = architecture_of_params(params)
+    except (ValueError, KeyError):
+        return None
+    same = {k: v for k, v in arch.items() if k != "residual"} == built
+    return space_params(params) if same else None
+
+
+def distill_points(condition: Any, min_receptive_cells: float | None,
+                   teacher_architecture: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """What a distillation search tries first: the fast student the rule admits, then the teacher's own
+    shape when it is a point of the space (a warm start from the teacher's weights)."""
+    points = [dict(FAST_STUDENT_PARAMS)] if rule_admits(architecture_of_params(FAST_STUDENT_PARAMS), condition,
+                                                         min_receptive_cells) else [first_point(condition,
+                                                                                                min_receptive_cells)]
+    teacher = params_of_architecture(teacher_architecture, lr=2e-4) if teacher_architecture else None
+    if teacher is not None and rule_admits(teacher_architecture, condition, min_receptive_cells):
+        points.append(teacher)
+    return points
+
+
+def describe_architecture(arch: dict[str, Any]) -> str:
+    """One line for any member of the family (plain or multi-scale), e.g. for a summary."""
+    widths = "-".join(str(w) for w in arch.get("widths", []))
+    kernel = arch.get("kernel_size", 3)
+    if arch.get("levels", 1) == 1 and arch.get("unshuffle", 1) == 1 and "depth" in arch:
+        return f"plain depth {arch['depth']}, widths {widths}, kernel {kernel}"
+    return (f"{arch.get('levels', len(arch.get('widths', [])))} levels, widths {widths}, "
+            f"{arch.get('convs_per_level', 2)} conv/level, unshuffle {arch.get('unshuffle', 1)}, "
+            f"dilation {arch.get('dilation', 1)}, kernel {kernel}")

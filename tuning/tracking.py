@@ -27,6 +27,18 @@ STATE_TAG = "optuna.state"
 TRIAL_TAG = "optuna.trial_number"
 ROLE_TAG = "stemreg.role"
 NOTE_TAG = "mlflow.note.content"  # the run's description box in the MLflow UI
+#: Where a distillation trial keeps its student (artifacts of the trial run).
+STUDENT_DIR, STUDENT_WEIGHTS, STUDENT_ARCHITECTURE = "student", "weights.pt", "architecture.json"
+
+
+def context_tags() -> dict[str, str]:
+    """The tags MLflow's fluent API would add from ``MLFLOW_RUN_CONTEXT`` (e.g. the process id and host
+    that let a later process close the runs of a killed one); runs made through a client get them here."""
+    try:
+        tags = json.loads(os.environ.get("MLFLOW_RUN_CONTEXT") or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return {str(k): str(v) for k, v in tags.items()} if isinstance(tags, dict) else {}
 
 
 def _experiment_id(client: "MlflowClient", outer_run_id: str | None) -> str:
@@ -68,7 +80,7 @@ class StudyTracker:
         active = mlflow.active_run()
         outer_run_id = active.info.run_id if active else os.environ.get("MLFLOW_RUN_ID")
         self.experiment_id = experiment_id or _experiment_id(self.client, outer_run_id)
-        parent_tags = {STUDY_TAG: study_name, STORAGE_TAG: storage_url, ROLE_TAG: "study",
+        parent_tags = {**context_tags(), STUDY_TAG: study_name, STORAGE_TAG: storage_url, ROLE_TAG: "study",
                        "optuna.objective": objective, **tags}
         if outer_run_id:
             parent_tags[PARENT_TAG] = outer_run_id
@@ -84,7 +96,7 @@ class StudyTracker:
     # ---- trials -------------------------------------------------------------
     def start_trial(self, trial: "optuna.Trial", params: dict[str, Any]) -> str:
         """Open the nested run of one trial and log its parameters; returns its run id."""
-        tags = {PARENT_TAG: self.parent_run_id, STUDY_TAG: self.study_name, ROLE_TAG: "trial",
+        tags = {**context_tags(), PARENT_TAG: self.parent_run_id, STUDY_TAG: self.study_name, ROLE_TAG: "trial",
                 TRIAL_TAG: str(trial.number), STATE_TAG: "running"}
         retried = retried_trial_number(trial)
         if retried is not None:
@@ -111,9 +123,21 @@ class StudyTracker:
         self.client.set_tag(run_id, STATE_TAG, state)
         self.client.set_terminated(run_id, status="FAILED" if state == "failed" else "FINISHED")
 
+    def log_student(self, run_id: str, model: Any, architecture: dict[str, Any]) -> None:
+        """A trained student's state_dict and architecture on its trial run (``student/``)."""
+        import tempfile
+        from pathlib import Path
+
+        import torch
+
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, Path(tmp) / STUDENT_WEIGHTS)
+            (Path(tmp) / STUDENT_ARCHITECTURE).write_text(json.dumps(architecture))
+            self.client.log_artifacts(run_id, tmp, STUDENT_DIR)
+
     # ---- parent -------------------------------------------------------------
     def finish(self, study: "optuna.Study", *, summary: dict[str, Any], multi_objective: bool,
-               target_names: list[str], status: str = "FINISHED") -> None:
+               target_names: list[str], status: str = "FINISHED", result: Any = None) -> None:
         """Log the best trial and the study's plots on the parent run, then close it."""
         run_id = self.parent_run_id
         params = {f"best.{k}": v for k, v in summary.items() if not isinstance(v, (int, float)) or isinstance(v, bool)}
@@ -124,6 +148,12 @@ class StudyTracker:
             self.client.log_metric(run_id, key, value)
         for name, figure in study_figures(study, multi_objective=multi_objective, target_names=target_names):
             self.client.log_figure(run_id, figure, f"plots/{name}.png")
+            _close(figure)
+        if result is not None and result.teacher_psnr is not None:
+            from stemreg.tuning.front import front_figure
+
+            figure = front_figure(result)
+            self.client.log_figure(run_id, figure, "plots/student_front.png")
             _close(figure)
         self.client.set_terminated(run_id, status=status)
 

@@ -5,12 +5,17 @@ import click
 
 from stemreg.platform.cli.common import command, emit, fmt, json_option, load_condition
 
+#: Students per condition in the main job: what fits its 10 minutes on 2 CPU cores (docs/RESULTS.md).
+DEFAULT_STUDENTS = 3
+
 
 @command("pipeline")
 @click.option("--conditions", default=None, metavar="A,B,...",
               help="Comma-separated condition names, or 'all' (the default: every built-in condition).")
-@click.option("--trials", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Optuna architecture-search trials per condition (0: train the quick default architecture).")
+@click.option("--trials", type=click.IntRange(min=0), default=DEFAULT_STUDENTS, show_default=True,
+              help="Distilled students per condition: an Optuna search (benchmark PSNR vs ms per megapixel) of "
+                   "students of the condition's champion; the best is registered as challenger and gated, the "
+                   "fastest within 0.5 dB of the champion gets alias `fast` (0: no search).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs (quick default).")
 @click.option("--steps-per-epoch", type=click.IntRange(min=1), default=None, help="Steps per epoch.")
 @click.option("--n-train", type=click.IntRange(min=1), default=None, help="Simulated training images.")
@@ -41,7 +46,8 @@ def pipeline_command(conditions: str | None, trials: int, epochs, steps_per_epoc
                           tune_timeout_s=tune_timeout, storage=storage, share_base=share_base,
                           from_scratch=from_scratch, progress=not as_json)
     lines = [f"{o.condition}: v{o.version} ({o.alias or 'no alias'}), benchmark PSNR {fmt(o.benchmark_psnr)} dB "
-             f"vs noisy {fmt(o.noisy_psnr)} dB; champion v{o.champion}; {o.note} [{o.seconds:.0f} s]"
+             f"vs noisy {fmt(o.noisy_psnr)} dB; champion v{o.champion}"
+             + (f"; fast v{o.fast}" if o.fast else "") + f"; {o.note} [{o.seconds:.0f} s]"
              for o in result.outcomes]
     lines.append(f"pipeline run {result.run_id} finished in {result.seconds:.0f} s")
     emit(result.as_dict(), as_json, "\n".join(lines))

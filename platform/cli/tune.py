@@ -49,8 +49,15 @@ def _parent_architecture(model_uri: str) -> dict:
                    "$STEMREG_OPTUNA_STORAGE; a postgresql+psycopg2:// URL lets many workers share one study.")
 @click.option("--study", "study_name", default=None, metavar="NAME",
               help="Study name (default <condition>-<condition hash>). Workers with the same name share it.")
-@click.option("--objective", type=click.Choice(["quality", "quality-latency"]), default="quality",
-              show_default=True, help="Maximise validation PSNR (with pruning), or PSNR vs ms per megapixel.")
+@click.option("--objective", type=click.Choice(["quality", "quality-latency"]), default=None,
+              help="Maximise PSNR (with pruning), or PSNR vs ms per megapixel (default: quality-latency when "
+                   "distilling, else quality).")
+@click.option("--distill/--no-distill", default=True, show_default=True,
+              help="Every trial a student of the condition's champion (with nothing registered: the shipped "
+                   "pretrained base), trained on the condition's stream against the teacher's output plus the "
+                   "clean target and scored on a slice of its benchmark; the best-quality student is registered "
+                   "(challenger) and the fastest within 0.5 dB of the teacher gets alias `fast`. "
+                   "--no-distill: trials train from scratch and the best is retrained.")
 @click.option("--epochs", type=click.IntRange(min=1), default=_TUNE.epochs, show_default=True,
               help="Epochs per trial.")
 @click.option("--steps", "steps_per_epoch", type=click.IntRange(min=1), default=_TUNE.steps_per_epoch,
@@ -80,7 +87,7 @@ def _parent_architecture(model_uri: str) -> dict:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
 def tune_command(condition_name: str, trials: int | None, timeout_s: float | None, storage: str | None,
-                 study_name: str | None, objective: str, epochs: int, steps_per_epoch: int, n_train: int,
+                 study_name: str | None, objective: str | None, distill: bool, epochs: int, steps_per_epoch: int, n_train: int,
                  n_val: int, image_px: int, patch_px: int, batch_size: int, retrain_epochs: int | None,
                  no_register: bool, init_from: str | None, seed: int, min_receptive_cells: float,
                  targets_dir: Path | None, target_fraction: float, as_json: bool, progress: bool) -> None:
@@ -112,7 +119,8 @@ def tune_command(condition_name: str, trials: int | None, timeout_s: float | Non
     condition = load_condition(condition_name)
     targets = load_targets_option(targets_dir, patch_px=patch_px)  # before anything is stored
     target_fraction = target_fraction if targets else 0.0
-    storage_url = storage or default_storage()
+    # An empty --storage is a mistake to report, not a reason to fall back to the default.
+    storage_url = storage if storage is not None else default_storage()
     try:
         check_storage_url(storage_url)
     except StorageError as exc:
@@ -125,8 +133,18 @@ def tune_command(condition_name: str, trials: int | None, timeout_s: float | Non
 
     configure()
     parent_arch = _parent_architecture(init_from) if (init_from and not no_register) else None
+    teacher = None
+    if distill:
+        from stemreg.platform.training.students import teacher_for
+
+        teacher = teacher_for(condition)
+        if teacher is None:
+            raise click.ClickException(f"no teacher for {condition.name}: no champion registered and no pretrained "
+                                       "base in the package; run `stemreg train` first or pass --no-distill")
+    objective = objective or ("quality-latency" if teacher is not None else "quality")
 
     from stemreg.tuning import NoCompletedTrialError, default_study_name, finished_trials, run_study
+    from stemreg.tuning.space import distill_points, first_point
 
     name = study_name or default_study_name(condition)
     try:
@@ -143,12 +161,17 @@ def tune_command(condition_name: str, trials: int | None, timeout_s: float | Non
     from stemreg.platform.plan import plan_tune  # the whole plan up front, with a measured step time
 
     plan = plan_tune(budget, trials=missing, timeout_s=timeout_s, retrain_steps_per_epoch=RETRAIN_DATA_FACTOR * steps_per_epoch,
-                     retrain_epochs=None if no_register else (retrain_epochs or RETRAIN_EPOCH_FACTOR * epochs))
+                     retrain_epochs=None if (no_register or teacher is not None)
+                     else (retrain_epochs or RETRAIN_EPOCH_FACTOR * epochs))
     click.echo(plan.describe(), err=True)
     try:
         result = run_study(condition, n_trials=trials, timeout_s=timeout_s, storage=storage_url,
                            study_name=study_name, objective=objective, budget=budget, progress=progress,
-                           study_total=True, targets=targets, target_fraction=target_fraction)
+                           study_total=True, targets=targets, target_fraction=target_fraction,
+                           # tried first: a point the receptive-field rule admits, so a study always trains one
+                           enqueue=(distill_points(condition, budget.min_receptive_cells, teacher.architecture)
+                                    if teacher is not None else [first_point(condition, budget.min_receptive_cells)]),
+                           teacher=teacher)
     except StorageError as exc:
         raise BadInputError(f"--storage: {exc}") from None
     except NoCompletedTrialError as exc:
@@ -158,7 +181,12 @@ def tune_command(condition_name: str, trials: int | None, timeout_s: float | Non
         raise BadInputError(str(exc)) from None
 
     summary = {"study": result.to_dict(), "registered": None, "plan": plan.to_dict()}
-    if not no_register:
+    if not no_register and teacher is not None:
+        from stemreg.platform.training.students import register_front
+
+        front = register_front(condition, result, progress=progress)
+        summary["registered"], summary["fast"], summary["notes"] = front["challenger"], front["fast"], front["notes"]
+    elif not no_register:
         summary["registered"] = _retrain_best(condition, result, budget, retrain_epochs=retrain_epochs,
                                               init_from=init_from, parent_arch=parent_arch, progress=progress,
                                               targets=targets, target_fraction=target_fraction)
@@ -195,18 +223,32 @@ def _retrain_best(condition, result, budget, *, retrain_epochs: int | None, init
             "fine_tuned_from": init_from if fine_tune else None, "seconds": round(run.seconds, 1)}
 
 
+def _number(value, spec: str) -> str:
+    return format(value, spec) if isinstance(value, (int, float)) else "-"
+
+
 def _print_summary(summary: dict) -> None:
+    """The study's trials (PSNR, ms/Mpx, kFLOP/px, receptive field), its best, and what was registered."""
+    from stemreg.tuning.space import describe_architecture
+
     study = summary["study"]
-    arch = study["best_architecture"]
     click.echo(f"study {study['study_name']} ({study['storage']}): {study['n_trials_done']} trial(s) run here, "
                f"{study['n_trials_finished']} finished in all")
-    click.echo(f"best trial #{study['best_trial_number']}: val PSNR {study['best_value']:.2f} dB, "
-               f"depth {arch['depth']}, widths {arch['widths']}, kernel {arch['kernel_size']}, "
-               f"lr {study['best_lr']:.2e}"
-               + (f", {study['best_ms_per_mpx']:.0f} ms/MP" if study.get("best_ms_per_mpx") else ""))
-    if study.get("pareto_front"):
-        click.echo("Pareto front (val PSNR dB, ms per megapixel): " + ", ".join(
-            f"#{p['trial']} {p['val_psnr']:.2f}/{p['ms_per_mpx']:.0f}" for p in study["pareto_front"]))
+    front = {p["trial"] for p in study.get("pareto_front") or []}
+    click.echo("trial  state     PSNR dB  ms/Mpx  kFLOP/px  field px  architecture")
+    for row in study.get("trials") or []:
+        mark = "*" if row["trial"] == study["best_trial_number"] else ("+" if row["trial"] in front else " ")
+        arch = describe_architecture(row["architecture"]) if row.get("architecture") else "-"
+        click.echo(f"{mark}{row['trial']:>4}  {row['state']:<8} {_number(row['val_psnr'], '8.2f')} "
+                   f"{_number(row['ms_per_mpx'], '7.0f')} {_number(row['kflop_per_px'], '9.1f')} "
+                   f"{_number(row['receptive_field_px'], '9d')}  {arch}")
+    click.echo(f"best trial #{study['best_trial_number']} (*): PSNR {study['best_value']:.2f} dB, "
+               f"{describe_architecture(study['best_architecture'])}, lr {study['best_lr']:.2e}"
+               + (f", {study['best_ms_per_mpx']:.0f} ms/Mpx" if study.get("best_ms_per_mpx") else "")
+               + (" (+: the Pareto front)" if front else ""))
+    if study.get("teacher_uri"):
+        click.echo(f"teacher {study['teacher_uri']}: PSNR {_number(study.get('teacher_psnr'), '.2f')} dB on the same "
+                   f"benchmark slice, {_number(study.get('teacher_ms_per_mpx'), '.0f')} ms/Mpx")
     click.echo(f"MLflow parent run: {study['parent_run_id']}")
     reg = summary.get("registered")
     if reg:
@@ -215,6 +257,14 @@ def _print_summary(summary: dict) -> None:
         click.echo(f"registered {reg['model_uri']} (alias {reg['alias']})"
                    + (f", benchmark PSNR {psnr:.2f} dB" if isinstance(psnr, (int, float)) else "")
                    + (f", fine-tuned from {reg['fine_tuned_from']}" if reg.get("fine_tuned_from") else ""))
+    fast = summary.get("fast")
+    if fast:
+        bench = fast.get("benchmark") or {}
+        click.echo(f"registered {fast['model_uri']} (alias {fast['alias']}): trial #{fast['trial']}, "
+                   f"benchmark PSNR {_number(bench.get('psnr'), '.2f')} dB, {_number(bench.get('ms_per_mpx'), '.0f')} "
+                   "ms/Mpx; serve it with `stemreg serve --alias fast`")
+    for note in summary.get("notes") or []:
+        click.echo(note)
 
 
 COMMANDS: list[click.Command] = [tune_command]

@@ -40,35 +40,17 @@ def test_pipeline_registers_a_scored_champion_in_one_parent_run(mlflow_store):
     assert summary["outcomes"][0]["version"] == outcome.version
 
 
-def test_pipeline_tunes_then_fine_tunes_other_conditions_from_the_low_dose_base(mlflow_store, tmp_path):
-    import optuna
+def test_pipeline_fine_tunes_other_conditions_from_the_low_dose_base(mlflow_store):
+    from stemreg.platform.pipeline import FINE_TUNE_LR_FACTOR
 
-    from stemreg.acquisition import get_condition
-    from stemreg.platform.pipeline import FINE_TUNE_LR_FACTOR, STUDY_SUFFIX
-    from stemreg.tuning import TINY_BUDGET, default_study_name
-    from stemreg.tuning.space import SEED_DEFAULT_PARAMS
-
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    tune_budget = TINY_BUDGET.model_dump()
-    # One trial each: low-dose's search tries the seed's default first; blur's tries low-dose's winner.
-    result = run_pipeline(["blur", "low-dose"], trials=1, train=TINY_TRAIN, tune_budget=tune_budget, from_scratch=True,
-                          storage=storage, progress=False, **TINY_DATA)
-
+    result = run_pipeline(["blur", "low-dose"], trials=0, train=TINY_TRAIN, arch=TINY_ARCH, from_scratch=True,
+                          progress=False, **TINY_DATA)
     low, blur = result.outcomes
     assert (low.condition, blur.condition) == ("low-dose", "blur")  # the base runs first
     client = MlflowClient()
     base = client.get_model_version("stem-denoiser-low-dose", low.version)
-    assert json.loads(base.tags["tuning.params"]) == SEED_DEFAULT_PARAMS
     assert low.parent is None and "parent" not in base.tags
-
-    def study_params(condition):
-        study = optuna.load_study(study_name=f"{default_study_name(get_condition(condition))}-{STUDY_SUFFIX}",
-                                  storage=storage)
-        return [t.params for t in study.trials]
-
-    assert study_params("low-dose") == [SEED_DEFAULT_PARAMS]
-    assert study_params("blur") == [SEED_DEFAULT_PARAMS]
-    # Blur's search picked the base's architecture, so blur was fine-tuned from it: half the epochs, 0.1x lr.
+    # Blur has the base's architecture, so it was fine-tuned from it: half the epochs, 0.1x lr.
     version = client.get_model_version("stem-denoiser-blur", blur.version)
     assert blur.parent == version.tags["parent"] == f"models:/stem-denoiser-low-dose/{low.version}"
     assert json.loads(version.tags["architecture"]) == json.loads(base.tags["architecture"])
@@ -76,20 +58,30 @@ def test_pipeline_tunes_then_fine_tunes_other_conditions_from_the_low_dose_base(
     assert params["train.epochs"] == "1"
     assert float(params["train.lr"]) == pytest.approx(TINY_TRAIN["lr"] * FINE_TUNE_LR_FACTOR)  # lr given: kept
     assert blur.alias == "champion" and blur.benchmark_psnr > blur.noisy_psnr
-    assert set(low.phase_seconds) == {"tune", "train", "data_log_register_score", "promote"}
+    assert set(low.phase_seconds) == {"train", "data_log_register_score", "promote"}
 
-    # A second run resumes the study (the queued default is not repeated) and gates its new version.
-    again = run_pipeline(["low-dose"], trials=1, train=TINY_TRAIN, tune_budget=tune_budget, from_scratch=True,
-                         storage=storage, progress=False, **TINY_DATA)
-    (second,) = again.outcomes
-    params = study_params("low-dose")
-    assert len(params) == 2 and params[1] != SEED_DEFAULT_PARAMS
-    assert second.version == "2"
-    first_psnr, second_psnr = low.benchmark_psnr, second.benchmark_psnr
-    assert second.champion == ("2" if second_psnr > first_psnr else "1")
-    assert second.promoted == (second_psnr > first_psnr)
-    if not second.promoted:
-        assert str(registry.resolve("low-dose", "challenger").version) == "2"
+
+def test_pipeline_distils_students_of_each_champion_into_one_nested_study(mlflow_store, tmp_path):
+    from stemreg.tuning import TINY_BUDGET
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    result = run_pipeline(["low-dose"], trials=1, train=TINY_TRAIN, arch=TINY_ARCH, from_scratch=True,
+                          tune_budget=TINY_BUDGET.model_dump(), storage=storage, progress=False, **TINY_DATA)
+    (low,) = result.outcomes
+    tuned = low.tuned
+    assert tuned["teacher"] == f"models:/stem-denoiser-low-dose/{low.champion}" and tuned["trials"] == 1
+    assert "students" in low.phase_seconds and "students:" in low.note
+    client = MlflowClient()
+    study_run = client.get_run(tuned["parent_run_id"])
+    assert study_run.data.tags["mlflow.parentRunId"] == result.run_id  # the study under the main job's run
+    assert study_run.data.tags["stemreg.teacher"] == tuned["teacher"]
+    experiment = study_run.info.experiment_id
+    (trial_run,) = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{study_run.info.run_id}'")
+    assert trial_run.data.tags["stemreg.role"] == "trial"
+    assert "plots/student_front.png" in {a.path for a in client.list_artifacts(study_run.info.run_id, "plots")}
+    # the best-quality student is registered (and gated) as a student of the champion
+    student = client.get_model_version("stem-denoiser-low-dose", tuned["challenger"]["version"])
+    assert student.tags["teacher"] == tuned["teacher"] and student.tags["optuna.study"] == tuned["study"]
 
 
 @pytest.mark.skipif(not pretrained.available(), reason="no pretrained base in this checkout")

@@ -90,6 +90,18 @@ def test_lazy_signal_in_gives_lazy_signal_out_with_the_in_memory_values(tiny_cha
     assert isinstance(chunked, da.Array) and np.array_equal(chunked.compute(), values)
 
 
+def test_a_worker_loads_the_pinned_model_itself(tiny_champion, tmp_path):
+    from stemreg.platform.lazy import spec_of, worker_model
+    from stemreg.platform.prediction import load_shipped_base
+
+    for model in (tiny_champion, load_shipped_base("low-dose")):  # a registered version; the shipped base
+        spec = spec_of(model)
+        _MODELS.clear()  # a fresh worker: nothing loaded
+        loaded = worker_model(spec)
+        assert loaded is not model and loaded.model_uri == model.model_uri
+    assert spec_of(tiny_champion, "sqlite:///mlflow.db").tracking_uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
 def test_two_local_workers_write_the_bytes_of_an_in_process_run(tiny_champion, tmp_path):
     from stemreg.platform.dask_exec import open_executor
     from stemreg.platform.stream_job import plan_job, prepare_output, run_job

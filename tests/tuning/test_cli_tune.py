@@ -21,7 +21,8 @@ CONDITION = "low-dose"
 #: Seconds per trial stay well under one on one core.
 # Seconds per trial: 16-px patches cannot hold the unit cells the receptive-field rule asks for, so it is off.
 TINY_ARGS = ["--epochs", "1", "--steps", "2", "--n-train", "2", "--n-val", "1", "--image-px", "32",
-             "--patch-px", "16", "--batch-size", "2", "--no-register", "--no-progress", "--min-receptive-cells", "0"]
+             "--patch-px", "16", "--batch-size", "2", "--no-register", "--no-progress", "--min-receptive-cells", "0",
+             "--no-distill"]
 
 
 def _tune_process(*args: str, env: dict[str, str]) -> subprocess.Popen:
@@ -43,6 +44,7 @@ def _prepare_mlflow(mlflow_store: str) -> None:
 @pytest.mark.parametrize("args, reason", [
     (["--condition", "no-such-condition", "--trials", "1"], "no-such-condition"),
     (["--condition", CONDITION, "--trials", "1", "--storage", "redis://localhost/0"], "--storage"),
+    (["--condition", CONDITION, "--trials", "1", "--storage", ""], "non-empty"),  # never optuna.db silently
     (["--condition", CONDITION, "--trials", "1", "--storage", "postgresql+psycopg2://nobody@127.0.0.1:1/x"],
      "cannot open study storage"),
 ])
@@ -111,6 +113,11 @@ def test_killed_worker_resumes_and_its_trial_is_retried(mlflow_store, tmp_path):
     assert len(retries) == 1 and retries[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
     assert retries[0].params == killed.params
     assert all(t.state != TrialState.RUNNING for t in trials)
+    # MLflow too: the killed worker's study run and trial run were closed (FAILED) by the rerun.
+    client = MlflowClient(mlflow_store)
+    runs = client.search_runs([client.get_experiment_by_name("stemreg").experiment_id])
+    assert {r.data.tags.get("stemreg.role") for r in runs} >= {"study", "trial"}
+    assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
 
 
 def test_tune_registers_the_best_as_challenger(mlflow_store, tmp_path):
@@ -131,6 +138,32 @@ def test_tune_registers_the_best_as_challenger(mlflow_store, tmp_path):
     assert json.loads(version.tags["architecture"]) == study["best_architecture"]
     run = client.get_run(registered["run_id"])
     assert float(run.data.params["train.lr"]) == pytest.approx(study["best_lr"])
+
+
+def test_three_tiny_distilled_trials_under_the_receptive_field_rule_register_a_multiscale_student(mlflow_store,
+                                                                                                     tmp_path):
+    # Nothing registered: the students learn from the shipped pretrained base. The receptive-field rule
+    # (2 unit cells at the finest sampling) is on, and the points tried first must pass it; the summary
+    # must describe multi-scale members (it used to die on KeyError 'depth').
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    # low-dose's physics with a benchmark of 3 small images, so that registering a student costs little
+    condition = tmp_path / "tiny-bench.yaml"
+    condition.write_text("name: tiny-bench\nimage_size_px: 64\nbenchmark_spacings_px: [8, 16]\n"
+                         "benchmark_doses: [1.0]\nbenchmark_per_bin: 1\n")
+    args = [a for a in TINY_ARGS if a not in ("--no-register", "--min-receptive-cells", "0", "--no-distill")]
+    result = CliRunner().invoke(main, ["tune", "--condition", str(condition), "--trials", "3", "--storage", storage,
+                                       *args])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "PSNR dB  ms/Mpx  kFLOP/px  field px" in out
+    assert "3 levels, widths 32-64-128" in out and "4 levels, widths 24-48-96-128" in out
+    assert "teacher pretrained:low-dose-base" in out
+    assert "registered models:/stem-denoiser-tiny-bench/1" in out
+    study = optuna.load_study(study_name=optuna.get_all_study_names(storage)[0], storage=storage)
+    assert [t.state for t in study.trials[:2]] == [TrialState.COMPLETE, TrialState.COMPLETE]
+    assert len(study.trials[0].values) == 2  # benchmark PSNR and ms per megapixel
+    version = MlflowClient(mlflow_store).get_model_version("stem-denoiser-tiny-bench", "1")
+    assert version.tags["teacher"] == "pretrained:low-dose-base" and version.tags["student.role"]
 
 
 def test_unresolvable_base_model_is_refused_before_the_search(mlflow_store, tmp_path):
