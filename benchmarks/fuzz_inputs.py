@@ -46,6 +46,7 @@ import fuzz_cases as cases  # noqa: E402
 
 TIMEOUT_S = 40.0
 NAME = "stem-denoiser-low-dose"
+_PROGRESS = re.compile(r"\d+%\|.*\|")  # a progress bar on stderr is no message
 _INTERNALS = re.compile(r"(/tmp/|/work/|/root/|/home/|Traceback|\w+Error:|\w+Exception:)")
 _CLI = [sys.executable, "-c", "from stemreg.platform.cli import main; main()"]
 #: What the CLI printed for unclear outcomes (shown with --verbose).
@@ -146,8 +147,9 @@ def classify_cli(exit_code: int, text: str, exception: BaseException | None = No
     if exit_code not in (1, 2) or "Traceback" in text or (exception is not None
                                                          and not isinstance(exception, SystemExit)):
         return "unclear"
-    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("Usage:")
-             and not line.startswith("Try ")]
+    lines = [line for line in re.split(r"[\r\n]+", text) if line.strip() and not line.startswith("Usage:")
+             and not line.startswith("Try ") and not _PROGRESS.search(line)
+             and not line.startswith("stemreg serve: ")]  # serve's own start-up log on stderr
     return "clear" if len(lines) == 1 else "unclear"
 
 
@@ -522,7 +524,7 @@ def run_cli(uri: str, root: Path, outcomes: list, figures: dict) -> None:
     registry = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     for name, argv in argv_cases:
         outcome = invoke(argv)
-        champion = registry.get_model_version_by_alias(NAME, "champion").version
+        champion = str(registry.get_model_version_by_alias(NAME, "champion").version)
         if champion != "1":  # the case changed the store although it was refused: put it back, say so
             registry.set_registered_model_alias(NAME, "champion", "1")
             outcome = f"{outcome}, moved the champion to v{champion}"
@@ -660,8 +662,8 @@ def main() -> int:
     if (root / "PWNED").exists():
         outcomes.append(("store", "code from the artifact store ran", "silent"))
     try:
-        champion = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_by_alias(
-            NAME, "champion").version
+        champion = str(mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_by_alias(
+            NAME, "champion").version)
         out = stemreg.denoise(np.ones((8, 8), np.float32), condition="low-dose", tracking_uri=uri)
         problems = [what for what, bad in (("the champion moved", champion != "1"),
                                            ("the champion's answer is not finite", not np.isfinite(out).all()),
