@@ -23,6 +23,11 @@ from stemreg.acquisition.pairs import NOISE_KEYS, BenchmarkBin, PairBatch, noise
 from stemreg.acquisition.optics import electron_wavelength_pm
 from stemreg.acquisition.microscope import degrade_field, normalise_user_image, simulate_field
 from stemreg.acquisition.ranges import LOG_UNIFORM, RANGED_PARAMS
+from stemreg.errors import BadInputError
+
+#: The square image sizes a condition simulates (its own `image_size_px` and `simulate --size`): below 16 px
+#: no unit cell fits; above 4096 px one image is 64 MB of float32 before its noise and pairs.
+IMAGE_SIZE_BOUNDS_PX = (16, 4096)
 from stemreg.acquisition.specimens import SpecimenFamily, family_spacing_pm
 
 CONDITIONS_DIR = Path(__file__).with_name("conditions")
@@ -59,7 +64,7 @@ class Condition(BaseModel):
     version: int = Field(1, ge=1)
     description: str = ""
     specimens: tuple[SpecimenFamily, ...] = tuple(SpecimenFamily)
-    image_size_px: int = Field(256, ge=16, le=4096)
+    image_size_px: int = Field(256, ge=IMAGE_SIZE_BOUNDS_PX[0], le=IMAGE_SIZE_BOUNDS_PX[1])
     # Sampling: 4 to 64 pm/px, log-uniform, puts every family's columns 5 to 100 px apart, the range
     # from overview scans to close-ups; seed_pixel_size_pm is the seed's point (SrTiO3 cells 49 px).
     pixel_size_pm: ParamValue = (4.0, 64.0)
@@ -275,11 +280,16 @@ class Condition(BaseModel):
         The same seed gives the same pairs; image i is the same whatever ``n``. The benchmark seed
         is refused, so training and validation never see the benchmark set.
         """
-        if n < 0:
-            raise ValueError(f"n must be >= 0, got {n}")
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise BadInputError(f"n must be a whole number >= 0, got {n!r}")
+        low, high = IMAGE_SIZE_BOUNDS_PX
+        if size_px is not None and (isinstance(size_px, bool) or not isinstance(size_px, (int, np.integer))
+                                    or not low <= size_px <= high):
+            raise BadInputError(f"size_px must be a whole number of pixels from {low} to {high} (or None for the "
+                                f"condition's {self.image_size_px}), got {size_px!r}")
         if seed == self.benchmark_seed:
-            raise ValueError(f"seed {seed} is this condition's benchmark seed; use benchmark_set() for it "
-                             "and another seed for training or validation")
+            raise BadInputError(f"seed {seed} is this condition's benchmark seed; use benchmark_set() for it "
+                                "and another seed for training or validation")
         return self._draw(n, size_px or self.image_size_px, seed, progress)
 
     @property

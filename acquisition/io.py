@@ -22,15 +22,13 @@ import numpy as np
 from stemreg.acquisition.errors import ImageReadError
 from stemreg.acquisition.limits import READ_MAX_PIXELS, check_pixels, check_png, check_tiff
 from stemreg.acquisition.tiff_meta import tiff_pixel_size
-from stemreg.acquisition.metadata import (PNG_GREY_MODES, check_float32_range, checked_calibration, one_channel,
-                                          value_range)
+from stemreg.acquisition.metadata import (PNG_GREY_MODES, UNIT_TO_PM, check_float32_range, checked_calibration,
+                                          one_channel, value_range)
 
 READ_SUFFIXES = {".npy": "npy", ".tif": "tiff", ".tiff": "tiff", ".png": "png", ".dm3": "dm3", ".dm4": "dm4",
                  ".emd": "emd", ".hspy": "hspy", ".hdf5": "hspy"}
 WRITE_SUFFIXES = {".npy": "npy", ".tif": "tiff", ".tiff": "tiff", ".png": "png", ".emd": "emd", ".hspy": "hspy"}
 # Lengths in picometres per unit, for the spellings microscope software uses.
-UNIT_TO_PM = {"pm": 1.0, "nm": 1e3, "Å": 1e2, "A": 1e2, "angstrom": 1e2, "µm": 1e6, "um": 1e6, "μm": 1e6,
-              "micron": 1e6, "mm": 1e9, "cm": 1e10, "m": 1e12}
 PNG_KEY = "stemreg"
 
 

@@ -18,6 +18,12 @@ from stemreg.acquisition.errors import ImageReadError
 PNG_GREY_MODES = ("L", "I;16", "I;16B", "I;16L", "I", "F")
 #: The largest magnitude a float32 pixel holds; larger values would become Inf.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+#: Length units a file may give its pixel size in, as picometres.
+UNIT_TO_PM = {"pm": 1.0, "nm": 1e3, "Å": 1e2, "A": 1e2, "angstrom": 1e2, "µm": 1e6, "um": 1e6, "μm": 1e6,
+              "micron": 1e6, "mm": 1e9, "cm": 1e10, "m": 1e12}
+#: Pixel sizes a file may claim, in pm: from a thousandth of a picometre to a millimetre (a STEM overview
+#: scan's pixels are micrometres); beyond that the calibration is corrupt, not a microscope's.
+PIXEL_SIZE_BOUNDS_PM = (1e-3, 1e9)
 
 
 def _number(value: Any) -> bool:
@@ -35,6 +41,10 @@ def checked_calibration(meta: Any, path: Path | BinaryIO, where: str) -> tuple[f
         raise ImageReadError(name, f"its {where} has pixel_size {size!r}; a positive number (or none) is accepted")
     if unit is not None and not isinstance(unit, str):
         raise ImageReadError(name, f"its {where} has unit {unit!r}; a unit name such as \"pm\" or \"nm\" is accepted")
+    low, high = PIXEL_SIZE_BOUNDS_PM
+    if size is not None and unit in UNIT_TO_PM and not low <= size * UNIT_TO_PM[unit] <= high:
+        raise ImageReadError(name, f"its {where} has pixel_size {size!r} {unit}; a pixel size from {low:g} pm to "
+                                   f"{high / 1e9:g} mm is accepted")
     return (None if size is None else float(size)), unit
 
 

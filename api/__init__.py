@@ -185,6 +185,8 @@ def simulate(condition: "ConditionLike", n: int, *, seed: int = 0, size_px: int 
     from stemreg.acquisition import load_condition
 
     cond = load_condition(condition)
-    if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        from stemreg.errors import BadInputError
+
+        raise BadInputError(f"n must be a whole number of at least 1, got {n!r}")
     return cond.sample_pairs(n, size_px=size_px, seed=seed)

@@ -332,6 +332,10 @@ def load_model(condition: Any = None, *, alias: str = CHAMPION, model_uri: str |
     """
     if (condition is None) == (model_uri is None):
         raise BadInputError("give a condition (and alias) or a model_uri, not both or neither")
+    if tracking_uri is not None and not (isinstance(tracking_uri, str) and tracking_uri.strip()):
+        # "" would silently mean the default store: a store the caller did not name.
+        raise BadInputError(f"tracking_uri {tracking_uri!r}: give a store URI (sqlite:///path/mlflow.db, "
+                            "http://host:5000, ...) or None for MLFLOW_TRACKING_URI / sqlite:///mlflow.db")
     from mlflow import MlflowClient
 
     from stemreg.acquisition import UnknownConditionError, load_condition

@@ -57,6 +57,7 @@ def test_a_two_channel_tiff_is_refused_not_read_as_a_stack(tmp_path):
     ({"data_min": 0.0, "data_max": 1e300}, "data_max 1e\\+300"),
     ({"pixel_size": "abc", "unit": "pm"}, "pixel_size 'abc'"),
     ({"pixel_size": -2.0, "unit": "pm"}, "pixel_size -2.0"),
+    ({"pixel_size": 1e300, "unit": "pm"}, "pixel_size 1e\\+300 pm"),  # was: believed, a 1e288 m field
 ])
 def test_a_png_chunk_holding_nonsense_is_one_line(tmp_path, meta, expected):
     from PIL import Image
@@ -68,6 +69,8 @@ def test_a_png_chunk_holding_nonsense_is_one_line(tmp_path, meta, expected):
 
 
 @pytest.mark.parametrize("sidecar, expected", [('{"pixel_size": "abc"}', "pixel_size 'abc'"),
+                                               ('{"pixel_size": 1e300, "unit": "pm"}', "pixel_size 1e\\+300 pm"),
+                                               ('{"pixel_size": 1e-9, "unit": "nm"}', "pixel_size 1e-09 nm"),
                                                ("{not json", "not readable JSON")])
 def test_a_npy_sidecar_holding_nonsense_is_one_line(tmp_path, sidecar, expected):
     np.save(tmp_path / "scan.npy", GREY.astype(np.float32))

@@ -30,6 +30,22 @@ def test_simulate_is_the_conditions_own_draw():
     np.testing.assert_array_equal(pairs.degraded, same.degraded)
 
 
+@pytest.mark.parametrize("call, expected", [
+    (lambda: stemreg.simulate("low-dose", 1, size_px=1), "size_px must be a whole number of pixels from 16"),
+    (lambda: stemreg.simulate("low-dose", 1, size_px=2.5), "size_px must be a whole number"),
+    (lambda: stemreg.simulate("low-dose", -1), "n must be a whole number of at least 1"),
+    (lambda: stemreg.denoise(np.ones((32, 32), np.float32), condition="low-dose", tracking_uri=""),
+     "tracking_uri '': give a store URI"),
+])
+def test_impossible_arguments_are_one_line_bad_input(mlflow_store, call, expected):
+    from stemreg.errors import BadInputError
+
+    # Each was answered before: a 1-px simulation, a default store nobody named.
+    with pytest.raises(BadInputError, match=expected) as caught:
+        call()
+    assert len(str(caught.value).splitlines()) == 1
+
+
 def test_denoise_an_array_equals_the_registered_pyfunc(registered_low_dose):
     import mlflow.pyfunc
 
