@@ -44,8 +44,11 @@ def test_train_mixes_a_labs_high_dose_images_and_records_them(tmp_path, mlflow_s
 
 @pytest.mark.skipif(not pretrained.available(), reason="no pretrained base in this checkout")
 def test_denoise_on_a_fresh_store_uses_the_shipped_base_and_says_so(tmp_path, monkeypatch):
+    # A fresh machine: no MLFLOW_TRACKING_URI, no mlflow.db here (a store named but absent is refused
+    # instead: a typo must not fall back to the base, tests/platform/test_api.py).
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'fresh.db'}")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     scan = _lattice((128, 128))
     noisy = np.random.default_rng(0).poisson(scan / 50).astype(np.float32)
     write_image(tmp_path / "scan.tif", noisy, Calibration(10.0, "pm"))
@@ -57,6 +60,7 @@ def test_denoise_on_a_fresh_store_uses_the_shipped_base_and_says_so(tmp_path, mo
     # the coarse scan is outside the base's samplings: warned, still denoised
     assert "200 pm lies outside the 4-64 pm/px" in result.output
     assert (tmp_path / "out" / "scan.tif").is_file() and (tmp_path / "out" / "coarse.tif").is_file()
+    assert not (tmp_path / "mlflow.db").exists()  # reading creates no store
     from stemreg.acquisition import read_image
 
     denoised = read_image(tmp_path / "out" / "scan.tif").data
