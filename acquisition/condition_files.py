@@ -43,7 +43,8 @@ def _read_yaml(path: Path) -> Condition:
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise ConditionFileError(f"{path}: cannot read the condition YAML: {exc}") from exc
+        # YAML's messages span lines (a problem mark with the offending line): one line here.
+        raise ConditionFileError(f"{path}: cannot read the condition YAML: {' '.join(str(exc).split())}") from exc
     if not isinstance(data, dict):
         raise ConditionFileError(f"{path}: a condition YAML must be a mapping of keys to values, got {type(data).__name__}")
     cap = _benchmark_per_bin_cap()

@@ -103,12 +103,21 @@ def denoise(image: Any, *, condition: "ConditionLike | None" = None, alias: str 
     >>> series = hs.load("series.zspy", lazy=True)                    # doctest: +SKIP
     >>> stemreg.denoise(series, condition="low-dose").save("clean.zspy")  # doctest: +SKIP
     """
+    from stemreg.errors import BadInputError
     from stemreg.platform.lazy import denoise_lazy_input, is_lazy
-    from stemreg.platform.prediction import denoise as _denoise, load_model as _load_model  # mlflow, torch: now
+    from stemreg.platform.prediction import (LoadedModel, denoise as _denoise,  # mlflow, torch: now
+                                             load_model as _load_model)
 
+    if params is not None and not isinstance(params, dict):
+        raise BadInputError(f"params must be a dict of tiling settings (tile_px, overlap_px, ...) or None, "
+                            f"got {type(params).__name__}")
+    if model is not None and not isinstance(model, LoadedModel):
+        raise BadInputError(f"model must be what stemreg.load_model() returns (or None: the condition's "
+                            f"{alias}), got {type(model).__name__}")
     if is_lazy(image):  # a Dask array or a lazy signal: a lazy result; workers load the model themselves
         if report:
-            raise ValueError("report=True needs the values: compute a lazy input first, or denoise it without report")
+            raise BadInputError("report=True needs the values: compute a lazy input first, or denoise it "
+                                "without report")
         model = model or _load_model(condition, alias=alias, tracking_uri=tracking_uri)
         return denoise_lazy_input(image, model, params=params, tracking_uri=tracking_uri)
     return _denoise(image, condition=condition, alias=alias, model=model, tracking_uri=tracking_uri, params=params,

@@ -171,6 +171,13 @@ def test_yaml_condition_round_trip_and_clear_errors(tmp_path):
         load_condition(bad_range)
     with pytest.raises(ValueError, match="no such condition file"):
         load_condition(tmp_path / "missing.yaml")
+    # Not YAML, and a tag that would build a Python object: one line each (YAML's own messages span lines).
+    for text in ("name: [unclosed\n  beam_current_pA: 5\n", "name: !!python/object/apply:os.system ['true']\n"):
+        broken = tmp_path / "broken.yaml"
+        broken.write_text(text)
+        with pytest.raises(ValueError, match="cannot read the condition YAML") as caught:
+            load_condition(broken)
+        assert len(str(caught.value).splitlines()) == 1
 
 
 def test_hash_changes_when_the_simulator_physics_changes(monkeypatch):

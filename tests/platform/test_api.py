@@ -36,6 +36,9 @@ def test_simulate_is_the_conditions_own_draw():
     (lambda: stemreg.simulate("low-dose", -1), "n must be a whole number of at least 1"),
     (lambda: stemreg.denoise(np.ones((32, 32), np.float32), condition="low-dose", tracking_uri=""),
      "tracking_uri '': give a store URI"),
+    (lambda: stemreg.denoise(np.ones((32, 32), np.float32), condition="low-dose", params="tile_px=64"),
+     "params must be a dict"),
+    (lambda: stemreg.denoise(np.ones((32, 32), np.float32), model="low-dose"), "model must be what stemreg.load_model"),
 ])
 def test_impossible_arguments_are_one_line_bad_input(mlflow_store, call, expected):
     from stemreg.errors import BadInputError
