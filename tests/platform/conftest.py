@@ -24,6 +24,18 @@ TINY_ARCH = {"kind": "reverse-hourglass", "depth": 4, "widths": [8, 16, 8], "ker
 #: A few seconds of training.
 TINY_TRAIN = {"epochs": 2, "steps_per_epoch": 15, "batch_size": 4, "patch_px": 32, "lr": 3e-3}
 TINY_DATA = {"n_train": 4, "n_val": 2, "size_px": 96}
+#: A condition YAML with a 2-image benchmark (one spacing, two doses): evaluation tests in seconds.
+TINY_CONDITION = """\
+name: {name}
+description: a tiny condition for tests
+image_size_px: 48
+benchmark_per_bin: 1
+benchmark_spacings_px: [16]
+benchmark_doses: [1.0, 4.0]
+beam_current_pA: {current}
+dwell_time_us: 1.4
+bias: 0.2
+"""
 
 
 @dataclass(frozen=True)

@@ -7,27 +7,17 @@ from stemreg.acquisition import load_condition
 from stemreg.models.config import TrainBudget
 from stemreg.platform.evaluation import evaluate
 from stemreg.platform.evaluation.converged import ConvergedTraining, is_flat
+from tests.platform.conftest import TINY_CONDITION
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TINY = """\
-name: tiny-converged
-description: a tiny condition for tests
-image_size_px: 48
-benchmark_per_bin: 1
-benchmark_spacings_px: [16]
-benchmark_doses: [1.0, 4.0]
-beam_current_pA: {current}
-dwell_time_us: 1.4
-bias: 0.2
-"""
 BUDGET = TrainBudget(name="converged", n_train=4, n_val=2, repeats=2, epochs=2, steps_per_epoch=2, batch_size=2,
                      patch_px=32, lr=1e-3, n_classical_val=2)
 
 
 def _tiny(tmp_path, current: float = 50.0) -> str:
     path = tmp_path / f"tiny-{current:g}.yaml"
-    path.write_text(TINY.format(current=current))
+    path.write_text(TINY_CONDITION.format(name="tiny-converged", current=current))
     return str(path)
 
 

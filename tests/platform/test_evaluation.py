@@ -9,21 +9,11 @@ import pytest
 from click.testing import CliRunner
 
 from stemreg.platform.cli import main
+from tests.platform.conftest import TINY_CONDITION
 
 # Two cores shared by many processes: more torch threads only spin (6-15x slower training).
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TINY_CONDITION = """\
-name: {name}
-description: a tiny condition for tests
-image_size_px: 48
-benchmark_per_bin: 1
-benchmark_spacings_px: [16]
-benchmark_doses: [1.0, 4.0]
-beam_current_pA: {current}
-dwell_time_us: 1.4
-bias: 0.2
-"""
 
 
 def _condition_file(tmp_path, name="tiny-low-dose", current=50.0):
