@@ -12,7 +12,7 @@ bins) and timed side by side (:func:`stemreg.tuning.latency.side_by_side_ms_per_
 
     python benchmarks/bench_distill.py [--condition low-dose] [--steps 400] [--student JSON]
         [--teacher-weight 0.5 ...] [--pruned] [--teacher-dir DIR --teacher-name NAME]
-        [--per-bin N] [--epochs 4] [--save DIR] [--threads 1] [--json]
+        [--no-scratch] [--only-pruned] [--per-bin N] [--epochs 4] [--save DIR] [--threads 1] [--json]
 
 The teacher is the shipped pretrained base unless ``--teacher-dir`` names a folder written by
 ``stemreg pretrain --out DIR --name NAME``. ``--epochs`` only sets how often progress is printed.
@@ -40,7 +40,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--student", default=json.dumps(DEFAULT_STUDENT), help="architecture JSON")
     parser.add_argument("--teacher-weight", type=float, nargs="+", default=[0.5])
     parser.add_argument("--pruned", action="store_true", help="also students warm-started from a pruned teacher")
-    parser.add_argument("--no-scratch", action="store_true", help="skip the from-scratch rows (long runs)")
+    parser.add_argument("--no-scratch", action="store_true", help="skip the clean-target rows (long runs)")
+    parser.add_argument("--only-pruned", action="store_true", help="with --pruned: skip the randomly initialised rows")
     parser.add_argument("--teacher-dir", default=None, help="folder of a `stemreg pretrain --out` teacher")
     parser.add_argument("--teacher-name", default="low-dose-base")
     parser.add_argument("--threads", type=int, default=1)
@@ -88,6 +89,7 @@ def main() -> None:
                          patch_px=args.patch_px, lr=args.lr, seed=args.seed)
     rows = [] if args.no_scratch else [("from scratch", 0.0, False)]
     rows += [("distilled", w, False) for w in args.teacher_weight]
+    rows = [] if args.only_pruned and args.pruned else rows
     if args.pruned:
         rows += ([] if args.no_scratch else [("pruned, clean target", 0.0, True)])
         rows += [("pruned + distilled", w, True) for w in args.teacher_weight]
