@@ -26,6 +26,7 @@ import numpy as np
 
 from stemreg.acquisition.errors import ImageReadError
 from stemreg.acquisition.io import Calibration, _pick_signal, _rsciio_signal, read_npy_header
+from stemreg.acquisition.limits import check_page
 from stemreg.acquisition.tiff_meta import tiff_pixel_size
 
 #: What streams, and how it is read.
@@ -126,10 +127,47 @@ def _open_hdf5(path: Path, fmt: str) -> tuple[Any, Calibration]:
     return signal["data"], _calibration_of(signal["axes"])
 
 
+def _page_rows(tif: Any, page: Any, lo: int, hi: int, name: Path) -> np.ndarray:
+    """Rows ``[lo, hi)`` of one TIFF page, reading only the strips that hold them; every compressed
+    strip is checked to inflate no further than its declared size first (a per-page bound, as
+    :mod:`stemreg.acquisition.limits` sets for whole reads). A tiled page is read whole."""
+    from stemreg.acquisition.limits import check_segment
+
+    width = int(page.shape[-1])
+    if page.is_tiled:
+        for index in range(len(page.dataoffsets)):
+            check_segment(tif, page, index, name)
+        return np.asarray(page.asarray())[lo:hi]
+    per = int(page.rowsperstrip or page.shape[0])
+    if int(page.keyframe.compression) == 1 and len(page.dataoffsets) == 1 and not page.predictor > 1:
+        per = 1  # one uncompressed strip: read just the rows asked for
+        row_bytes = width * page.dtype.itemsize
+        handle = tif.filehandle
+        handle.seek(page.dataoffsets[0] + lo * row_bytes)
+        raw = handle.read((hi - lo) * row_bytes)
+        return np.frombuffer(raw, dtype=page.dtype.newbyteorder(tif.byteorder)).reshape(hi - lo, width)
+    parts = []
+    for index in range(lo // per, (hi - 1) // per + 1):
+        data = check_segment(tif, page, index, name)
+        segment, _, _ = page.decode(data, index)
+        parts.append(np.asarray(segment).reshape(-1, width))
+    first = lo // per * per
+    return np.concatenate(parts)[lo - first:hi - first]
+
+
+def _tiff_rows(path: str, page: int, lo: int, hi: int) -> np.ndarray:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        return _page_rows(tif, tif.pages[page], lo, hi, Path(path))
+
+
 def _tiff_pages(path: str, start: int, stop: int) -> np.ndarray:
     import tifffile
 
-    return np.asarray(tifffile.imread(path, key=range(start, stop)))
+    with tifffile.TiffFile(path) as tif:
+        pages = [tif.pages[i] for i in range(start, stop)]
+        return np.stack([_page_rows(tif, page, 0, int(page.shape[0]), Path(path)) for page in pages])
 
 
 def _open_tiff(path: Path) -> tuple[Any, Calibration]:
@@ -159,11 +197,15 @@ def _tiff_lazy(path: Path, size: int) -> tuple[Any, Calibration]:
         for page in tif.pages:
             if any(o + c > size for o, c in zip(page.dataoffsets, page.databytecounts)):
                 raise ImageReadError(path, "has a frame whose pixels lie past the end of the file: truncated")
+            check_page(page, path, None)  # each page read on its own: a per-page bound, not a per-series one
         if series.axes.endswith("S"):
             raise ImageReadError(path, "is an RGB TIFF; a series of grey frames is expected")
         calibration = Calibration(*tiff_pixel_size(tif))
-    if len(shape) == 2:
-        return da.from_delayed(dask.delayed(_tiff_pages)(str(path), 0, 1), shape, dtype), calibration
+    if len(shape) == 2:  # one scan: blocks of ~4 MB of rows, each read from the strips that hold it
+        rows = max(1, int(4e6 // max(1, shape[1] * dtype.itemsize)))
+        parts = [da.from_delayed(dask.delayed(_tiff_rows)(str(path), 0, a, min(a + rows, shape[0])),
+                                 (min(a + rows, shape[0]) - a, shape[1]), dtype) for a in range(0, shape[0], rows)]
+        return da.concatenate(parts, axis=0), calibration
     n, frame = int(np.prod(shape[:-2])), shape[-2:]
     step = max(1, int(64e6 // max(1, int(np.prod(frame)) * dtype.itemsize)))  # ~64 MB per read
     parts = [da.from_delayed(dask.delayed(_tiff_pages)(str(path), a, min(a + step, n)),

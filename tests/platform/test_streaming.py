@@ -124,6 +124,63 @@ def test_two_local_workers_write_the_bytes_of_an_in_process_run(tiny_champion, t
     assert outputs["cluster"].calibration.pixel_size_pm() == pytest.approx(20.0)
 
 
+def _scan(h: int, w: int, seed: int = 2) -> np.ndarray:
+    """A noisy scan with slow structure (so its statistics are not those of any band alone)."""
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(2.0, 40.0, h, dtype=np.float32)[:, None] + np.linspace(0, 9, w, dtype=np.float32)
+    return rng.poisson(ramp).astype(np.float32)
+
+
+def _band_rows(model, shape, tile_px, bands_per_step=1):
+    """Image rows in ``bands_per_step`` of the smallest bands the tiling allows."""
+    from stemreg.models.bands import row_step
+    from stemreg.platform.scan_bands import band_plan_of
+
+    tiles = band_plan_of(model, shape, {"tile_px": tile_px}).tiles
+    return row_step(tiles) * tiles.core_h * bands_per_step
+
+
+def test_a_scan_streams_in_row_bands_with_the_in_memory_bytes(tiny_champion, tmp_path):
+    import dask.array as da
+    import tifffile
+
+    from stemreg.platform.stream_job import plan_job, prepare_output, run_job, InProcess
+
+    scan = _scan(700, 200)  # 64 px tiles: 13 rows of 4 (whole batches of 8 every 2 tile rows)
+    params = {"tile_px": 64}
+    expected = stemreg.denoise(scan, model=tiny_champion, params=params)
+    # lazy: a 2-D Dask array comes back in row bands (about as tall as its row chunks), same bytes
+    lazy = stemreg.denoise(da.from_array(scan, chunks=(100, 200)), model=tiny_champion, params=params)
+    assert lazy.numblocks[0] > 2 and np.array_equal(lazy.compute(), expected)
+    # streamed from .npy and from a strip-compressed .tif, in bands of whole tile rows
+    rows = _band_rows(tiny_champion, scan.shape, 64)
+    np.save(tmp_path / "scan.npy", scan)
+    tifffile.imwrite(tmp_path / "scan.tif", scan, compression="zlib", rowsperstrip=32)
+    for name in ("scan.npy", "scan.tif"):
+        result = _denoise(str(tmp_path / name), "-o", str(tmp_path / "o"), "--tile-px", "64", "--chunk-rows",
+                          str(rows), "--json")
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)["files"][0]
+        assert report["unit"] == "row" and report["frames"] == 700 and report["chunks"] >= 3
+        out = open_series(tmp_path / "o" / "scan.zspy").data
+        assert out.chunks[0][0] == rows and np.array_equal(out.compute(), expected)
+        (tmp_path / "o" / "scan.zspy").rename(tmp_path / "o" / f"{name}.done")
+    # a run stopped after its first band resumes from the second; the statistics are not recomputed
+    job, _ = prepare_output(plan_job(tmp_path / "scan.npy", tmp_path / "r" / "scan.zspy", tiny_champion,
+                                     params=params, chunk_rows=rows))
+
+    def stop(_):
+        raise RuntimeError("stopped")  # as a chunk that fails after the first one finished
+
+    with pytest.raises(Exception, match="1 of"):
+        run_job(job, InProcess(), progress=stop)
+    resumed, state = prepare_output(plan_job(tmp_path / "scan.npy", tmp_path / "r" / "scan.zspy", tiny_champion,
+                                             params=params, chunk_rows=rows))
+    assert state == "resumed" and resumed.extra["stats"] == job.extra["stats"]
+    assert run_job(resumed, InProcess())["skipped_chunks"] == 1
+    assert np.array_equal(open_series(tmp_path / "r" / "scan.zspy").data.compute(), expected)
+
+
 def _markers(out: Path) -> dict[str, str]:
     return {p.name: p.read_text() for p in (out / ".stemreg-job").glob("done-*.json")}
 
