@@ -3,7 +3,7 @@
 :func:`open_series` opens a stack ``(N, H, W)`` or one large image ``(H, W)`` as a Dask array
 without reading its pixels: ``.zarr`` and ``.zspy`` (chunked stores), ``.hspy``/``.emd`` (HDF5,
 through RosettaSciIO's lazy reader), ``.tif`` stacks (one page read per frame, on demand) and
-``.npy`` (memory-mapped). A file that is shorter than its header declares (a truncated or
+``.npy`` (read in blocks). A file that is shorter than its header declares (a truncated or
 half-copied series) is refused here, in one line, before any work starts: a lazy reader would
 otherwise return zeros or fail hours later.
 
@@ -201,8 +201,8 @@ def _tiff_lazy(path: Path, size: int) -> tuple[Any, Calibration]:
         if series.axes.endswith("S"):
             raise ImageReadError(path, "is an RGB TIFF; a series of grey frames is expected")
         calibration = Calibration(*tiff_pixel_size(tif))
-    if len(shape) == 2:  # one scan: blocks of ~4 MB of rows, each read from the strips that hold it
-        rows = max(1, int(4e6 // max(1, shape[1] * dtype.itemsize)))
+    if len(shape) == 2:  # one scan: blocks of ~1 MB of rows, each read from the strips that hold it
+        rows = max(1, int(1e6 // max(1, shape[1] * dtype.itemsize)))
         parts = [da.from_delayed(dask.delayed(_tiff_rows)(str(path), 0, a, min(a + rows, shape[0])),
                                  (min(a + rows, shape[0]) - a, shape[1]), dtype) for a in range(0, shape[0], rows)]
         return da.concatenate(parts, axis=0), calibration
@@ -213,17 +213,27 @@ def _tiff_lazy(path: Path, size: int) -> tuple[Any, Calibration]:
     return da.concatenate(parts, axis=0), calibration
 
 
+def _npy_rows(path: str, start: int, dtype: str, shape: tuple[int, ...], lo: int, hi: int) -> np.ndarray:
+    """Items ``[lo, hi)`` along the first axis of a C-ordered .npy, read from the file (not mapped:
+    mapped pages would stay in the process's resident memory)."""
+    item = int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize
+    with open(path, "rb") as stream:
+        stream.seek(start + lo * item)
+        raw = stream.read((hi - lo) * item)
+    return np.frombuffer(raw, dtype=dtype).reshape(hi - lo, *shape[1:])
+
+
 def _open_npy(path: Path) -> tuple[Any, Calibration]:
+    import dask
     import dask.array as da
 
     with open(path, "rb") as stream:
-        shape, _, dtype = read_npy_header(stream)
+        shape, fortran, dtype = read_npy_header(stream)
         start = stream.tell()
     needed = int(np.prod(shape, dtype=object)) * dtype.itemsize
     if needed > path.stat().st_size - start:
         raise ImageReadError(path, f"declares shape {list(shape)} ({needed} bytes of pixels) but holds "
                                    f"{path.stat().st_size - start}: truncated or damaged")
-    data = np.load(path, mmap_mode="r", allow_pickle=False)
     sidecar = path.with_name(path.name + ".json")
     calibration = Calibration()
     if sidecar.is_file():
@@ -231,9 +241,15 @@ def _open_npy(path: Path) -> tuple[Any, Calibration]:
 
         meta = json.loads(sidecar.read_text())
         calibration = Calibration(meta.get("pixel_size"), meta.get("unit"))
-    frame = int(np.prod(shape[-2:])) * dtype.itemsize
-    chunks = (max(1, int(64e6 // frame)), *shape[-2:]) if len(shape) == 3 else shape
-    return da.from_array(data, chunks=chunks), calibration
+    if fortran or len(shape) not in (2, 3):
+        data = np.load(path, mmap_mode="r", allow_pickle=False)
+        return da.from_array(data, chunks=data.shape), calibration
+    # blocks of whole frames (~64 MB) or, for one scan, of rows (~1 MB: a band reads little more than its rows)
+    item = int(np.prod(shape[1:])) * dtype.itemsize
+    step = max(1, int((64e6 if len(shape) == 3 else 1e6) // max(1, item)))
+    parts = [da.from_delayed(dask.delayed(_npy_rows)(str(path), start, dtype.str, shape, a, min(a + step, shape[0])),
+                             (min(a + step, shape[0]) - a, *shape[1:]), dtype) for a in range(0, shape[0], step)]
+    return da.concatenate(parts, axis=0), calibration
 
 
 def open_series(path: str | Path) -> LazySeries:
@@ -269,6 +285,18 @@ def open_series(path: str | Path) -> LazySeries:
         raise ImageReadError(path, f"is not a readable {fmt.upper()} series (truncated or corrupt?): "
                                    f"{_first_line(exc)}") from None
     return LazySeries(_squeeze(data, path), calibration, fmt, path)
+
+
+_OPENED: dict[tuple, LazySeries] = {}
+
+
+def open_series_once(path: str | Path) -> LazySeries:
+    """:func:`open_series`, once per process and file (a worker runs many chunks of one input)."""
+    stat = os.stat(path)
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    if key not in _OPENED:
+        _OPENED[key] = open_series(path)
+    return _OPENED[key]
 
 
 # -- output stores --------------------------------------------------------------------------------

@@ -127,7 +127,7 @@ def denoise_lazy(data: Any, model: Any, *, params: dict | None = None, tracking_
         from stemreg.platform.scan_bands import denoise_scan_lazy
 
         band_bytes = 4 * max(data.chunks[0]) * int(data.shape[1])
-        banded = denoise_scan_lazy(data, model, spec, params, band_bytes=band_bytes)
+        banded = denoise_scan_lazy(data, model, spec, params, band_bytes=band_bytes, load=worker_model)
         if banded is not None:
             return banded
         block = data.rechunk(data.shape)

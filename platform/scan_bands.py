@@ -61,7 +61,7 @@ def checked_rows(block: Any, first_row: int) -> np.ndarray:
 
 
 #: Rows summed at a time (the float64 copies of a band's rows stay small; a row's sum is the same).
-_SUM_BYTES = 4 << 20
+_SUM_BYTES = 1 << 20
 
 
 def _sums(block: Any, first_row: int, offset: float | None = None) -> np.ndarray:
@@ -85,14 +85,15 @@ def _stats(offset: float, sums: list[np.ndarray], count: int) -> tuple[float, fl
     return float(stats.offset), float(stats.scale)
 
 
-def _band(spec: Any, bands: Any, k: int, block: Any, row_lo: int, stats: tuple[float, float]) -> np.ndarray:
+def _band(load: Any, spec: Any, bands: Any, k: int, block: Any, row_lo: int,
+          stats: tuple[float, float]) -> np.ndarray:
+    """Band ``k`` with the model ``load(spec)`` gives (:func:`stemreg.platform.lazy.worker_model`)."""
     from stemreg.models.bands import denoise_band
     from stemreg.models.inference import NormStats
     from stemreg.models.prediction import network_of
-    from stemreg.platform.lazy import worker_model
 
     norm = NormStats(np.float32(stats[0]), np.float32(stats[1]))
-    return denoise_band(network_of(worker_model(spec).pyfunc), bands, k, checked_rows(block, row_lo), row_lo, norm)
+    return denoise_band(network_of(load(spec).pyfunc), bands, k, checked_rows(block, row_lo), row_lo, norm)
 
 
 def read_span(bands: Any, k: int) -> tuple[int, int]:
@@ -101,7 +102,7 @@ def read_span(bands: Any, k: int) -> tuple[int, int]:
     return int(rows.min()), int(rows.max()) + 1
 
 
-def denoise_scan_lazy(data: Any, model: Any, spec: Any, params: dict | None, *, band_bytes: int) -> Any:
+def denoise_scan_lazy(data: Any, model: Any, spec: Any, params: dict | None, *, band_bytes: int, load: Any) -> Any:
     """A lazy ``(H, W)`` result in row bands (one Dask chunk per band); None when it cannot be banded
     (one tile row, or a pyfunc whose network is unknown): the caller then runs it as one block."""
     import dask
@@ -119,7 +120,7 @@ def denoise_scan_lazy(data: Any, model: Any, spec: Any, params: dict | None, *, 
     parts = []
     for k, (a, b) in enumerate(owned):
         lo, hi = read_span(bands, k)
-        part = dask.delayed(_band)(spec, bands, k, data[lo:hi], lo, stats)
+        part = dask.delayed(_band)(load, spec, bands, k, data[lo:hi], lo, stats)
         parts.append(da.from_delayed(part, (b - a, int(data.shape[1])), np.float32))
     return da.concatenate(parts, axis=0)
 
@@ -161,11 +162,15 @@ def scan_stats(job: Any, executor: Any) -> list[float]:
     return list(_stats(offset, [squares[k] for k in indices], count))
 
 
-def _owned_rows(job: Any, k: int) -> tuple[int, np.ndarray]:
-    from stemreg.platform.stream_job import _source
+def _rows(job: Any, a: int, b: int) -> np.ndarray:
+    from stemreg.acquisition.series_io import open_series_once
 
+    return open_series_once(job.input).data[a:b].compute(scheduler="synchronous")
+
+
+def _owned_rows(job: Any, k: int) -> tuple[int, np.ndarray]:
     a, b = plan_from_json(job.extra["tiling"]).owned(k)
-    return a, _source(job)[a:b].compute(scheduler="synchronous")
+    return a, _rows(job, a, b)
 
 
 def _job_sums(job: Any, k: int) -> np.ndarray:
@@ -176,11 +181,8 @@ def _job_squares(job: Any, k: int) -> np.ndarray:
     return _sums(*_owned_rows(job, k)[::-1], job.extra["mean"])
 
 
-def band_of(job: Any, k: int) -> tuple[tuple[int, int], np.ndarray]:
-    """Band ``k`` of a streamed scan: the rows it owns and their denoised values."""
-    from stemreg.platform.stream_job import _source
-
+def band_of(job: Any, k: int, load: Any) -> tuple[tuple[int, int], np.ndarray]:
+    """Band ``k`` of a streamed scan: the rows it owns and their denoised values (model: ``load(job.model)``)."""
     bands = plan_from_json(job.extra["tiling"])
     lo, hi = read_span(bands, k)
-    block = _source(job)[lo:hi].compute(scheduler="synchronous")
-    return bands.owned(k), _band(job.model, bands, k, block, lo, tuple(job.extra["stats"]))
+    return bands.owned(k), _band(load, job.model, bands, k, _rows(job, lo, hi), lo, tuple(job.extra["stats"]))

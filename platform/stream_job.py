@@ -169,16 +169,11 @@ def _band_rows(tiling: dict) -> int:
 
 
 # -- what runs on a worker ----------------------------------------------------------------------------
-_OPEN: dict[str, Any] = {}
-
-
 def _source(job: StreamJob) -> Any:
     """The input as a lazy array, opened once per process."""
-    from stemreg.acquisition.series_io import open_series
+    from stemreg.acquisition.series_io import open_series_once
 
-    if job.input not in _OPEN:
-        _OPEN[job.input] = open_series(job.input).data
-    return _OPEN[job.input]
+    return open_series_once(job.input).data
 
 
 def _read_frames(job: StreamJob, start: int, stop: int) -> np.ndarray:
@@ -204,9 +199,10 @@ def process_chunk(job: StreamJob, index: int) -> dict:
     began = time.perf_counter()
     start, stop = job.frames_of(index)
     if job.banded:
+        from stemreg.platform.lazy import worker_model
         from stemreg.platform.scan_bands import band_of
 
-        _, out = band_of(job, index)
+        _, out = band_of(job, index, worker_model)
     else:
         frames = _read_frames(job, start, stop)
         if job.crop is not None:
