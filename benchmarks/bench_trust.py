@@ -129,7 +129,7 @@ def main() -> None:
 
     if args.seeds == "calibrate":
         keys = ("variance_ratio", "excess_corr", "missing_corr", "lattice_in_residual", "lattice_removed",
-                "dots_per_mpx", "contrast_skew", "peak_counts")
+                "dots_per_mpx", "signal_corr", "defects_per_mpx", "contrast_skew", "peak_counts")
         print(f"{'case':16s}" + "".join(f"{k[:14]:>22s}" for k in keys))
         for case in CASES:
             sel = [r for r in rows if r["case"] == case]

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from stemreg.models import trust_stats as ts
+from stemreg.models.impulses import find_impulses
 
 VERDICTS = ("ok", "doubtful", "out of range")
 
@@ -138,18 +139,23 @@ def trust_figures(noisy: np.ndarray, denoised: np.ndarray, *, with_map: bool = F
     noise = ts.input_noise(x, y)
     sigma = np.sqrt(noise.variance(y))
     z = (x - y) / sigma
-    zc = np.clip(z, -5.0, 5.0)  # impulse pixels the model removed should not dominate the variance
+    # defective input pixels (hot, dead, impulse: an outlier test in the same noise sigmas) that the
+    # model removed are no signal lost: left out of the residual's variance and correlation
+    defects = find_impulses(x, noise=noise)[0]
+    zc = np.where(defects, 0.0, np.clip(z, -5.0, 5.0))
     corr_rx, corr_ry = ts.lag_corr(zc, axis=1), ts.lag_corr(zc, axis=0)
     diff = [r - n for r, n in zip(corr_rx + corr_ry, noise.corr_x + noise.corr_y)]
     dots = ts.unsupported_dots(x, y, sigma)
     lattice = ts.lattice_in_residual(x, x - y)
     figures = {
-        "variance_ratio": float(np.mean(zc * zc)),
+        "variance_ratio": float(np.sum(zc * zc) / max(int((~defects).sum()), 1)),
+        "defects_per_mpx": float(defects.sum() * 1e6 / defects.size),
         "residual_corr_x": [round(v, 4) for v in corr_rx], "residual_corr_y": [round(v, 4) for v in corr_ry],
         "noise_corr_x": [round(v, 4) for v in noise.corr_x], "noise_corr_y": [round(v, 4) for v in noise.corr_y],
         "excess_corr": float(max(diff)), "missing_corr": float(max(-d for d in diff)),
         "lattice_in_residual": lattice[0], "lattice_removed": lattice[1],
         "dots_per_mpx": float(dots.sum() * 1e6 / dots.size),
+        "signal_corr": ts.residual_signal_corr(zc, y),
         "contrast_skew": ts.contrast_skew(x),
         "peak_counts": ts.peak_counts(y, noise),
         "noise_gain": noise.gain, "noise_offset_var": noise.offset_var,
