@@ -62,10 +62,16 @@ def find_impulses(image: np.ndarray, k: float = DEFAULT_K, noise: ts.InputNoise 
     if x.ndim != 2 or min(x.shape) < 16:
         raise ValueError(f"impulse repair takes one (H, W) frame of at least 16 px, got shape {x.shape}")
     m1 = ndimage.median_filter(x, footprint=_RING1, mode="reflect")
-    m2 = ndimage.median_filter(x, footprint=_RING2, mode="reflect")
     noise = noise if noise is not None else ts.input_noise(x, m1)
     sigma = np.sqrt(noise.variance(m1) * (1.0 + np.pi / 16.0))
-    mask = np.abs(x - m1) > k * sigma + np.abs(m1 - m2)
+    excess = np.abs(x - m1) - k * sigma
+    mask = excess > 0
+    ys, xs = np.nonzero(mask)
+    if ys.size:  # the ring two steps away only where a pixel is a candidate (few): the costly median
+        padded = np.pad(x, 2, mode="symmetric")  # scipy's "reflect"
+        oy, ox = np.nonzero(_RING2)
+        m2 = np.median(padded[ys[:, None] + oy[None, :], xs[:, None] + ox[None, :]], axis=1)
+        mask[ys, xs] = excess[ys, xs] > np.abs(m1[ys, xs] - m2)
     return mask, m1
 
 

@@ -26,6 +26,11 @@ _COUNTS_CACHE: dict[tuple[str, str, bool], tuple[float, float]] = {}
 def _counts_range(cond: Any, detector: bool) -> tuple[float, float]:
     from stemreg.acquisition.detector import IDEAL_DETECTOR
 
+    # the dose check reads the brightest columns' electrons, a HAADF notion: the range is of HAADF images
+    # (a condition whose range also holds bright field, since simulator revision 4, would else reach
+    # counts no HAADF column has)
+    if getattr(cond, "bright_field_fraction", 0.0):
+        cond = cond.model_copy(update={"bright_field_fraction": 0.0})
     if not detector:
         cond = cond.model_copy(update=IDEAL_DETECTOR)
     dose = cond.dose_scale if isinstance(cond.dose_scale, tuple) else (cond.dose_scale, cond.dose_scale)
