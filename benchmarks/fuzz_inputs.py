@@ -453,6 +453,9 @@ def run_cli(uri: str, root: Path, outcomes: list, figures: dict) -> None:
         path.write_bytes(body)
         outcomes.append(("cli file", name, invoke(["denoise", str(path), "--condition", "low-dose",
                                                    "-o", str(root / "out")])))
+    for name, path in cases.microscope_files(files):
+        outcomes.append(("cli file", name, invoke(["denoise", str(path), "--condition", "low-dose",
+                                                   "-o", str(root / "out")])))
     good = files / "good.npy"
     np.save(good, np.random.default_rng(0).random((16, 16), dtype=np.float32))
     for name, sidecar in (("sidecar pixel_size abc", {"pixel_size": "abc", "unit": "pm"}),
