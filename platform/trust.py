@@ -83,6 +83,21 @@ def trained_range(tags: dict[str, str] | None, condition: Any = None) -> Trained
                         noise_corr_x=corr)
 
 
+@lru_cache(maxsize=32)
+def _model_range(condition_name: str | None, tags: tuple[tuple[str, str], ...]) -> TrainedRange:
+    """:func:`trained_range` of a model's condition and tags, once per model: reading the condition
+    (every YAML file of the package) took longer than half the report's statistics, per request."""
+    from stemreg.acquisition import load_condition
+
+    condition = None
+    if condition_name:
+        try:
+            condition = load_condition(condition_name)
+        except Exception:  # a condition unknown here: the dose check is skipped, the rest stands
+            condition = None
+    return trained_range(dict(tags), condition)
+
+
 def report_for(model: Any, noisy: np.ndarray, denoised: np.ndarray, *, pixel_size_pm: float | None = None,
                with_map: bool = False) -> TrustReport | list[TrustReport]:
     """The trust report of a loaded model's output (one per image of a stack).
@@ -96,15 +111,11 @@ def report_for(model: Any, noisy: np.ndarray, denoised: np.ndarray, *, pixel_siz
     pixel_size_pm
         The image's sampling when known.
     """
-    from stemreg.acquisition import load_condition
-
-    condition = None
-    if getattr(model, "condition", None):
-        try:
-            condition = load_condition(model.condition)
-        except Exception:  # a condition unknown here: the dose check is skipped, the rest stands
-            condition = None
-    trained = trained_range(getattr(model, "tags", None), condition)
+    tags = getattr(model, "tags", None) or {}
+    condition = getattr(model, "condition", None) or None
+    key = tuple(sorted((str(k), str(v)) for k, v in tags.items()))
+    trained = (_model_range(condition, key) if condition is None or isinstance(condition, str)
+               else _model_range.__wrapped__(condition, key))  # a Condition object: not hashable
     noisy, denoised = np.asarray(noisy), np.asarray(denoised)
     if noisy.ndim == 3:
         return [trust_report(a, b, pixel_size_pm=pixel_size_pm, trained=trained, with_map=with_map)
