@@ -185,7 +185,8 @@ def _place(model: nn.Module, dev: torch.device) -> None:
 
 
 def denoise_array(model: nn.Module, image: np.ndarray, *, tile_px: int | None = None, overlap_px: int | None = None,
-                  device: str | torch.device | None = None, batch_size: int = 8) -> np.ndarray:
+                  device: str | torch.device | None = None, batch_size: int = 8,
+                  impulses: bool | None = None) -> np.ndarray:
     """Denoise an image or stack with a trained network, any size, in its own units.
 
     Parameters
@@ -206,6 +207,10 @@ def denoise_array(model: nn.Module, image: np.ndarray, *, tile_px: int | None = 
         Where to run; default the model's own device. The model is moved there.
     batch_size : int
         Tiles per forward pass.
+    impulses : bool, optional
+        Repair defective pixels (hot, dead, impulse; :mod:`stemreg.models.impulses`) of each whole
+        frame before the network. Default: the model's own ``impulse_k`` (set on adapted models),
+        else no repair; True uses the model's threshold or the default one; False never repairs.
 
     Returns
     -------
@@ -216,6 +221,11 @@ def denoise_array(model: nn.Module, image: np.ndarray, *, tile_px: int | None = 
     stack = arr[None] if arr.ndim == 2 else arr
     plan = plan_tiles(model, stack.shape[-2], stack.shape[-1], tile_px=tile_px, overlap_px=overlap_px,
                       batch_size=batch_size)
+    impulse_k = getattr(model, "impulse_k", None)
+    if impulses or (impulses is None and impulse_k):  # a whole-frame step: such a model's scans are not banded
+        from stemreg.models.impulses import DEFAULT_K, repair_impulses
+
+        stack = repair_impulses(stack, impulse_k or DEFAULT_K)[0]
     xn, stats = normalise(stack)
     # reflect needs at least 2 px along an axis; a 1-px image falls back to edge padding
     pw = ((0, 0), (plan.overlap_px, plan.overlap_px), (plan.overlap_px, plan.overlap_px))

@@ -19,14 +19,15 @@ from stemreg.platform.errors import BadInputError
 def band_plan_of(model: Any, shape: tuple[int, ...], params: dict | None = None, *, band_bytes: int = 0,
                  tile_rows: int | None = None) -> Any:
     """The :class:`~stemreg.models.bands.BandPlan` of ``model`` on an ``(H, W)`` scan: the tiling and
-    batch its pyfunc would run on the whole image. None for a pyfunc whose network is unknown."""
+    batch its pyfunc would run on the whole image. None for a pyfunc whose network is unknown, or one
+    that repairs impulses first (:mod:`stemreg.models.impulses`: a whole-frame noise estimate)."""
     from stemreg.models.bands import plan_bands
     from stemreg.models.inference import plan_tiles
     from stemreg.models.mlflow_model import tiling_of
     from stemreg.models.prediction import network_of, request_options
 
     network = network_of(model.pyfunc)
-    if network is None:
+    if network is None or getattr(network, "impulse_k", None):  # unknown, or a whole-frame repair step first
         return None
     options = request_options(model.pyfunc, params)
     tile, overlap = tiling_of(shape, options, network)
