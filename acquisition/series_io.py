@@ -26,12 +26,15 @@ import numpy as np
 
 from stemreg.acquisition.errors import ImageReadError
 from stemreg.acquisition.io import Calibration, _pick_signal, _rsciio_signal, read_npy_header
-from stemreg.acquisition.limits import check_page
+from stemreg.acquisition.limits import check_page, check_tiff_pages
 from stemreg.acquisition.tiff_meta import tiff_pixel_size
 
 #: What streams, and how it is read.
 STREAM_SUFFIXES = {".zarr": "zarr", ".zspy": "zspy", ".hspy": "hspy", ".hdf5": "hspy", ".emd": "emd",
                    ".tif": "tiff", ".tiff": "tiff", ".npy": "npy"}
+#: The most pages a streamed TIFF series may hold (each is read on its own; a whole read takes at
+#: most :data:`stemreg.acquisition.limits.TIFF_MAX_PAGES`).
+STREAM_MAX_PAGES = 100_000
 #: What a streamed result is written as.
 STORE_SUFFIXES = {".zspy": "zspy", ".zarr": "zarr"}
 #: The calibration's attributes on a plain .zarr array.
@@ -185,6 +188,8 @@ def _tiff_lazy(path: Path, size: int) -> tuple[Any, Calibration]:
     import dask.array as da
     import tifffile
 
+    with open(path, "rb") as handle:  # before tifffile walks the pages: a loop, or a chain too long to list
+        check_tiff_pages(handle, path, STREAM_MAX_PAGES)
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
         shape, dtype = tuple(series.shape), np.dtype(series.dtype)
