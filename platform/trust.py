@@ -7,6 +7,7 @@ its condition, composed with the pure statistics of :mod:`stemreg.models.trust`.
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
