@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from stemreg.acquisition.errors import ImageReadError
-from stemreg.acquisition.limits import READ_MAX_PIXELS, check_pixels, check_png, check_tiff
+from stemreg.acquisition.limits import READ_MAX_PIXELS, check_hdf5, check_pixels, check_png, check_tiff
 from stemreg.acquisition.tiff_meta import tiff_pixel_size
 from stemreg.acquisition.metadata import (PNG_GREY_MODES, UNIT_TO_PM, check_float32_range, checked_calibration,
                                           one_channel, value_range)
@@ -184,14 +184,17 @@ def _pick_signal(signals: list[dict], path: Path) -> dict:
     return (haadf or images)[0]
 
 
-def _read_rsciio(path: Path, fmt: str) -> tuple[np.ndarray, Calibration]:
+def _read_rsciio(path: Path, fmt: str, max_pixels: int | None = None) -> tuple[np.ndarray, Calibration]:
     if fmt in ("dm3", "dm4"):
         from rsciio.digitalmicrograph import file_reader
-    elif fmt == "emd":
-        from rsciio.emd import file_reader
     else:
-        from rsciio.hspy import file_reader
-    signal = _pick_signal(file_reader(str(path)), path)
+        check_hdf5(path, path, max_pixels)  # before HDF5 inflates a chunk: bounded, filters known
+        if fmt == "emd":
+            from rsciio.emd import file_reader
+        else:
+            from rsciio.hspy import file_reader
+    signal = _pick_signal(file_reader(str(path), lazy=True), path)  # lazy: the declared shape first
+    check_pixels(tuple(np.shape(signal["data"])), path, max_pixels)
     data = np.asarray(signal["data"])
     axes = [a for a in signal["axes"] if not a.get("navigate", False)] or signal["axes"]
     x_axis = axes[-1]
@@ -229,8 +232,9 @@ def read_image(path: str | Path, *, allow_stack: bool = False,
                max_pixels: int = READ_MAX_PIXELS) -> ImageWithCalibration:
     """Read one image (or a stack where ``allow_stack``) as float32 with its calibration.
 
-    A .npy, TIFF or PNG declaring more than ``max_pixels`` pixels, or a TIFF whose compressed data
-    inflates beyond its declared shape, is refused before it is decoded (:mod:`stemreg.acquisition.limits`).
+    A file declaring more than ``max_pixels`` pixels (any format), a TIFF of too many pages, or a
+    TIFF or HDF5 file (.emd, .hspy) whose compressed data inflates beyond its declared shape, is
+    refused before it is decoded (:mod:`stemreg.acquisition.limits`).
 
     Raises
     ------
@@ -258,7 +262,7 @@ def _read(source: Path | BinaryIO, name: Path, fmt: str, allow_stack: bool,
         if fmt in _READERS:
             data, calibration = _READERS[fmt](source, max_pixels)
         else:
-            data, calibration = _read_rsciio(source, fmt)
+            data, calibration = _read_rsciio(source, fmt, max_pixels)
     except ImageReadError:
         raise
     except Exception as exc:  # noqa: BLE001 - every reader fails its own way on a bad file

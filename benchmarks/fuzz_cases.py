@@ -56,6 +56,61 @@ def deflate_zeros(n_bytes: int, level: int = 1) -> bytes:
     return b"".join(comp.compress(chunk) for _ in range(n_bytes >> 22)) + comp.flush()
 
 
+def tiff_chain(pages: int, loop: bool = False) -> bytes:
+    """A TIFF header and ``pages`` empty IFDs, chained (the last back to the first when ``loop``)."""
+    body = b"".join(struct.pack("<HI", 0, 8 + 6 * (i + 1) if i + 1 < pages else (8 if loop else 0))
+                    for i in range(pages))
+    return b"II*\x00" + struct.pack("<I", 8) + body
+
+
+def microscope_files(folder) -> list[tuple[str, object]]:
+    """Bad .hspy/.emd/.dm3 files (RosettaSciIO formats, CLI and API only), written into ``folder``:
+    HDF5 chunks that inflate far beyond their declared size, a filter that cannot be bounded, a
+    declared shape over the cap, a truncated DM3."""
+    import h5py
+
+    from stemreg.acquisition.io import write_image
+
+    made = []
+
+    def hdf5(name: str, suffix: str, edit) -> None:
+        path = write_image(folder / f"{name}.{suffix}", np.ones((64, 64), np.float32))
+        with h5py.File(path, "r+") as handle:
+            found = []
+            handle.visititems(lambda _, o: found.append(o) if isinstance(o, h5py.Dataset) and o.ndim == 2 else None)
+            edit(handle, found[0])
+        made.append((f"{suffix} {name.replace('_', ' ')}", path))
+
+    def bomb(_, data) -> None:  # the issue's bomb in HDF5: 16 KiB declared, 1.2 GB inflated
+        data.id.write_direct_chunk((0, 0), deflate_zeros(1200 << 20), 0)
+
+    def lzf(handle, data) -> None:
+        where = data.name
+        del handle[where]
+        handle.create_dataset(where, data=np.ones((64, 64), np.float32), chunks=(64, 64), compression="lzf")
+
+    def huge(handle, data) -> None:
+        where = data.name
+        del handle[where]
+        handle.create_dataset(where, shape=(100_000, 100_000), dtype="f4", chunks=(64, 64), compression="gzip")
+
+    hdf5("gzip_bomb", "hspy", bomb)
+    hdf5("lzf_filter", "hspy", lzf)
+    hdf5("declares_1e10_px", "hspy", huge)
+    path = write_image(folder / "bomb_emd.emd", np.ones((64, 64), np.float32))
+    with h5py.File(path, "r+") as handle:
+        found = []
+        handle.visititems(lambda _, o: found.append(o) if isinstance(o, h5py.Dataset) and o.ndim == 2 else None)
+        where = found[0].name
+        del handle[where]
+        handle.create_dataset(where, shape=(64, 64), dtype="f4", chunks=(64, 64), compression="gzip")
+        handle[where].id.write_direct_chunk((0, 0), deflate_zeros(1200 << 20), 0)
+    made.append(("emd gzip bomb", path))
+    (folder / "truncated.dm3").write_bytes(b"\x00\x00\x00\x03" + b"\x00" * 60)
+    made.append(("dm3 truncated", folder / "truncated.dm3"))
+    return made
+
+
 def png(a: np.ndarray, mode: str | None = None, text: dict | None = None, **kw) -> bytes:
     from PIL import Image, PngImagePlugin
 
@@ -205,6 +260,7 @@ def image_cases() -> list[tuple[str, str, bytes]]:
         ("tiff float64 1e298", "tiff", tiff(np.full((8, 8), 1e298))),
         ("tiff NaN", "tiff", tiff(np.full((8, 8), np.nan, np.float32))), ("tiff 1x1", "tiff", tiff(np.ones((1, 1), np.float32))),
         ("tiff 1-D", "tiff", tiff(np.ones((1, 16), np.float32)[0])),
+        ("tiff 2 million empty pages", "tiff", tiff_chain(2_000_000)), ("tiff pages in a loop", "tiff", tiff_chain(3, True)),
         ("png magic only", "png", b"\x89PNG\r\n\x1a\n"),
         ("png huge IHDR", "png", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + (60000).to_bytes(4, "big") * 2
          + b"\x08\x00\x00\x00\x00" + b"\0" * 8),

@@ -453,6 +453,9 @@ def run_cli(uri: str, root: Path, outcomes: list, figures: dict) -> None:
         path.write_bytes(body)
         outcomes.append(("cli file", name, invoke(["denoise", str(path), "--condition", "low-dose",
                                                    "-o", str(root / "out")])))
+    for name, path in cases.microscope_files(files):
+        outcomes.append(("cli file", name, invoke(["denoise", str(path), "--condition", "low-dose",
+                                                   "-o", str(root / "out")])))
     good = files / "good.npy"
     np.save(good, np.random.default_rng(0).random((16, 16), dtype=np.float32))
     for name, sidecar in (("sidecar pixel_size abc", {"pixel_size": "abc", "unit": "pm"}),
@@ -538,8 +541,12 @@ def run_cli(uri: str, root: Path, outcomes: list, figures: dict) -> None:
         outcomes.append(("cli yaml", name, invoke(["simulate", "--condition", str(path), "--n", "1", "--size", "32",
                                                    "--out", str(root / "sy")])))
     # An unreachable tracking server, in a subprocess: it must say so in one line within 60 s.
+    silent = socket.socket()  # accepts connections into its backlog, never reads nor answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
     for name, target in (("tracking server refusing connections", "http://127.0.0.1:9"),
-                         ("tracking server not answering", "http://10.255.255.1:5000")):
+                         ("tracking server not answering", f"http://127.0.0.1:{silent.getsockname()[1]}"),
+                         ("tracking server unroutable address", "http://10.255.255.1:5000")):
         started = time.monotonic()
         try:
             done = subprocess.run(_CLI + d + ["-o", str(root / "ou")], env={**os.environ, "MLFLOW_TRACKING_URI": target},
@@ -550,6 +557,7 @@ def run_cli(uri: str, root: Path, outcomes: list, figures: dict) -> None:
             elapsed, outcome = 90.0, "hung"
         figures[f"cli {name} (s)"] = round(elapsed, 1)
         outcomes.append(("cli args", name, outcome))
+    silent.close()
 
 
 # --------------------------------------------------------------------------- Python API

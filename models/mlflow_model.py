@@ -263,6 +263,8 @@ def as_image_array(model_input: Any) -> np.ndarray:
     """
     import pandas as pd
 
+    if model_input is None:
+        raise BadInputError("no image given (None); an (H, W) image or (N, H, W) stack is needed")
     if isinstance(model_input, dict):
         if len(model_input) != 1:
             raise BadInputError(f"expected one image array, got a dict with keys {sorted(model_input)}")

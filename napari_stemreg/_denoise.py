@@ -63,7 +63,7 @@ def denoise_image(image: np.ndarray, *, condition: str, alias: str = "champion")
     from stemreg.acquisition import load_condition
     from stemreg.platform import registry
     from stemreg.platform.registry.loading import load_version
-    from stemreg.platform.store import tracking_uri
+    from stemreg.platform.store import check_store, tracking_uri
 
     data = np.asarray(image)
     if data.ndim not in (2, 3) or not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)):
@@ -72,6 +72,7 @@ def denoise_image(image: np.ndarray, *, condition: str, alias: str = "champion")
     data = data.astype(np.float32, copy=False)
     cond = load_condition(condition)
     uri = tracking_uri()  # read only: no experiment is created, nothing is logged
+    check_store(uri, must_exist=False)  # a copied or moved project reads its own mlruns/
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     version = registry.resolve(cond, alias, client=client)
     key = (uri, str(version.name), str(version.version))

@@ -15,6 +15,8 @@ import sys
 import threading
 from pathlib import Path
 
+from stemreg.platform.portable import adopt
+
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "stemreg"
 #: Tags every run of this process carries (through MLflow's MLFLOW_RUN_CONTEXT), so a later process
@@ -68,6 +70,7 @@ def configure(experiment: str | None = None) -> str:
         mlflow.set_experiment(experiment_id=os.environ["MLFLOW_EXPERIMENT_ID"])
         return uri
     name = experiment or experiment_name()
+    adopt(uri)  # a copied or moved project writes (and reads) its own mlruns/
     location = artifact_location(uri)
     existing = mlflow.get_experiment_by_name(name) if location is not None else None
     if existing is not None:
@@ -169,8 +172,10 @@ def check_own_artifacts(experiment, uri: str) -> None:
 
     MLflow records an experiment's artifact location as an absolute path. When a store's project
     folder was copied (its ``mlruns/`` came along) or moved (the old folder is gone), new runs would
-    write into the old folder, or nowhere; reads are mapped by :func:`local_artifacts`. A location
-    deliberately elsewhere (it exists, and this folder holds no copy of it) is left alone.
+    write into the old folder, or nowhere. :func:`stemreg.platform.portable.adopt` (run first by
+    :func:`configure`) rewrites such paths to this folder; this check is what is left when it could
+    not (a read-only store). A location deliberately elsewhere (it exists, and this folder holds no
+    copy of it) is left alone.
 
     Raises
     ------
@@ -274,7 +279,9 @@ def check_store(uri: str, *, must_exist: bool) -> None:
             raise StemregError(f"cannot reach the MLflow tracking server at {uri} ({reason}); check the address "
                                "(MLFLOW_TRACKING_URI) and that the server runs") from None
         return
-    if must_exist and not store_exists(uri):
+    if store_exists(uri):
+        adopt(uri)  # a copied or moved project reads its own mlruns/
+    elif must_exist:
         raise BadInputError(f"no MLflow store at {uri}: nothing there to read (a typo in the path?); give the "
                             "tracking URI of an existing store, or unset it for sqlite:///mlflow.db here")
 
@@ -284,4 +291,5 @@ def client():
     from mlflow import MlflowClient
 
     uri = tracking_uri()
+    adopt(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)

@@ -21,12 +21,17 @@ from stemreg.models.trust_stats import input_noise, peak_counts
 _RANGE_IMAGES = 6
 
 
-@lru_cache(maxsize=16)
-def _counts_range(condition_name: str, condition_hash: str, detector: bool) -> tuple[float, float]:
-    from stemreg.acquisition import load_condition
+_COUNTS_CACHE: dict[tuple[str, str, bool], tuple[float, float]] = {}
+
+
+def _counts_range(cond: Any, detector: bool) -> tuple[float, float]:
     from stemreg.acquisition.detector import IDEAL_DETECTOR
 
-    cond = load_condition(condition_name)
+    # the dose check reads the brightest columns' electrons, a HAADF notion: the range is of HAADF images
+    # (a condition whose range also holds bright field, since simulator revision 4, would else reach
+    # counts no HAADF column has)
+    if getattr(cond, "bright_field_fraction", 0.0):
+        cond = cond.model_copy(update={"bright_field_fraction": 0.0})
     if not detector:
         cond = cond.model_copy(update=IDEAL_DETECTOR)
     dose = cond.dose_scale if isinstance(cond.dose_scale, tuple) else (cond.dose_scale, cond.dose_scale)
@@ -43,7 +48,10 @@ def _counts_range(condition_name: str, condition_hash: str, detector: bool) -> t
 def counts_range(condition: Any, *, detector: bool = True) -> tuple[float, float]:
     """Detected electrons per pixel at the brightest columns over a condition's dose range (cached);
     ``detector=False``: with an ideal detector (what models trained before the detector physics saw)."""
-    return _counts_range(condition.name, condition.hash(), detector)
+    key = (condition.name, condition.hash(), detector)  # the condition itself: it may come from a YAML file
+    if key not in _COUNTS_CACHE:
+        _COUNTS_CACHE[key] = _counts_range(condition, detector)
+    return _COUNTS_CACHE[key]
 
 
 def trained_range(tags: dict[str, str] | None, condition: Any = None) -> TrainedRange:
@@ -76,6 +84,21 @@ def trained_range(tags: dict[str, str] | None, condition: Any = None) -> Trained
                         noise_corr_x=corr)
 
 
+@lru_cache(maxsize=32)
+def _model_range(condition_name: str | None, tags: tuple[tuple[str, str], ...]) -> TrainedRange:
+    """:func:`trained_range` of a model's condition and tags, once per model: reading the condition
+    (every YAML file of the package) took longer than half the report's statistics, per request."""
+    from stemreg.acquisition import load_condition
+
+    condition = None
+    if condition_name:
+        try:
+            condition = load_condition(condition_name)
+        except Exception:  # a condition unknown here: the dose check is skipped, the rest stands
+            condition = None
+    return trained_range(dict(tags), condition)
+
+
 def report_for(model: Any, noisy: np.ndarray, denoised: np.ndarray, *, pixel_size_pm: float | None = None,
                with_map: bool = False) -> TrustReport | list[TrustReport]:
     """The trust report of a loaded model's output (one per image of a stack).
@@ -89,15 +112,11 @@ def report_for(model: Any, noisy: np.ndarray, denoised: np.ndarray, *, pixel_siz
     pixel_size_pm
         The image's sampling when known.
     """
-    from stemreg.acquisition import load_condition
-
-    condition = None
-    if getattr(model, "condition", None):
-        try:
-            condition = load_condition(model.condition)
-        except Exception:  # a condition unknown here: the dose check is skipped, the rest stands
-            condition = None
-    trained = trained_range(getattr(model, "tags", None), condition)
+    tags = getattr(model, "tags", None) or {}
+    condition = getattr(model, "condition", None) or None
+    key = tuple(sorted((str(k), str(v)) for k, v in tags.items()))
+    trained = (_model_range(condition, key) if condition is None or isinstance(condition, str)
+               else _model_range.__wrapped__(condition, key))  # a Condition object: not hashable
     noisy, denoised = np.asarray(noisy), np.asarray(denoised)
     if noisy.ndim == 3:
         return [trust_report(a, b, pixel_size_pm=pixel_size_pm, trained=trained, with_map=with_map)

@@ -24,7 +24,8 @@ import numpy as np
 
 from stemreg.errors import BadInputError, StemregError
 from stemreg.models import pretrained
-from stemreg.models.mlflow_model import ARCHITECTURE_FILE, LOADER_MODULE, WEIGHTS_FILE, DenoiserModel
+from stemreg.models.mlflow_model import (ARCHITECTURE_FILE, LOADER_MODULE, WEIGHTS_FILE, DenoiserModel,
+                                         as_image_array, check_shape)
 from stemreg.models.prediction import network_of, predict
 from stemreg.platform.registry.naming import CHAMPION, NotRegisteredError
 from stemreg.platform.registry.versions import resolve
@@ -275,7 +276,16 @@ class LoadedModel:
     run_id: str | None = None
 
     def predict(self, data: Any, params: dict | None = None) -> Any:
-        """Denoise `(H, W)` or `(N, H, W)` (float); a lone image comes back `(H, W)`."""
+        """Denoise `(H, W)` or `(N, H, W)` (float); a lone image comes back `(H, W)`.
+
+        Raises
+        ------
+        BadInputError
+            Not a real-valued `(H, W)` / `(N, H, W)` array (checked here, so a registered model's
+            MLflow schema check never answers with its own multi-line message).
+        """
+        data = as_image_array(data)
+        check_shape(data.shape)
         return predict(self.pyfunc, data, params)
 
 

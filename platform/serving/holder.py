@@ -19,6 +19,7 @@ from stemreg.models.mlflow_model import check_work
 from stemreg.models.prediction import network_of, predict, request_options, takes_stacks_only
 from stemreg.platform.config import SERVE
 from stemreg.platform.errors import BadInputError
+from stemreg.platform.portable import adopt
 from stemreg.platform.prediction import load_version
 from stemreg.platform.registry import CHAMPION, benchmark_of, model_name, resolve
 from stemreg.platform.serving.http_io import RequestError, public_message
@@ -165,6 +166,7 @@ class ModelHolder:
                     f"no MLflow store at {db_path} (tracking URI {self.tracking_uri}); run "
                     f"`stemreg train --condition {condition}` here first, or set "
                     "MLFLOW_TRACKING_URI to the store that holds the models")
+        adopt(self.tracking_uri)  # a copied or moved project serves from its own mlruns/
         self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         self._loader = loader
         self._current: ServedModel | None = None

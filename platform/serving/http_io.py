@@ -16,6 +16,7 @@ import numpy as np
 import tifffile
 
 from stemreg.acquisition import ImageReadError
+from stemreg.acquisition.limits import check_tiff_pages
 from stemreg.acquisition.io import (Calibration, ImageWithCalibration, read_image_bytes, read_npy_header,
                                    write_image_bytes)
 from stemreg.models.mlflow_model import check_shape
@@ -224,6 +225,7 @@ def peek_image_shape(body: bytes, fmt: str) -> tuple[int, ...] | None:
             return header[0] if header else None
         if fmt == "tiff":
             with tifffile.TiffFile(io.BytesIO(body)) as tif:
+                check_tiff_pages(tif.filehandle, "image.tiff")  # before series parses every page
                 return tuple(int(n) for n in tif.series[0].shape)
     except Exception:  # noqa: BLE001 - a damaged header is reported by the real reader
         return None

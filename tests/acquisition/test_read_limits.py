@@ -88,3 +88,78 @@ def test_a_png_with_more_compressed_data_than_its_declared_size_can_need_is_refu
             + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
     with pytest.raises(ImageReadError, match="decompression bomb"):  # was read: Pillow ignored the rest
         read_image_bytes(bomb, "png")
+
+
+def _hdf5_bomb(path, inflated_bytes: int) -> None:
+    """Turn the .hspy at ``path`` (one 64 x 64 float32 image, gzip) into a bomb: its one 16 KiB chunk
+    replaced by deflate data that inflates to ``inflated_bytes``."""
+    import zlib
+
+    import h5py
+
+    comp = zlib.compressobj(9)
+    chunk = b"".join(comp.compress(b"\0" * (1 << 20)) for _ in range(inflated_bytes >> 20)) + comp.flush()
+    with h5py.File(path, "r+") as handle:
+        images = []
+        handle.visititems(lambda _, item: images.append(item) if isinstance(item, h5py.Dataset) and item.ndim == 2 else None)
+        images[0].id.write_direct_chunk((0, 0), chunk, 0)
+
+
+def test_an_hdf5_chunk_inflating_beyond_its_declared_chunk_is_refused_before_decoding(tmp_path):
+    from stemreg.acquisition import ImageReadError
+    from stemreg.acquisition.io import read_image, write_image
+
+    path = write_image(tmp_path / "bomb.hspy", np.ones((64, 64), np.float32))
+    _hdf5_bomb(path, 64 << 20)  # 16 KiB declared, 64 MiB inflated; ~70 KB on disk
+    before = _peak_mb()
+    with pytest.raises(ImageReadError, match="decompression bomb"):  # was: HDF5 inflated it all, answered 64 x 64
+        read_image(path)
+    assert _peak_mb() - before < 48
+
+
+def test_rosettasciio_formats_are_under_the_same_pixel_cap(tmp_path):
+    from dm_writer import write_dm
+    from velox_writer import write_velox
+
+    from stemreg.acquisition import ImageReadError
+    from stemreg.acquisition.io import read_image, write_image
+
+    image = np.random.default_rng(0).random((40, 48)).astype(np.float32)
+    paths = [write_dm(tmp_path / "a.dm3", image, pixel_size=1.0, unit="nm"),
+             write_dm(tmp_path / "a.dm4", image, pixel_size=1.0, unit="nm", version=4),
+             write_image(tmp_path / "a.emd", image), write_image(tmp_path / "a.hspy", image)]
+    for path in paths:
+        np.testing.assert_allclose(read_image(path, max_pixels=40 * 48).data, image)
+    paths.append(write_velox(tmp_path / "velox.emd", {"HAADF": (image * 1000).astype(np.uint16)}, pixel_size_m=1e-10))
+    for path in paths:
+        with pytest.raises(ImageReadError, match="1920 pixels, more than the cap of 1919"):  # was: read whatever
+            read_image(path, max_pixels=40 * 48 - 1)
+
+
+def _tiff_chain(pages: int, loop: bool = False) -> bytes:
+    """A little-endian TIFF header followed by ``pages`` empty IFDs, chained (the last back to the
+    first when ``loop``): 6 bytes per page."""
+    import struct
+
+    body = b"".join(struct.pack("<HI", 0, 8 + 6 * (i + 1) if i + 1 < pages else (8 if loop else 0))
+                    for i in range(pages))
+    return b"II*\x00" + struct.pack("<I", 8) + body
+
+
+def test_a_tiff_of_too_many_pages_is_refused_before_they_are_parsed(tmp_path, monkeypatch):
+    import tifffile
+
+    from stemreg.acquisition import ImageReadError, limits
+    from stemreg.acquisition.io import read_image, read_image_bytes
+
+    with pytest.raises(ImageReadError, match=f"more than {limits.TIFF_MAX_PAGES} TIFF pages"):
+        read_image_bytes(_tiff_chain(limits.TIFF_MAX_PAGES + 1), "tiff")  # was: tifffile parsed every page
+    with pytest.raises(ImageReadError, match="loops back on itself"):
+        read_image_bytes(_tiff_chain(3, loop=True), "tiff")
+    stack = np.random.default_rng(0).random((6, 8, 8)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "stack.tif", stack, photometric="minisblack")
+    monkeypatch.setattr(limits, "TIFF_MAX_PAGES", 6)
+    assert read_image(tmp_path / "stack.tif", allow_stack=True).data.shape == (6, 8, 8)
+    monkeypatch.setattr(limits, "TIFF_MAX_PAGES", 5)
+    with pytest.raises(ImageReadError, match="more than 5 TIFF pages"):
+        read_image(tmp_path / "stack.tif", allow_stack=True)

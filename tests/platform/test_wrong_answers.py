@@ -86,6 +86,14 @@ def test_channels_booleans_and_complex_arrays_are_refused(base, array, expected)
         stemreg.denoise(array, model=base)
 
 
+@pytest.mark.parametrize("array", [np.zeros((2, 8, 8, 2), np.float32), np.ones(16, np.float32), None, {"a": 1}],
+                         ids=["N-H-W-2", "1-D", "None", "dict"])
+def test_a_registered_model_refuses_a_wrong_shape_in_one_line(registered_low_dose, array):
+    with pytest.raises(BadInputError) as caught:  # was: MLflow's schema error, the whole array printed
+        stemreg.denoise(array, condition="low-dose", tracking_uri=registered_low_dose.tracking_uri)
+    assert "\n" not in str(caught.value) and ("shape" in str(caught.value) or "None" in str(caught.value))
+
+
 def test_a_channels_last_npy_is_refused_naming_the_file(bare_cwd):
     np.save(bare_cwd / "rgb.npy", np.ones((24, 24, 3), np.float32))
     result = _cli("denoise", bare_cwd / "rgb.npy", "--condition", "low-dose", "-o", bare_cwd / "out")
@@ -133,7 +141,11 @@ def test_simulate_into_a_folder_that_cannot_exist_is_one_line(tmp_path):
 
 # --------------------------------------------------------------------------- item 7: a copied project
 
-def test_a_copied_project_does_not_write_into_the_old_folder(tmp_path, monkeypatch):
+def _tree(folder):
+    return sorted((str(p.relative_to(folder)), p.stat().st_size) for p in folder.rglob("*"))
+
+
+def test_a_copied_project_reads_and_writes_its_own_folder(tmp_path, monkeypatch):
     import shutil
 
     import mlflow
@@ -145,22 +157,46 @@ def test_a_copied_project_does_not_write_into_the_old_folder(tmp_path, monkeypat
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{original / 'mlflow.db'}")
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "portable")
     configure()
-    with mlflow.start_run():
+    with mlflow.start_run() as old_run:
         mlflow.log_text("hello", "note.txt")
     copy = tmp_path / "copy"
     shutil.copytree(original, copy)
-    before = sorted(p.relative_to(original) for p in original.rglob("*"))
+    before = _tree(original)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{copy / 'mlflow.db'}")
-    with pytest.raises(StemregError, match="copied from another folder") as caught:
-        configure()  # was: new runs wrote their artifacts into original/mlruns
-    assert str(original / "mlruns") in str(caught.value) and "MLFLOW_EXPERIMENT_NAME" in str(caught.value)
-    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "portable-here")  # the way out the message names
-    configure()
+    configure()  # was: refused (and before that: new runs wrote into original/mlruns)
     with mlflow.start_run() as run:
         mlflow.log_text("here", "note.txt")
     assert run.info.artifact_uri.startswith((copy / "mlruns").as_uri())
-    assert sorted(p.relative_to(original) for p in original.rglob("*")) == before
+    assert _tree(original) == before  # nothing written into the old folder, its store included
+    original.rename(tmp_path / "gone")  # the copy must not need it
+    note = mlflow.artifacts.download_artifacts(run_id=old_run.info.run_id, artifact_path="note.txt",
+                                               dst_path=str(tmp_path / "read"))
+    assert open(note).read() == "hello"  # was: read from original/mlruns, missing once it was gone
     mlflow.set_tracking_uri(None)
+
+
+def test_a_copied_then_moved_project_denoises_from_its_own_folder(registered_low_dose, tmp_path):
+    import shutil
+    import sqlite3
+
+    scan = np.random.default_rng(0).random((24, 24)).astype(np.float32)
+    np.save(tmp_path / "scan.npy", scan)
+    expected = stemreg.denoise(scan, condition="low-dose", tracking_uri=registered_low_dose.tracking_uri)
+    first = tmp_path / "first"
+    shutil.copytree(registered_low_dose.store_dir, first)
+    second = tmp_path / "second"
+    for store in (first, second):
+        if store is second:  # copy the copy, then delete the one it came from
+            shutil.copytree(first, second)
+            shutil.rmtree(first)
+        result = _cli("denoise", tmp_path / "scan.npy", "--condition", "low-dose", "-o", store / "out",
+                      env={"MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}"})
+        assert result.exit_code == 0, result.output
+        np.testing.assert_allclose(np.load(store / "out" / "scan.npy"), expected, atol=1e-6)  # the registered model
+    with sqlite3.connect(second / "mlflow.db") as con:
+        paths = [row[0] for row in con.execute("SELECT storage_location FROM model_versions UNION ALL "
+                                               "SELECT artifact_uri FROM runs")]
+    assert paths and all(str(second / "mlruns") in p or (second / "mlruns").as_uri() in p for p in paths), paths
 
 
 # --------------------------------------------------------------------------- item 8: an unreachable server
