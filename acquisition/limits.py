@@ -84,28 +84,60 @@ def check_tiff(tif: Any, name: str | Path, max_pixels: int | None) -> None:
     for page in series.pages:
         if page is None:
             continue
-        key = page.keyframe
-        compression = int(key.compression)
-        if compression not in TIFF_COMPRESSIONS:
-            raise ImageReadError(name, f"uses TIFF compression {getattr(key.compression, 'name', compression)}, "
-                                       "which is not read (accepted: none, deflate/zip, lzma)")
-        if compression == 1:
+        check_page(page, name, None, shape=tuple(series.shape))
+        if int(page.keyframe.compression) == 1:
             continue  # uncompressed: what is read is bounded by the file's own size
-        bound = math.prod(key.chunks) * max(1, -(-int(key.bitspersample) // 8))
-        handle = tif.filehandle
-        for offset, count in zip(page.dataoffsets, page.databytecounts):
-            if not count:
-                continue
-            handle.seek(offset)
-            data = handle.read(count)
-            try:
-                inflated = _inflated_size(data, compression, bound + 1)
-            except (zlib.error, lzma.LZMAError) as exc:
-                raise ImageReadError(name, f"holds a damaged compressed strip: {exc}") from None
-            if inflated > bound:
-                raise ImageReadError(name, f"holds a compressed strip that inflates to more than the {bound} "
-                                           f"bytes its declared shape {list(series.shape)} allows "
-                                           "(a decompression bomb); refused")
+        for index in range(len(page.dataoffsets)):
+            check_segment(tif, page, index, name, shape=tuple(series.shape))
+
+
+def check_page(page: Any, name: str | Path, max_pixels: int | None, *, shape: tuple[int, ...] | None = None) -> None:
+    """Refuse one TIFF page (a frame read on its own, as a streamed series reads them) holding more
+    than ``max_pixels`` (default :data:`READ_MAX_PIXELS`; None with ``shape``: no pixel check) or in a
+    compression not read. The bound is per page: a series of many frames streams whatever its length.
+
+    Raises
+    ------
+    ImageReadError
+        Naming the file and what was refused.
+    """
+    if shape is None:
+        check_pixels(tuple(page.shape), name, max_pixels)
+    compression = int(page.keyframe.compression)
+    if compression not in TIFF_COMPRESSIONS:
+        raise ImageReadError(name, f"uses TIFF compression {getattr(page.keyframe.compression, 'name', compression)}, "
+                                   "which is not read (accepted: none, deflate/zip, lzma)")
+
+
+def check_segment(tif: Any, page: Any, index: int, name: str | Path, *, shape: tuple[int, ...] | None = None) -> bytes:
+    """The compressed bytes of strip (or tile) ``index`` of ``page``, refused if they inflate beyond
+    one strip or tile of the declared shape (a decompression bomb); read with memory bounded by that.
+
+    Raises
+    ------
+    ImageReadError
+        A damaged strip, or one that inflates too far.
+    """
+    offset, count = page.dataoffsets[index], page.databytecounts[index]
+    if not count:
+        return b""
+    handle = tif.filehandle
+    handle.seek(offset)
+    data = handle.read(count)
+    key = page.keyframe
+    compression = int(key.compression)
+    if compression == 1:
+        return data  # uncompressed: what is read is bounded by the file's own size
+    bound = math.prod(key.chunks) * max(1, -(-int(key.bitspersample) // 8))
+    try:
+        inflated = _inflated_size(data, compression, bound + 1)
+    except (zlib.error, lzma.LZMAError) as exc:
+        raise ImageReadError(name, f"holds a damaged compressed strip: {exc}") from None
+    if inflated > bound:
+        raise ImageReadError(name, f"holds a compressed strip that inflates to more than the {bound} "
+                                   f"bytes its declared shape {list(shape or page.shape)} allows "
+                                   "(a decompression bomb); refused")
+    return data
 
 
 def check_tiff_pages(handle: Any, name: str | Path, limit: int | None = None) -> None:

@@ -179,7 +179,9 @@ def _upsampled(image: np.ndarray, factor: int) -> np.ndarray:
     ny, nx = image.shape
     spectrum = np.fft.fftshift(np.fft.fft2(image))
     big = np.zeros((ny * factor, nx * factor), dtype=complex)
-    y0, x0 = (ny * factor - ny) // 2, (nx * factor - nx) // 2
+    # the zero frequency sits at n // 2 after fftshift and must land at (n * factor) // 2 of the big
+    # spectrum; (n * factor - n) // 2 is one off for odd n and modulated the cell (Au [110]: 21 x 29)
+    y0, x0 = (ny * factor) // 2 - ny // 2, (nx * factor) // 2 - nx // 2
     big[y0:y0 + ny, x0:x0 + nx] = spectrum
     return np.real(np.fft.ifft2(np.fft.ifftshift(big))) * factor * factor
 

@@ -3,7 +3,7 @@
 :func:`open_series` opens a stack ``(N, H, W)`` or one large image ``(H, W)`` as a Dask array
 without reading its pixels: ``.zarr`` and ``.zspy`` (chunked stores), ``.hspy``/``.emd`` (HDF5,
 through RosettaSciIO's lazy reader), ``.tif`` stacks (one page read per frame, on demand) and
-``.npy`` (memory-mapped). A file that is shorter than its header declares (a truncated or
+``.npy`` (read in blocks). A file that is shorter than its header declares (a truncated or
 half-copied series) is refused here, in one line, before any work starts: a lazy reader would
 otherwise return zeros or fail hours later.
 
@@ -26,11 +26,15 @@ import numpy as np
 
 from stemreg.acquisition.errors import ImageReadError
 from stemreg.acquisition.io import Calibration, _pick_signal, _rsciio_signal, read_npy_header
+from stemreg.acquisition.limits import check_page, check_tiff_pages
 from stemreg.acquisition.tiff_meta import tiff_pixel_size
 
 #: What streams, and how it is read.
 STREAM_SUFFIXES = {".zarr": "zarr", ".zspy": "zspy", ".hspy": "hspy", ".hdf5": "hspy", ".emd": "emd",
                    ".tif": "tiff", ".tiff": "tiff", ".npy": "npy"}
+#: The most pages a streamed TIFF series may hold (each is read on its own; a whole read takes at
+#: most :data:`stemreg.acquisition.limits.TIFF_MAX_PAGES`).
+STREAM_MAX_PAGES = 100_000
 #: What a streamed result is written as.
 STORE_SUFFIXES = {".zspy": "zspy", ".zarr": "zarr"}
 #: The calibration's attributes on a plain .zarr array.
@@ -126,10 +130,47 @@ def _open_hdf5(path: Path, fmt: str) -> tuple[Any, Calibration]:
     return signal["data"], _calibration_of(signal["axes"])
 
 
+def _page_rows(tif: Any, page: Any, lo: int, hi: int, name: Path) -> np.ndarray:
+    """Rows ``[lo, hi)`` of one TIFF page, reading only the strips that hold them; every compressed
+    strip is checked to inflate no further than its declared size first (a per-page bound, as
+    :mod:`stemreg.acquisition.limits` sets for whole reads). A tiled page is read whole."""
+    from stemreg.acquisition.limits import check_segment
+
+    width = int(page.shape[-1])
+    if page.is_tiled:
+        for index in range(len(page.dataoffsets)):
+            check_segment(tif, page, index, name)
+        return np.asarray(page.asarray())[lo:hi]
+    per = int(page.rowsperstrip or page.shape[0])
+    if int(page.keyframe.compression) == 1 and len(page.dataoffsets) == 1 and not page.predictor > 1:
+        per = 1  # one uncompressed strip: read just the rows asked for
+        row_bytes = width * page.dtype.itemsize
+        handle = tif.filehandle
+        handle.seek(page.dataoffsets[0] + lo * row_bytes)
+        raw = handle.read((hi - lo) * row_bytes)
+        return np.frombuffer(raw, dtype=page.dtype.newbyteorder(tif.byteorder)).reshape(hi - lo, width)
+    parts = []
+    for index in range(lo // per, (hi - 1) // per + 1):
+        data = check_segment(tif, page, index, name)
+        segment, _, _ = page.decode(data, index)
+        parts.append(np.asarray(segment).reshape(-1, width))
+    first = lo // per * per
+    return np.concatenate(parts)[lo - first:hi - first]
+
+
+def _tiff_rows(path: str, page: int, lo: int, hi: int) -> np.ndarray:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        return _page_rows(tif, tif.pages[page], lo, hi, Path(path))
+
+
 def _tiff_pages(path: str, start: int, stop: int) -> np.ndarray:
     import tifffile
 
-    return np.asarray(tifffile.imread(path, key=range(start, stop)))
+    with tifffile.TiffFile(path) as tif:
+        pages = [tif.pages[i] for i in range(start, stop)]
+        return np.stack([_page_rows(tif, page, 0, int(page.shape[0]), Path(path)) for page in pages])
 
 
 def _open_tiff(path: Path) -> tuple[Any, Calibration]:
@@ -147,6 +188,8 @@ def _tiff_lazy(path: Path, size: int) -> tuple[Any, Calibration]:
     import dask.array as da
     import tifffile
 
+    with open(path, "rb") as handle:  # before tifffile walks the pages: a loop, or a chain too long to list
+        check_tiff_pages(handle, path, STREAM_MAX_PAGES)
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
         shape, dtype = tuple(series.shape), np.dtype(series.dtype)
@@ -159,11 +202,15 @@ def _tiff_lazy(path: Path, size: int) -> tuple[Any, Calibration]:
         for page in tif.pages:
             if any(o + c > size for o, c in zip(page.dataoffsets, page.databytecounts)):
                 raise ImageReadError(path, "has a frame whose pixels lie past the end of the file: truncated")
+            check_page(page, path, None)  # each page read on its own: a per-page bound, not a per-series one
         if series.axes.endswith("S"):
             raise ImageReadError(path, "is an RGB TIFF; a series of grey frames is expected")
         calibration = Calibration(*tiff_pixel_size(tif))
-    if len(shape) == 2:
-        return da.from_delayed(dask.delayed(_tiff_pages)(str(path), 0, 1), shape, dtype), calibration
+    if len(shape) == 2:  # one scan: blocks of ~1 MB of rows, each read from the strips that hold it
+        rows = max(1, int(1e6 // max(1, shape[1] * dtype.itemsize)))
+        parts = [da.from_delayed(dask.delayed(_tiff_rows)(str(path), 0, a, min(a + rows, shape[0])),
+                                 (min(a + rows, shape[0]) - a, shape[1]), dtype) for a in range(0, shape[0], rows)]
+        return da.concatenate(parts, axis=0), calibration
     n, frame = int(np.prod(shape[:-2])), shape[-2:]
     step = max(1, int(64e6 // max(1, int(np.prod(frame)) * dtype.itemsize)))  # ~64 MB per read
     parts = [da.from_delayed(dask.delayed(_tiff_pages)(str(path), a, min(a + step, n)),
@@ -171,17 +218,27 @@ def _tiff_lazy(path: Path, size: int) -> tuple[Any, Calibration]:
     return da.concatenate(parts, axis=0), calibration
 
 
+def _npy_rows(path: str, start: int, dtype: str, shape: tuple[int, ...], lo: int, hi: int) -> np.ndarray:
+    """Items ``[lo, hi)`` along the first axis of a C-ordered .npy, read from the file (not mapped:
+    mapped pages would stay in the process's resident memory)."""
+    item = int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize
+    with open(path, "rb") as stream:
+        stream.seek(start + lo * item)
+        raw = stream.read((hi - lo) * item)
+    return np.frombuffer(raw, dtype=dtype).reshape(hi - lo, *shape[1:])
+
+
 def _open_npy(path: Path) -> tuple[Any, Calibration]:
+    import dask
     import dask.array as da
 
     with open(path, "rb") as stream:
-        shape, _, dtype = read_npy_header(stream)
+        shape, fortran, dtype = read_npy_header(stream)
         start = stream.tell()
     needed = int(np.prod(shape, dtype=object)) * dtype.itemsize
     if needed > path.stat().st_size - start:
         raise ImageReadError(path, f"declares shape {list(shape)} ({needed} bytes of pixels) but holds "
                                    f"{path.stat().st_size - start}: truncated or damaged")
-    data = np.load(path, mmap_mode="r", allow_pickle=False)
     sidecar = path.with_name(path.name + ".json")
     calibration = Calibration()
     if sidecar.is_file():
@@ -189,9 +246,15 @@ def _open_npy(path: Path) -> tuple[Any, Calibration]:
 
         meta = json.loads(sidecar.read_text())
         calibration = Calibration(meta.get("pixel_size"), meta.get("unit"))
-    frame = int(np.prod(shape[-2:])) * dtype.itemsize
-    chunks = (max(1, int(64e6 // frame)), *shape[-2:]) if len(shape) == 3 else shape
-    return da.from_array(data, chunks=chunks), calibration
+    if fortran or len(shape) not in (2, 3):
+        data = np.load(path, mmap_mode="r", allow_pickle=False)
+        return da.from_array(data, chunks=data.shape), calibration
+    # blocks of whole frames (~64 MB) or, for one scan, of rows (~1 MB: a band reads little more than its rows)
+    item = int(np.prod(shape[1:])) * dtype.itemsize
+    step = max(1, int((64e6 if len(shape) == 3 else 1e6) // max(1, item)))
+    parts = [da.from_delayed(dask.delayed(_npy_rows)(str(path), start, dtype.str, shape, a, min(a + step, shape[0])),
+                             (min(a + step, shape[0]) - a, *shape[1:]), dtype) for a in range(0, shape[0], step)]
+    return da.concatenate(parts, axis=0), calibration
 
 
 def open_series(path: str | Path) -> LazySeries:
@@ -227,6 +290,18 @@ def open_series(path: str | Path) -> LazySeries:
         raise ImageReadError(path, f"is not a readable {fmt.upper()} series (truncated or corrupt?): "
                                    f"{_first_line(exc)}") from None
     return LazySeries(_squeeze(data, path), calibration, fmt, path)
+
+
+_OPENED: dict[tuple, LazySeries] = {}
+
+
+def open_series_once(path: str | Path) -> LazySeries:
+    """:func:`open_series`, once per process and file (a worker runs many chunks of one input)."""
+    stat = os.stat(path)
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    if key not in _OPENED:
+        _OPENED[key] = open_series(path)
+    return _OPENED[key]
 
 
 # -- output stores --------------------------------------------------------------------------------

@@ -10,10 +10,15 @@ image near 18 dB, at several column spacings. The same images go to the shipped 
 Usage::
 
     python benchmarks/bench_foreign.py [--n 6] [--size 256] [--threads 2] [--skip-bm3d]
+        [--bases models/pretrained:low-dose-base,DIR:NAME] [--spacings 24,16,12,8]
+
+Several ``--bases`` are scored side by side on the same images (one column each).
 """
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,6 +27,9 @@ from stemreg.models import pretrained
 from stemreg.models.classical import NoiseModel, denoise_classical
 from stemreg.models.inference import denoise_array
 from stemreg.models.metrics import psnr
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_real import load_bases  # noqa: E402
 
 SPACINGS_PX = (60, 49, 36, 24, 16, 12, 8)
 
@@ -55,27 +63,34 @@ def main() -> None:
     parser.add_argument("--counts", type=float, default=12.0, help="expected counts at a bright column's peak")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--skip-bm3d", action="store_true")
+    parser.add_argument("--bases", default=f"{pretrained.PRETRAINED_DIR}:{pretrained.BASE_NAME}",
+                        help="comma-separated DIR:NAME pretrained models, scored side by side")
+    parser.add_argument("--spacings", default=",".join(map(str, SPACINGS_PX)), help="column spacings in px")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, card = pretrained.load_pretrained()
+    bases = load_bases(args.bases)
+    spacings = [float(s) for s in args.spacings.split(",")]
     rng = np.random.default_rng(2026)
     print(f"independent two-sublattice simulator, Poisson at {args.counts:g} counts per bright column, "
-          f"{args.n} images of {args.size} px per spacing; model: {card['name']}")
-    print(f"{'spacing px':>10}{'noisy dB':>10}{'model gain':>12}{'BM3D gain':>11}")
-    for spacing in SPACINGS_PX:
-        noisy_scores, model_scores, bm3d_scores = [], [], []
+          f"{args.n} images of {args.size} px per spacing; gains in dB over the noisy input")
+    print(f"{'spacing px':>10}{'noisy dB':>10}" + "".join(f"{label:>26}" for label in bases) + f"{'BM3D':>8}")
+    for spacing in spacings:
+        noisy_scores, bm3d_scores = [], []
+        model_scores: dict[str, list[float]] = {label: [] for label in bases}
         for _ in range(args.n):
             clean = lattice_image(spacing, args.size, rng) * args.counts
             noisy = rng.poisson(clean).astype(np.float32)
             noisy_scores.append(psnr(noisy, clean))
-            model_scores.append(psnr(denoise_array(model, noisy), clean))
+            for label, model in bases.items():
+                model_scores[label].append(psnr(denoise_array(model, noisy), clean))
             if not args.skip_bm3d:
                 bm3d_scores.append(psnr(denoise_classical(noisy, "bm3d", noise=NoiseModel(1.0, 0.0), sigma=1.0),
                                         clean))
         base = np.mean(noisy_scores)
-        bm3d = f"{np.mean(bm3d_scores) - base:+11.2f}" if bm3d_scores else f"{'-':>11}"
-        print(f"{spacing:>10}{base:>10.2f}{np.mean(model_scores) - base:>+12.2f}{bm3d}", flush=True)
+        bm3d = f"{np.mean(bm3d_scores) - base:+8.2f}" if bm3d_scores else f"{'-':>8}"
+        gains = "".join(f"{np.mean(scores) - base:>+26.2f}" for scores in model_scores.values())
+        print(f"{spacing:>10g}{base:>10.2f}{gains}{bm3d}", flush=True)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,11 @@ ARCHITECTURES: dict[str, str] = {
     "dncnn": "stemreg.models.baselines:DnCNN",
 }
 
+#: An architecture key any kind takes: the model repairs its input's defective pixels first, with this
+#: threshold in noise sigmas (:mod:`stemreg.models.impulses`; :func:`~stemreg.models.inference.denoise_array`
+#: reads the module's ``impulse_k`` attribute). Absent: no repair (every model before `stemreg adapt` set it).
+IMPULSE_KEY = "impulse_k"
+
 
 def model_class(kind: str) -> type[nn.Module]:
     """The class registered for an architecture ``kind``.
@@ -40,7 +45,8 @@ def build_model(arch: dict[str, Any]) -> nn.Module:
     ----------
     arch : dict
         ``{"kind": "reverse-hourglass", "depth": 8, "widths": [...], "kernel_size": 3}``
-        or another registered kind (``"autoencoder"``, ``"dncnn"``).
+        or another registered kind (``"autoencoder"``, ``"dncnn"``); any kind may add
+        :data:`IMPULSE_KEY`.
 
     Returns
     -------
@@ -57,7 +63,14 @@ def build_model(arch: dict[str, Any]) -> nn.Module:
         raise ValueError(f"an architecture must be a dict with a 'kind' key (got {type(arch).__name__})")
     if "kind" not in arch:
         raise ValueError(f"architecture {arch!r} has no 'kind'; accepted kinds: {sorted(ARCHITECTURES)}")
-    return model_class(arch["kind"]).from_config(dict(arch))
+    arch = dict(arch)
+    impulse_k = arch.pop(IMPULSE_KEY, None)
+    model = model_class(arch["kind"]).from_config(arch)
+    if impulse_k is not None:
+        if isinstance(impulse_k, bool) or not isinstance(impulse_k, (int, float)) or not impulse_k > 0:
+            raise ValueError(f"{IMPULSE_KEY} must be a positive number of noise sigmas (got {impulse_k!r})")
+        model.impulse_k = float(impulse_k)
+    return model
 
 
 def architecture_of(model: nn.Module) -> dict[str, Any]:
@@ -65,7 +78,10 @@ def architecture_of(model: nn.Module) -> dict[str, Any]:
     config = getattr(model, "config", None)
     if config is None:
         raise ValueError(f"{type(model).__name__} has no config(); only models built by build_model are supported")
-    return config()
+    arch = config()
+    if getattr(model, IMPULSE_KEY, None) is not None:
+        arch[IMPULSE_KEY] = float(model.impulse_k)
+    return arch
 
 
 def architecture_for_mode(arch: dict[str, Any], mode: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ hourglass) tiled and whole-image results are identical up to float rounding.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,46 @@ class NormStats:
     scale: np.ndarray
 
 
+def row_sums(rows: np.ndarray, offset: float | None = None) -> np.ndarray:
+    """float64 sum of each row of a ``(rows, W)`` block (of ``(x - offset)**2`` when ``offset`` is given).
+
+    A row's sum depends on that row alone, never on which rows come with it, so an image summed
+    whole and one summed in bands of rows (a scan streamed from disk) give the same row sums; the
+    statistics are then :func:`stats_from_sums` of them, the same bytes either way.
+    """
+    block = np.ascontiguousarray(rows, dtype=np.float64)
+    block = block.reshape(-1, block.shape[-1])
+    if offset is not None:
+        block = np.square(block - offset)
+    return np.add.reduce(block, axis=1)
+
+
+def stats_from_sums(sums: np.ndarray, count: int) -> float:
+    """The exactly rounded total of ``sums`` (math.fsum: independent of their order) over ``count``."""
+    return math.fsum(np.asarray(sums, dtype=np.float64).tolist()) / count
+
+
+def finish_stats(offset: np.ndarray, variance: np.ndarray) -> NormStats:
+    """float32 :class:`NormStats` from float64 means and variances (a flat image keeps scale 1)."""
+    scale = np.sqrt(variance)
+    scale = np.where(scale > 1e-12 * np.maximum(np.abs(offset), 1.0), scale, 1.0)
+    return NormStats(offset=np.asarray(offset).astype(np.float32), scale=np.asarray(scale).astype(np.float32))
+
+
+def image_stats(x: np.ndarray) -> NormStats:
+    """Per-image mean and standard deviation of ``(H, W)`` or ``(N, H, W)``, from :func:`row_sums`:
+    two passes (mean, then squared deviations), each total exactly rounded."""
+    x = np.asarray(x, dtype=np.float32)
+    stack = x[None] if x.ndim == 2 else x
+    count = int(stack.shape[1]) * int(stack.shape[2])
+    offsets = np.array([stats_from_sums(row_sums(image), count) for image in stack])
+    variances = np.array([stats_from_sums(row_sums(image, mean), count) for image, mean in zip(stack, offsets)])
+    stats = finish_stats(offsets, variances)
+    if x.ndim == 2:
+        return NormStats(offset=stats.offset.reshape(()), scale=stats.scale.reshape(()))
+    return NormStats(offset=stats.offset.reshape(-1, 1, 1), scale=stats.scale.reshape(-1, 1, 1))
+
+
 def normalise(x: np.ndarray) -> tuple[np.ndarray, NormStats]:
     """Per-image zero-mean, unit-standard-deviation normalisation.
 
@@ -41,19 +82,13 @@ def normalise(x: np.ndarray) -> tuple[np.ndarray, NormStats]:
         Normalised image(s), same shape.
     stats : NormStats
         What :func:`denormalise` needs; apply the *input's* stats to a
-        training target too, so input and target stay in one scale.
+        training target too, so input and target stay in one scale. Computed by
+        :func:`image_stats` (row by row, so a streamed scan gets the same bytes).
     """
     x = np.asarray(x, dtype=np.float32)
     if x.ndim not in (2, 3):
         raise ValueError(f"normalise takes (H, W) or (N, H, W) arrays; got shape {x.shape}")
-    axes = (-2, -1)
-    offset = x.mean(axis=axes, keepdims=True, dtype=np.float64)
-    scale = x.std(axis=axes, keepdims=True, dtype=np.float64)
-    # A flat image has no scale; leave it unscaled rather than divide by zero.
-    scale = np.where(scale > 1e-12 * np.maximum(np.abs(offset), 1.0), scale, 1.0)
-    if x.ndim == 2:
-        offset, scale = offset.reshape(()), scale.reshape(())
-    stats = NormStats(offset=offset.astype(np.float32), scale=scale.astype(np.float32))
+    stats = image_stats(x)
     return apply_stats(x, stats), stats
 
 
@@ -150,7 +185,8 @@ def _place(model: nn.Module, dev: torch.device) -> None:
 
 
 def denoise_array(model: nn.Module, image: np.ndarray, *, tile_px: int | None = None, overlap_px: int | None = None,
-                  device: str | torch.device | None = None, batch_size: int = 8) -> np.ndarray:
+                  device: str | torch.device | None = None, batch_size: int = 8,
+                  impulses: bool | None = None) -> np.ndarray:
     """Denoise an image or stack with a trained network, any size, in its own units.
 
     Parameters
@@ -171,6 +207,10 @@ def denoise_array(model: nn.Module, image: np.ndarray, *, tile_px: int | None = 
         Where to run; default the model's own device. The model is moved there.
     batch_size : int
         Tiles per forward pass.
+    impulses : bool, optional
+        Repair defective pixels (hot, dead, impulse; :mod:`stemreg.models.impulses`) of each whole
+        frame before the network. Default: the model's own ``impulse_k`` (set on adapted models),
+        else no repair; True uses the model's threshold or the default one; False never repairs.
 
     Returns
     -------
@@ -178,7 +218,48 @@ def denoise_array(model: nn.Module, image: np.ndarray, *, tile_px: int | None = 
         Same shape as ``image``.
     """
     arr = check_image(image)
-    tile_px, overlap_px = resolve_tiling(model, arr.shape[-2], arr.shape[-1], tile_px, overlap_px)
+    stack = arr[None] if arr.ndim == 2 else arr
+    plan = plan_tiles(model, stack.shape[-2], stack.shape[-1], tile_px=tile_px, overlap_px=overlap_px,
+                      batch_size=batch_size)
+    impulse_k = getattr(model, "impulse_k", None)
+    if impulses or (impulses is None and impulse_k):  # a whole-frame step: such a model's scans are not banded
+        from stemreg.models.impulses import DEFAULT_K, repair_impulses
+
+        stack = repair_impulses(stack, impulse_k or DEFAULT_K)[0]
+    xn, stats = normalise(stack)
+    # reflect needs at least 2 px along an axis; a 1-px image falls back to edge padding
+    pw = ((0, 0), (plan.overlap_px, plan.overlap_px), (plan.overlap_px, plan.overlap_px))
+    padded = np.pad(xn, pw, mode=plan.pad_mode)
+    tiles = [(n, y, x) for n in range(stack.shape[0]) for y in plan.ys for x in plan.xs]
+    out = np.empty_like(xn)
+    run_tiles(model, plan, padded, tiles, out, device=device)
+    result = denormalise(out, stats)
+    return result[0] if arr.ndim == 2 else result
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """Where :func:`denoise_array` puts its tiles on an ``(H, W)`` image (of a stack) and how it batches them."""
+
+    height: int
+    width: int
+    tile_px: int
+    overlap_px: int
+    core_h: int
+    core_w: int
+    ys: tuple[int, ...]
+    xs: tuple[int, ...]
+    batch_size: int
+
+    @property
+    def pad_mode(self) -> str:
+        return "reflect" if min(self.height, self.width) > 1 else "edge"
+
+
+def plan_tiles(model: nn.Module | None, height: int, width: int, *, tile_px: int | None = None,
+               overlap_px: int | None = None, batch_size: int = 8) -> TilePlan:
+    """The :class:`TilePlan` of :func:`denoise_array` for an ``(H, W)`` image (checked as it checks)."""
+    tile_px, overlap_px = resolve_tiling(model, height, width, tile_px, overlap_px)
     if overlap_px < 0:
         raise ValueError(f"overlap_px must be >= 0 (got {overlap_px})")
     core_px = tile_px - 2 * overlap_px
@@ -186,45 +267,44 @@ def denoise_array(model: nn.Module, image: np.ndarray, *, tile_px: int | None = 
         raise ValueError(f"tile_px ({tile_px}) must exceed 2 * overlap_px ({2 * overlap_px})")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1 (got {batch_size})")
-    stack = arr[None] if arr.ndim == 2 else arr
-    n_images, height, width = stack.shape
-    xn, stats = normalise(stack)
-    # reflect needs at least 2 px along an axis; a 1-px image falls back to edge padding
-    pad_mode = "reflect" if min(height, width) > 1 else "edge"
-    pw = ((0, 0), (overlap_px, overlap_px), (overlap_px, overlap_px))
-    padded = np.pad(xn, pw, mode=pad_mode)
-
     # Spread the tiles evenly: fewest tiles of core <= core_px, instead of full tiles plus one
     # mostly-overlapping last tile (which cost up to 2x the work on a 512 px image).
     core_h, core_w = _even_core(height, core_px), _even_core(width, core_px)
-    tiles = [(n, y, x) for n in range(n_images)
-             for y in _tile_starts(height, core_h) for x in _tile_starts(width, core_w)]
-    in_h, in_w = core_h + 2 * overlap_px, core_w + 2 * overlap_px
+    return TilePlan(height, width, tile_px, overlap_px, core_h, core_w, tuple(_tile_starts(height, core_h)),
+                    tuple(_tile_starts(width, core_w)), batch_size)
+
+
+def run_tiles(model: nn.Module, plan: TilePlan, padded: np.ndarray, tiles: list[tuple[int, int, int]],
+              out: np.ndarray, *, row0: int = 0, device: str | torch.device | None = None) -> None:
+    """Run ``tiles`` ``(n, y, x)`` in batches of ``plan.batch_size`` and write each tile's centre into ``out``.
+
+    ``padded`` holds the normalised, reflect-padded rows from padded row ``row0`` on, ``out`` the
+    image rows from ``row0`` on (a band of a scan; 0 for a whole image). Later tiles overwrite where
+    tiles overlap, as in one whole-image run.
+    """
+    overlap, core_h, core_w = plan.overlap_px, plan.core_h, plan.core_w
+    in_h, in_w = core_h + 2 * overlap, core_w + 2 * overlap
     multiple = int(getattr(model, "size_multiple", 1) or 1)
     extra_h, extra_w = (-in_h) % multiple, (-in_w) % multiple
-
     dev = torch.device(device) if device is not None else model_device(model)
     _place(model, dev)
     was_training = model.training
     if was_training:
         model.eval()
-    out = np.empty_like(xn)
     try:
         with torch.inference_mode():
-            for i in range(0, len(tiles), batch_size):
-                chunk = tiles[i:i + batch_size]
-                batch = np.stack([padded[n, y:y + in_h, x:x + in_w] for n, y, x in chunk])
+            for i in range(0, len(tiles), plan.batch_size):
+                chunk = tiles[i:i + plan.batch_size]
+                batch = np.stack([padded[n, y - row0:y - row0 + in_h, x:x + in_w] for n, y, x in chunk])
                 if extra_h or extra_w:
                     batch = np.pad(batch, ((0, 0), (0, extra_h), (0, extra_w)), mode="reflect"
                                    if min(in_h, in_w) > max(extra_h, extra_w) else "edge")
                 tiles_in = torch.from_numpy(np.ascontiguousarray(batch))[:, None].to(dev)
                 pred = model(tiles_in.contiguous(memory_format=torch.channels_last))
-                pred = pred[:, 0, overlap_px:overlap_px + core_h, overlap_px:overlap_px + core_w]
+                pred = pred[:, 0, overlap:overlap + core_h, overlap:overlap + core_w]
                 pred = pred.float().cpu().numpy()
                 for (n, y, x), tile in zip(chunk, pred):
-                    out[n, y:y + core_h, x:x + core_w] = tile
+                    out[n, y - row0:y - row0 + core_h, x:x + core_w] = tile
     finally:
         if was_training:
             model.train(True)
-    result = denormalise(out, stats)
-    return result[0] if arr.ndim == 2 else result

@@ -274,3 +274,18 @@ def peak_counts(denoised: np.ndarray, noise: InputNoise) -> float:
         return float("inf")
     dark = -noise.offset_var / noise.gain
     return float((np.percentile(denoised, 99.5) - dark) / noise.gain)
+
+
+def residual_signal_corr(z: np.ndarray, denoised: np.ndarray, sigma_px: float = 2.0) -> float:
+    """Correlation of the normalised residual with the output's own detail across the scan lines (the
+    output minus its Gaussian blur of ``sigma_px`` along y). Noise is independent of the signal, so a
+    residual that is noise holds none of it (~0); a model that sharpens what was not blurred leaves the
+    negative of its added detail in the residual (< 0), one that smooths signal away leaves the detail
+    (> 0). Along y only: a detector's bandwidth blurs the signal along x (the fast scan), and a model
+    that undoes that blur adds detail along x rightly."""
+    y = np.asarray(denoised, np.float64)
+    detail = y - ndimage.gaussian_filter1d(y, sigma_px, axis=0, mode="reflect")
+    detail = detail - detail.mean()
+    r = np.asarray(z, np.float64) - np.mean(z)
+    denom = float(np.sqrt(np.mean(r * r) * np.mean(detail * detail)))
+    return float(np.mean(r * detail) / denom) if denom > 0 else 0.0

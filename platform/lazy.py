@@ -123,7 +123,13 @@ def denoise_lazy(data: Any, model: Any, *, params: dict | None = None, tracking_
     if data.ndim not in (2, 3) or min(data.shape[-2:]) < 2:
         raise ValueError(f"image must be 2-D (H, W) or a 3-D stack (N, H, W); got shape {tuple(data.shape)}")
     spec = spec_of(model, tracking_uri)
-    if data.ndim == 2:  # one image: one block (a scan larger than memory streams through `stemreg denoise`)
+    if data.ndim == 2:  # one scan: row bands with the whole-image bytes, about as tall as its row chunks
+        from stemreg.platform.scan_bands import denoise_scan_lazy
+
+        band_bytes = 4 * max(data.chunks[0]) * int(data.shape[1])
+        banded = denoise_scan_lazy(data, model, spec, params, band_bytes=band_bytes, load=worker_model)
+        if banded is not None:
+            return banded
         block = data.rechunk(data.shape)
         return block.map_blocks(run_frames, spec=spec, params=params, dtype=np.float32, meta=np.empty((0, 0), np.float32))
     per = chunk_frames or frames_per_chunk(data.shape, params, tiles_per_frame=tiles_per_frame(model, data.shape, params))

@@ -164,8 +164,10 @@ def _distill(cond, trials: int, *, timeout_s: float | None, storage: str | None,
     study = run_study(cond, n_trials=trials, timeout_s=timeout_s, storage=storage,
                       study_name=f"{default_study_name(cond)}-{STUDY_SUFFIX}-v{teacher_tag}", budget=search_budget,
                       objective="quality-latency", sampler=optuna.samplers.TPESampler(seed=search_budget.seed),
-                      # the fast student first (the teacher's own shape would only copy the champion)
-                      enqueue=distill_points(cond, search_budget.min_receptive_cells, None),
+                      # the fast student first, then a pruned copy of the teacher (a copy of its own
+                      # shape would only be the champion again)
+                      enqueue=distill_points(cond, search_budget.min_receptive_cells, teacher.architecture,
+                                             copy=False),
                       teacher=teacher, progress=progress)
     front = register_front(cond, study, progress=False)
     out = {"study": study.study_name, "teacher": teacher.uri, "trials": study.n_trials_done,

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from stemreg.platform.errors import BadInputError, StemregError
-from stemreg.platform.lazy import ModelSpec, frames_per_chunk, run_frames, spec_of, tiles_per_frame
+from stemreg.platform.lazy import CHUNK_BYTES, ModelSpec, frames_per_chunk, run_frames, spec_of, tiles_per_frame
 
 JOB_DIR = ".stemreg-job"
 #: Manifest fields that must match for a rerun to resume (and not mix two jobs in one output).
@@ -55,14 +55,31 @@ class StreamJob:
     extra: dict = field(default_factory=dict)
 
     @property
+    def banded(self) -> bool:
+        """A single scan in row bands (:mod:`stemreg.platform.scan_bands`): its chunks count rows."""
+        return bool(self.extra.get("tiling"))
+
+    @property
+    def unit(self) -> str:
+        return "row" if self.banded else "frame"
+
+    @property
     def n_frames(self) -> int:
-        return int(self.shape[0]) if len(self.shape) == 3 else 1
+        """Frames of a series; rows of a scan in bands; 1 for a scan in one chunk."""
+        return int(self.shape[0]) if len(self.shape) == 3 or self.banded else 1
 
     @property
     def n_chunks(self) -> int:
+        if self.banded:
+            return len(self.extra["tiling"]["bands"])
         return -(-self.n_frames // self.chunk_frames)
 
     def frames_of(self, index: int) -> tuple[int, int]:
+        """The frames (of a scan in bands: the rows) chunk ``index`` writes."""
+        if self.banded:
+            from stemreg.platform.scan_bands import plan_from_json
+
+            return plan_from_json(self.extra["tiling"]).owned(index)
         return index * self.chunk_frames, min((index + 1) * self.chunk_frames, self.n_frames)
 
     @property
@@ -101,7 +118,7 @@ def _input_stamp(path: Path) -> tuple[int, int]:
 
 def plan_job(input_path: str | Path, output: str | Path, model: Any, *, params: dict | None = None,
              align: bool = False, want_sum: bool = False, chunk_frames: int | None = None,
-             tracking_uri: str | None = None) -> StreamJob:
+             chunk_rows: int | None = None, tracking_uri: str | None = None) -> StreamJob:
     """The job for ``input_path`` -> ``output`` (no pixel read yet; alignment is planned by :func:`run_job`).
 
     Raises
@@ -109,7 +126,8 @@ def plan_job(input_path: str | Path, output: str | Path, model: Any, *, params: 
     ImageReadError
         The input cannot stream (see :func:`stemreg.acquisition.series_io.open_series`).
     BadInputError
-        ``align`` or ``want_sum`` on a single image.
+        ``align`` or ``want_sum`` on a single image; ``chunk_rows`` on a series, or not a whole
+        number of band steps.
     """
     from stemreg.acquisition.series_io import open_series
 
@@ -117,6 +135,16 @@ def plan_job(input_path: str | Path, output: str | Path, model: Any, *, params: 
     shape = series.shape
     if (align or want_sum) and len(shape) != 3:
         raise BadInputError(f"{input_path}: --align and --sum need a series (N, H, W); this is one image {shape}")
+    if chunk_rows is not None and len(shape) == 3:
+        raise BadInputError(f"{input_path}: --chunk-rows is for a single scan (H, W); a series {shape} takes "
+                            "--chunk-frames")
+    extra = {"calibration": series.calibration.to_dict(), "format": series.format}
+    if len(shape) == 2:
+        from stemreg.platform.scan_bands import plan_scan
+
+        tiling = plan_scan(model, shape, params, chunk_rows=chunk_rows, band_bytes=CHUNK_BYTES)
+        if tiling is not None:
+            extra.update(tiling=tiling, stats=None)
     per_frame = tiles_per_frame(model, shape, params)
     if chunk_frames is not None:
         batch = int((params or {}).get("batch_size") or 8)
@@ -127,23 +155,25 @@ def plan_job(input_path: str | Path, output: str | Path, model: Any, *, params: 
     per = chunk_frames or frames_per_chunk(shape, params, tiles_per_frame=per_frame)
     size, mtime = _input_stamp(Path(input_path))
     spec = spec_of(model, tracking_uri)
+    if len(shape) == 2:  # rows per chunk (the band height) or the whole scan in one
+        per = _band_rows(extra["tiling"]) if extra.get("tiling") else 1
     return StreamJob(input=str(Path(input_path).resolve()), output=str(Path(output).resolve()), shape=shape,
-                     chunk_frames=per if len(shape) == 3 else 1, model=spec, model_uri=spec.model_uri, params=params,
-                     align=align, want_sum=want_sum, input_bytes=size, input_mtime_ns=mtime,
-                     extra={"calibration": series.calibration.to_dict(), "format": series.format})
+                     chunk_frames=per, model=spec, model_uri=spec.model_uri, params=params,
+                     align=align, want_sum=want_sum, input_bytes=size, input_mtime_ns=mtime, extra=extra)
+
+
+def _band_rows(tiling: dict) -> int:
+    from stemreg.platform.scan_bands import plan_from_json
+
+    return plan_from_json(tiling).rows
 
 
 # -- what runs on a worker ----------------------------------------------------------------------------
-_OPEN: dict[str, Any] = {}
-
-
 def _source(job: StreamJob) -> Any:
     """The input as a lazy array, opened once per process."""
-    from stemreg.acquisition.series_io import open_series
+    from stemreg.acquisition.series_io import open_series_once
 
-    if job.input not in _OPEN:
-        _OPEN[job.input] = open_series(job.input).data
-    return _OPEN[job.input]
+    return open_series_once(job.input).data
 
 
 def _read_frames(job: StreamJob, start: int, stop: int) -> np.ndarray:
@@ -168,22 +198,32 @@ def process_chunk(job: StreamJob, index: int) -> dict:
 
     began = time.perf_counter()
     start, stop = job.frames_of(index)
-    frames = _read_frames(job, start, stop)
-    if job.crop is not None:
-        frames = apply_shifts(frames, np.asarray(job.shifts[start:stop]), job.crop)
-    try:
-        out = run_frames(job.model, frames, job.params)
-    except ValueError as exc:  # NaN/Inf pixels, a frame too small: the input's fault
-        raise BadInputError(f"frames {start}-{stop - 1}: {str(exc).splitlines()[0]}") from None
+    if job.banded:
+        from stemreg.platform.lazy import worker_model
+        from stemreg.platform.scan_bands import band_of
+
+        _, out = band_of(job, index, worker_model)
+    else:
+        frames = _read_frames(job, start, stop)
+        if job.crop is not None:
+            frames = apply_shifts(frames, np.asarray(job.shifts[start:stop]), job.crop)
+        try:
+            out = run_frames(job.model, frames, job.params)
+        except ValueError as exc:  # NaN/Inf pixels, a frame too small: the input's fault
+            raise BadInputError(f"frames {start}-{stop - 1}: {str(exc).splitlines()[0]}") from None
     array = open_series_array(job.output)
-    if len(job.shape) == 3:
+    if len(job.shape) == 3 or job.banded:
         array[start:stop] = out
     else:
         array[...] = out[0] if out.ndim == 3 else out
     if job.want_sum:
         _atomic_write(job.job_dir / f"sum-{index}.npy", lambda f: np.save(f, out.sum(axis=0, dtype=np.float64)))
-    seconds = time.perf_counter() - began
-    marker = {"frames": stop - start, "seconds": round(seconds, 3), "pid": os.getpid()}
+    marker = {job.unit + "s": stop - start, "pid": os.getpid()}
+    if not job.banded:  # each frame judged as `stemreg denoise` judges in memory (a scan: once, when complete)
+        from stemreg.platform.stream_trust import chunk_trust
+
+        marker["trust"] = chunk_trust(job, index, frames, out)
+    seconds = marker["seconds"] = round(time.perf_counter() - began, 3)
     _atomic_write(job.job_dir / f"done-{index}.json", lambda f: f.write(json.dumps(marker).encode()))
     return {"index": index, "frames": stop - start, "seconds": seconds}
 
@@ -249,7 +289,7 @@ def create_output(job: StreamJob) -> None:
     from stemreg.acquisition.series_io import create_series_store
 
     shape = job.out_shape if len(job.shape) == 3 else tuple(job.shape)
-    chunks = (job.chunk_frames, *shape[1:]) if len(shape) == 3 else shape
+    chunks = (job.chunk_frames, *shape[1:]) if len(shape) == 3 or job.banded else shape
     create_series_store(job.output, shape, chunks, Calibration(**job.extra["calibration"]))
     job.job_dir.mkdir(exist_ok=True)
     save_manifest(job)
@@ -283,6 +323,14 @@ def run_job(job: StreamJob, executor: Any, *, progress: Callable[[int], None] | 
     began = time.perf_counter()
     if job.align and job.shifts is None:
         _plan_alignment(job, executor)
+    if job.banded and job.extra.get("stats") is None:  # two passes over the rows, before any band
+        from stemreg.platform.scan_bands import scan_stats
+
+        try:
+            job.extra["stats"] = scan_stats(job, executor)
+        except Exception as exc:  # noqa: BLE001 - as a chunk's error below
+            kind = BadInputError if isinstance(exc, BadInputError) else ChunkFailedError
+            raise kind(f"{Path(job.input).name}: {_line(exc)}; nothing was written") from None
     if not Path(job.output).exists():
         create_output(job)
     done = done_chunks(job)
@@ -298,17 +346,24 @@ def run_job(job: StreamJob, executor: Any, *, progress: Callable[[int], None] | 
                 progress(result["frames"])
     except Exception as exc:  # noqa: BLE001 - a worker's error, whatever it is, becomes one line
         kept = len(done_chunks(job))
-        text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         kind = BadInputError if isinstance(exc, BadInputError) else ChunkFailedError
-        raise kind(f"{Path(job.input).name}: a chunk failed: {text}; {kept} of {job.n_chunks} chunks are finished "
+        raise kind(f"{Path(job.input).name}: a chunk failed: {_line(exc)}; {kept} of {job.n_chunks} chunks are finished "
                    f"and kept in {job.output}: rerun the same command to resume") from None
     if job.want_sum:
         _write_sum(job)
+    from stemreg.platform.stream_trust import job_trust
+
+    trust = job_trust(job)
     job.complete = True
     save_manifest(job)
     seconds = time.perf_counter() - began
-    return {"chunks": len(todo), "skipped_chunks": len(done), "frames": frames, "skipped_frames": done_frames,
-            "seconds": round(seconds, 3), "frames_per_s": round(frames / seconds, 3) if seconds > 0 else None}
+    return {"chunks": len(todo), "skipped_chunks": len(done), "unit": job.unit, "frames": frames,
+            "skipped_frames": done_frames, "trust": trust, "seconds": round(seconds, 3),
+            "frames_per_s": round(frames / seconds, 3) if seconds > 0 else None}
+
+
+def _line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
 
 
 def _plan_alignment(job: StreamJob, executor: Any) -> None:

@@ -21,12 +21,17 @@ from stemreg.models.trust_stats import input_noise, peak_counts
 _RANGE_IMAGES = 6
 
 
-@lru_cache(maxsize=16)
-def _counts_range(condition_name: str, condition_hash: str, detector: bool) -> tuple[float, float]:
-    from stemreg.acquisition import load_condition
+_COUNTS_CACHE: dict[tuple[str, str, bool], tuple[float, float]] = {}
+
+
+def _counts_range(cond: Any, detector: bool) -> tuple[float, float]:
     from stemreg.acquisition.detector import IDEAL_DETECTOR
 
-    cond = load_condition(condition_name)
+    # the dose check reads the brightest columns' electrons, a HAADF notion: the range is of HAADF images
+    # (a condition whose range also holds bright field, since simulator revision 4, would else reach
+    # counts no HAADF column has)
+    if getattr(cond, "bright_field_fraction", 0.0):
+        cond = cond.model_copy(update={"bright_field_fraction": 0.0})
     if not detector:
         cond = cond.model_copy(update=IDEAL_DETECTOR)
     dose = cond.dose_scale if isinstance(cond.dose_scale, tuple) else (cond.dose_scale, cond.dose_scale)
@@ -43,7 +48,10 @@ def _counts_range(condition_name: str, condition_hash: str, detector: bool) -> t
 def counts_range(condition: Any, *, detector: bool = True) -> tuple[float, float]:
     """Detected electrons per pixel at the brightest columns over a condition's dose range (cached);
     ``detector=False``: with an ideal detector (what models trained before the detector physics saw)."""
-    return _counts_range(condition.name, condition.hash(), detector)
+    key = (condition.name, condition.hash(), detector)  # the condition itself: it may come from a YAML file
+    if key not in _COUNTS_CACHE:
+        _COUNTS_CACHE[key] = _counts_range(condition, detector)
+    return _COUNTS_CACHE[key]
 
 
 def trained_range(tags: dict[str, str] | None, condition: Any = None) -> TrainedRange:

@@ -101,12 +101,94 @@ class BenchSlice:
         denoised = np.stack([denoise_array(model, image) for image in self.degraded])
         return mean_over_bins(per_bin(psnr_batch(denoised, self.clean), self.bins))
 
+    def noisy_psnr(self) -> float:
+        """PSNR of the degraded images themselves (mean over bins, dB)."""
+        from stemreg.models.binned import mean_over_bins, per_bin
+        from stemreg.models.metrics import psnr_batch
 
-def warm_start(student: "nn.Module", teacher: Teacher) -> bool:
-    """Load the teacher's weights into a student of the same shape; returns whether it did."""
+        return mean_over_bins(per_bin(psnr_batch(self.degraded, self.clean), self.bins))
+
+
+#: How a student's weights started from its teacher's (:func:`warm_start`).
+WARM_COPY, WARM_PRUNED = "copy", "pruned"
+
+
+def warm_start(student: "nn.Module", teacher: Teacher) -> str:
+    """Start a student from its teacher's weights where its shape allows; returns how.
+
+    ``"copy"``: the student has the teacher's shape and loads its weights (a copy of the champion,
+    no faster). ``"pruned"``: the student is a narrower member of the teacher's topology (same
+    levels, unshuffle, convolutions per level, dilation, kernel; every level's width at most the
+    teacher's) and starts from a pruned copy (:func:`prune_into`). ``""``: neither, random init.
+    """
     from stemreg.models import architecture_of
 
-    if architecture_of(student) != teacher.architecture:
+    if architecture_of(student) == teacher.architecture:
+        student.load_state_dict(teacher.model.state_dict())
+        return WARM_COPY
+    if prunable(teacher.model, student):
+        prune_into(student, teacher.model)
+        return WARM_PRUNED
+    return ""
+
+
+def prunable(teacher: "nn.Module", student: "nn.Module") -> bool:
+    """Whether ``student`` is a channel-pruned member of ``teacher``'s multi-scale topology."""
+    from stemreg.models.hourglass import ScaledReverseHourglass
+
+    if not (isinstance(teacher, ScaledReverseHourglass) and isinstance(student, ScaledReverseHourglass)):
         return False
-    student.load_state_dict(teacher.model.state_dict())
-    return True
+    same = all(getattr(teacher, k) == getattr(student, k)
+               for k in ("levels", "convs_per_level", "unshuffle", "dilation", "kernel_size", "residual"))
+    return same and all(s <= t for s, t in zip(student.widths, teacher.widths))
+
+
+def prune_into(student: "nn.Module", teacher: "nn.Module") -> list[list[int]]:
+    """Copy into ``student`` the teacher's most important channels of every level (structured pruning).
+
+    Level ``i`` keeps the ``student.widths[i]`` channels whose incoming filters have the largest
+    summed L1 norm over every convolution that writes that level (head or down-sampling conv,
+    the level's own convolutions, the transposed up-conv into it). One channel set per level
+    keeps the additive skips consistent. Returns the kept channel indices per level.
+
+    Raises
+    ------
+    ValueError
+        If the student is not a pruned member of the teacher's topology (:func:`prunable`).
+    """
+    import torch
+
+    if not prunable(teacher, student):
+        raise ValueError("the student is not a channel-pruned member of the teacher's multi-scale topology")
+
+    def convs(block):
+        return [m for m in block if isinstance(m, torch.nn.Conv2d)]
+
+    with torch.no_grad():
+        keep = []
+        for i, width in enumerate(student.widths):
+            writers = [(c.weight, 0) for c in convs(teacher.down_blocks[i])]
+            writers.append((teacher.head[0].weight, 0) if i == 0 else (teacher.downs[i - 1][0].weight, 0))
+            if i < teacher.levels - 1:
+                writers += [(c.weight, 0) for c in convs(teacher.up_blocks[i])]
+                writers.append((teacher.ups[i].weight, 1))  # ConvTranspose2d: (in, out, k, k)
+            score = sum(w.abs().transpose(0, axis).flatten(1).sum(1) for w, axis in writers)
+            keep.append(sorted(torch.argsort(score, descending=True)[:width].tolist()))
+        every = list(range(student.unshuffle ** 2))
+
+        def copy(dst, src, rows, cols, transposed=False):
+            weight = src.weight[cols][:, rows] if transposed else src.weight[rows][:, cols]
+            dst.weight.copy_(weight)
+            dst.bias.copy_(src.bias[rows])
+
+        copy(student.head[0], teacher.head[0], keep[0], every)
+        copy(student.tail, teacher.tail, every, keep[0])
+        for i in range(student.levels):
+            for dst, src in zip(convs(student.down_blocks[i]), convs(teacher.down_blocks[i])):
+                copy(dst, src, keep[i], keep[i])
+            if i < student.levels - 1:
+                for dst, src in zip(convs(student.up_blocks[i]), convs(teacher.up_blocks[i])):
+                    copy(dst, src, keep[i], keep[i])
+                copy(student.downs[i][0], teacher.downs[i][0], keep[i + 1], keep[i])
+                copy(student.ups[i], teacher.ups[i], keep[i], keep[i + 1], transposed=True)
+    return keep

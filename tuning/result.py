@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from stemreg.errors import StemregError
+from stemreg.tuning.distill import WARM_COPY
 
 if TYPE_CHECKING:
     import optuna
@@ -123,9 +124,10 @@ def study_result(study: "optuna.Study", objective: Objective, **common: Any) -> 
     fast = None
     teacher_psnr = common.get("teacher_psnr")
     if teacher_psnr is not None:
-        # A warm-started student has the teacher's own shape: a copy of the champion, not a faster model.
+        # A student started from a copy of the teacher has its shape: the champion again, not a faster model
+        # (a pruned copy is narrower, hence faster: it may be the fast one).
         close = [r for r in done if r["val_psnr"] >= teacher_psnr - PSNR_TOLERANCE_DB and r["ms_per_mpx"] is not None
-                 and not r["warm_start"]]
+                 and r["warm_start"] not in (True, WARM_COPY)]
         fast = min(close, key=lambda r: r["ms_per_mpx"])["trial"] if close else None
     return StudyResult(
         trials=rows, quality_trial=quality, fast_trial=fast,
@@ -148,5 +150,6 @@ def trial_rows(study: "optuna.Study") -> list[dict[str, Any]]:
                      "receptive_field_px": t.user_attrs.get("receptive_field_px"),
                      "architecture": t.user_attrs.get("architecture"),
                      "run_id": t.user_attrs.get("mlflow_run_id"),
-                     "warm_start": bool(t.user_attrs.get("warm_start", False))})
+                     # "copy", "pruned" or "" (True/False in studies from before pruned warm starts)
+                     "warm_start": t.user_attrs.get("warm_start", "")})
     return rows

@@ -298,11 +298,12 @@ class _TrialObjective:
         torch.manual_seed(self.budget.seed + trial.number)
         model = build_model(suggest_architecture(trial))
         arch = architecture_of(model)  # canonical form, as the registry records it
-        warm = False
+        warm = ""
         if self.teacher is not None:
             from stemreg.tuning.distill import warm_start
 
-            warm = warm_start(model, self.teacher)  # a student of the teacher's own shape starts from it
+            # the teacher's own shape starts from its weights, a narrower member from a pruned copy of them
+            warm = warm_start(model, self.teacher)
         trial.set_user_attr("warm_start", warm)
         lr = suggest_lr(trial)
         flops = flops_per_pixel(model)

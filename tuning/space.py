@@ -186,16 +186,33 @@ def params_of_architecture(arch: dict[str, Any], lr: float) -> dict[str, Any] | 
     return space_params(params) if same else None
 
 
+def pruned_point(teacher_architecture: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The narrowest point of the space in the teacher's own topology (its widths cut to the smallest
+    base width), which starts from a pruned copy of the teacher (``tuning.distill.prune_into``);
+    None when the teacher's shape is no multi-scale point of the space or is that narrow already."""
+    params = params_of_architecture(teacher_architecture, lr=2e-3) if teacher_architecture else None
+    if params is None or params["levels"] == 1 or params["base_width"] <= BASE_WIDTHS[0]:
+        return None
+    narrow = {**params, "base_width": BASE_WIDTHS[0]}
+    widths = architecture_of_params(narrow)["widths"]
+    return narrow if all(s <= t for s, t in zip(widths, teacher_architecture["widths"])) else None
+
+
 def distill_points(condition: Any, min_receptive_cells: float | None,
-                   teacher_architecture: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """What a distillation search tries first: the fast student the rule admits, then the teacher's own
-    shape when it is a point of the space (a warm start from the teacher's weights)."""
+                   teacher_architecture: dict[str, Any] | None, *, copy: bool = True) -> list[dict[str, Any]]:
+    """What a distillation search tries first: the fast student the rule admits, then (``copy``) the
+    teacher's own shape when it is a point of the space (a warm start from the teacher's weights),
+    then the teacher's topology at the narrowest widths (a warm start from a pruned copy of them)."""
     points = [dict(FAST_STUDENT_PARAMS)] if rule_admits(architecture_of_params(FAST_STUDENT_PARAMS), condition,
                                                          min_receptive_cells) else [first_point(condition,
                                                                                                 min_receptive_cells)]
-    teacher = params_of_architecture(teacher_architecture, lr=2e-4) if teacher_architecture else None
-    if teacher is not None and rule_admits(teacher_architecture, condition, min_receptive_cells):
+    admitted = bool(teacher_architecture) and rule_admits(teacher_architecture, condition, min_receptive_cells)
+    teacher = params_of_architecture(teacher_architecture, lr=2e-4) if admitted else None
+    if teacher is not None and copy:
         points.append(teacher)
+    pruned = pruned_point(teacher_architecture) if admitted else None
+    if pruned is not None and pruned not in points:
+        points.append(pruned)
     return points
 
 

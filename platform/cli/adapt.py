@@ -28,6 +28,9 @@ from stemreg.platform.cli.common import command, condition_option, emit, fmt, js
               help="Share of each batch drawn fresh from the condition's simulation, against forgetting.")
 @click.option("--struct-px", default=None, type=click.IntRange(0, 8),
               help="Neighbours masked either side along x (default: from the measured noise correlation).")
+@click.option("--keep-impulses", is_flag=True,
+              help="Do not repair defective pixels (hot, dead, impulse) of the lab frames, nor make the adapted "
+                   "model repair its input; for sampling so coarse that a lone pixel can be a real column.")
 @click.option("--promote", is_flag=True, help="Make it champion if it passes the gate (benchmark within "
                                              "--tolerance-db of the champion, held-out trust no worse).")
 @click.option("--tolerance-db", default=0.5, show_default=True, type=click.FloatRange(0.0, 10.0))
@@ -36,7 +39,8 @@ from stemreg.platform.cli.common import command, condition_option, emit, fmt, js
 @click.option("--seed", default=0, show_default=True, type=int)
 @json_option
 def adapt_command(files: tuple[Path, ...], condition_name: str, frames: bool, epochs: int, steps_per_epoch: int,
-                  batch_size: int, patch_px: int, held_out_fraction: float, synthetic_fraction: float, struct_px: int | None, promote: bool,
+                  batch_size: int, patch_px: int, held_out_fraction: float, synthetic_fraction: float, struct_px: int | None,
+                  keep_impulses: bool, promote: bool,
                   tolerance_db: float, no_score: bool, seed: int, as_json: bool) -> None:
     """Fine-tune the condition's champion on a lab's raw noisy FILES; no clean image is needed.
 
@@ -53,7 +57,7 @@ def adapt_command(files: tuple[Path, ...], condition_name: str, frames: bool, ep
     cond = load_condition(condition_name)
     result = adapt(cond, list(files), frames=frames, held_out_fraction=held_out_fraction, epochs=epochs,
                    steps_per_epoch=steps_per_epoch, batch_size=batch_size, patch_px=patch_px,
-                   synthetic_fraction=synthetic_fraction, struct_px=struct_px,
+                   synthetic_fraction=synthetic_fraction, struct_px=struct_px, impulses=not keep_impulses,
                    seed=seed, score=not no_score, promote=promote and not no_score, tolerance_db=tolerance_db,
                    progress=not as_json)
     t = result.trust

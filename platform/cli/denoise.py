@@ -11,7 +11,7 @@ import click
 
 from stemreg.platform.cli.common import command, condition_option, emit, json_option, load_condition
 from stemreg.platform.cli.streaming import (STORE_SUFFIXES, report_text, stream_inputs, stream_options,
-                                            stream_output_path, wants_stream)
+                                            stream_output_path, tile_params, wants_stream)
 from stemreg.platform.errors import BadInputError
 
 # --------------------------------------------------------------------------- denoise
@@ -113,7 +113,7 @@ def denoise_command(inputs: tuple[Path, ...], condition_name: str, alias: str, o
             click.echo(f"warning: {path}: {warning}", err=True)
         start = time.perf_counter()
         try:
-            denoised = denoise(image, model=model)
+            denoised = denoise(image, model=model, params=tile_params(stream))
         except BadInputError as exc:  # e.g. channels last, (H, W, 3): name the file
             raise BadInputError(f"{path}: {exc}") from None
         seconds = time.perf_counter() - start

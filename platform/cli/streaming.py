@@ -40,17 +40,28 @@ def stream_options(func: Any) -> Any:
                      help="Series: also write the sum of the (aligned) denoised frames beside it, as NAME.sum.tif."),
         click.option("--chunk-frames", type=click.IntRange(min=1), default=None,
                      help="Frames per chunk (default about 64 MB of frames, a multiple of whole tile batches)."),
+        click.option("--chunk-rows", type=click.IntRange(min=1), default=None,
+                     help="A single scan: image rows per chunk (default about 64 MB of rows, whole rows of tiles "
+                          "that start whole batches; a wrong number is refused with the step to use)."),
+        click.option("--tile-px", type=click.IntRange(min=16), default=None,
+                     help="Tile edge (px) of the model's tiled inference, as stemreg.denoise(params={'tile_px': N}) "
+                          "(default: the whole image up to 1024 px, larger ones in 1024 px tiles)."),
         click.option("--overwrite", is_flag=True, help="Replace a finished streamed output instead of refusing."),
     ]):
         func = option(func)
     return func
 
 
+def tile_params(options: dict) -> dict | None:
+    """The model's inference params the options ask for (None: its defaults)."""
+    return {"tile_px": options["tile_px"]} if options.get("tile_px") else None
+
+
 def wants_stream(path: Path, options: dict) -> bool:
     """Whether ``path`` goes through the streamed path."""
     if path.suffix.lower() in STORE_SUFFIXES or options.get("stream"):
         return True
-    if any(options.get(k) for k in ("workers", "scheduler", "align", "want_sum")):
+    if any(options.get(k) for k in ("workers", "scheduler", "align", "want_sum", "chunk_frames", "chunk_rows")):
         return True
     return path.is_file() and path.stat().st_size > STREAM_ABOVE_BYTES
 
@@ -82,8 +93,8 @@ def stream_inputs(pairs: list[tuple[Path, Path]], model: Any, options: dict, *, 
 
     jobs = []
     for path, out in pairs:  # every input planned (and refused) before any is run
-        job = plan_job(path, out, model, align=options.get("align", False), want_sum=options.get("want_sum", False),
-                       chunk_frames=options.get("chunk_frames"))
+        job = plan_job(path, out, model, params=tile_params(options), align=options.get("align", False), want_sum=options.get("want_sum", False),
+                       chunk_frames=options.get("chunk_frames"), chunk_rows=options.get("chunk_rows"))
         jobs.append(prepare_output(job, overwrite=options.get("overwrite", False)))
     reports = []
     with open_executor(scheduler=options.get("scheduler"), workers=options.get("workers"),
@@ -91,11 +102,11 @@ def stream_inputs(pairs: list[tuple[Path, Path]], model: Any, options: dict, *, 
         for (path, out), (job, state) in zip(pairs, jobs):
             bars: list[Any] = []
 
-            def started(done: int, total: int, name: str = path.name) -> None:
-                bars.append(tqdm(total=total, initial=done, unit="frame", desc=name, disable=as_json,
+            def started(done: int, total: int, name: str = path.name, unit: str = job.unit) -> None:
+                bars.append(tqdm(total=total, initial=done, unit=unit, desc=name, disable=as_json,
                                  dynamic_ncols=True))
                 if done and not as_json:
-                    click.echo(f"{name}: resuming, {done} of {total} frames already done", err=True)
+                    click.echo(f"{name}: resuming, {done} of {total} {unit}s already done", err=True)
 
             try:
                 summary = run_job(job, executor, progress=lambda n: bars[0].update(n), on_start=started)
@@ -115,8 +126,13 @@ def stream_inputs(pairs: list[tuple[Path, Path]], model: Any, options: dict, *, 
 
 def report_text(report: dict) -> str:
     """One line per streamed input, for people."""
-    rate = f"{report['frames_per_s']:.1f} frames/s" if report.get("frames_per_s") else "-"
+    unit = report.get("unit", "frame")
+    rate = f"{report['frames_per_s']:.1f} {unit}s/s" if report.get("frames_per_s") else "-"
     skipped = f", {report['skipped_chunks']} chunk(s) from the killed run kept" if report["skipped_chunks"] else ""
     extra = f"; sum: {report['sum']}" if report.get("sum") else ""
-    return (f"{report['input']} -> {report['output']} ({report['frames']} frames in {report['seconds']:.1f} s, "
+    if report.get("trust"):
+        from stemreg.platform.trust import trust_line
+
+        extra += f" trust: {trust_line(report['trust'])}"
+    return (f"{report['input']} -> {report['output']} ({report['frames']} {unit}s in {report['seconds']:.1f} s, "
             f"{rate}, {report['workers']} worker(s){skipped}){extra}")

@@ -33,6 +33,7 @@ from scipy import ndimage
 
 from stemreg.acquisition import ImageReadError, read_image
 from stemreg.acquisition.stream import FieldPool
+from stemreg.models.impulses import DEFAULT_K, repair_impulses
 from stemreg.models.inference import denoise_array
 from stemreg.models.training import TrainConfig, train
 from stemreg.models.trust import TrainedRange, trust_report
@@ -74,6 +75,7 @@ class AdaptResult:
     promoted: bool = False
     gate: str = ""
     seconds: float = 0.0
+    lab_params: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
     network: Any = field(default=None, repr=False)
 
@@ -154,6 +156,13 @@ def held_out_trust(network: Any, images: list[np.ndarray], pixel_sizes: list[flo
             "dots_per_mpx": float(np.mean(dots))}
 
 
+def _repair(data: np.ndarray, k: float) -> tuple[np.ndarray, int]:
+    """Every frame of ``(..., H, W)`` with its defective pixels repaired, and how many were."""
+    flat = data.reshape((-1,) + data.shape[-2:])
+    repaired, mask = repair_impulses(flat, k)
+    return repaired.reshape(data.shape).astype(data.dtype, copy=False), int(mask.sum())
+
+
 def _split(files: list[tuple[str, np.ndarray, float | None]], fraction: float):
     """Held-out files (the last ``fraction``, at least one) or, for a lone file, its bottom quarter."""
     if len(files) >= 2:
@@ -170,7 +179,7 @@ def _split(files: list[tuple[str, np.ndarray, float | None]], fraction: float):
 def adapt(condition: Any, files: list[str | Path], *, frames: bool = False, held_out_fraction: float = 0.25,
           epochs: int = 4, steps_per_epoch: int = 30, batch_size: int = 8, patch_px: int = 64, lr: float = 3e-4,
           synthetic_fraction: float = 0.5, struct_px: int | None = None, keep_residual: bool = True,
-          seed: int = 0, register: bool = True,
+          seed: int = 0, register: bool = True, impulses: bool = True,
           score: bool = True, promote: bool = False, tolerance_db: float = 0.5,
           progress: bool = True) -> AdaptResult:
     """Fine-tune a condition's champion on a lab's raw noisy files (see the module docstring).
@@ -190,6 +199,11 @@ def adapt(condition: Any, files: list[str | Path], *, frames: bool = False, held
         Share of each batch drawn fresh from the condition's simulated stream.
     struct_px
         Neighbours masked either side along x; default from the measured noise correlation.
+    impulses
+        Repair the lab frames' defective pixels (hot, dead, impulse: an outlier test in noise sigmas,
+        :mod:`stemreg.models.impulses`) before training, and make the adapted model repair its input
+        the same way (architecture ``impulse_k``). Switch off where a lone pixel can be real signal
+        (sampling coarser than the probe).
     keep_residual
         Keep the champion's residual skip in blind-spot training (it starts from the champion's own
         function); false switches to direct output as `train --images` does.
@@ -216,6 +230,7 @@ def adapt(condition: Any, files: list[str | Path], *, frames: bool = False, held
         held_names = [f"{files[0]} (bottom rows)"]
         held_images = [data.val_data[0, 0]]
         held_pm: list[float | None] = [None]
+        lab_params = dict(data.params)  # frames, alignment on or off, the drift shifts found
         corr = noise_corr_along_x([data.train_data[0, 0]])
         span = 0
     else:
@@ -235,10 +250,19 @@ def adapt(condition: Any, files: list[str | Path], *, frames: bool = False, held
         held_names = [n for n, _, _ in held_files]
         held_images = [a for _, a, _ in held_files]
         held_pm = [pm for _, _, pm in held_files]
+        lab_params = {"lab.images": len(lab), "lab.image_shape": f"{h}x{w}"}
 
+    n_defects = 0
+    if impulses:
+        train_data, n_train = _repair(train_data, DEFAULT_K)
+        val_data, n_val = _repair(val_data, DEFAULT_K)
+        n_defects = n_train + n_val
+    defects_per_mpx = n_defects * 1e6 / max(train_data.size + val_data.size, 1)
     configure()
     network, parent, parent_tags = _champion_network(cond)
     base = copy.deepcopy(network).eval()
+    if impulses:
+        network.impulse_k = DEFAULT_K
     base_range = trained_range(parent_tags, cond)
     adapted_range = TrainedRange(base_range.pixel_size_pm, base_range.peak_counts, base_range.contrast,
                                  noise_corr_x=max(corr[0], base_range.noise_corr_x or 0.0))
@@ -254,8 +278,10 @@ def adapt(condition: Any, files: list[str | Path], *, frames: bool = False, held
     with mlflow.start_run(run_name=f"adapt-{cond.name}", tags=tags):
         mlflow.log_params({"adapt.mode": mode, "adapt.parent": parent, "adapt.struct_px": span,
                            "adapt.synthetic_fraction": synthetic_fraction, "adapt.lab_files": len(lab_names),
-                           "adapt.held_out_files": len(held_names),
+                           "adapt.held_out_files": len(held_names), "adapt.impulse_k": DEFAULT_K if impulses else "off",
+                           "adapt.lab_defects_per_mpx": round(defects_per_mpx, 1),
                            "adapt.noise_corr_x": json.dumps([round(c, 4) for c in corr]),
+                           **{k: str(v)[:500] for k, v in lab_params.items()},
                            **{f"train.{k}": getattr(v, "value", v) for k, v in config.model_dump().items()}})
         trust_history: list[int] = []
         losses: list[float] = []
@@ -282,13 +308,15 @@ def adapt(condition: Any, files: list[str | Path], *, frames: bool = False, held
         result = train(network, config, train_data=train_data, val_data=val_data, on_epoch=on_epoch,
                        progress=progress, synthetic=pool, synthetic_fraction=synthetic_fraction if pool else 0.0)
         network = result.model
+        if impulses:
+            network.impulse_k = DEFAULT_K
         trust_adapted = held_out_trust(network, held_images, held_pm, adapted_range)
         mlflow.log_metrics({"best_val_loss": float(result.best_val_loss), "trust_ok_base": trust_base["ok"],
                             "trust_ok_adapted": trust_adapted["ok"]})
         out = AdaptResult(condition=cond.name, mode=mode, lab_files=lab_names, held_out_files=held_names,
                           noise_corr_x=corr, struct_px=span, val_loss=float(result.best_val_loss),
                           trust={"champion": trust_base, "adapted": trust_adapted}, parent=parent,
-                          history=result.history, network=network)
+                          history=result.history, network=network, lab_params=lab_params)
         if register:
             listed = json.dumps([Path(n).name for n in lab_names])
             version_tags = {"training_mode": mode, "training_data": "lab-files", "parent": parent,
@@ -296,11 +324,14 @@ def adapt(condition: Any, files: list[str | Path], *, frames: bool = False, held
                             "trust.noise_corr_x": f"{adapted_range.noise_corr_x:.3f}",
                             "trust.held_out": f"{trust_adapted['ok']}/{trust_adapted['n']} ok "
                                               f"(champion {trust_base['ok']}/{trust_base['n']})",
-                            "adapt.struct_px": str(span), "adapt.synthetic_fraction": f"{synthetic_fraction:g}",
+                            "adapt.struct_px": str(span), "adapt.impulse_k": f"{DEFAULT_K:g}" if impulses else "off",
+                            "adapt.lab_defects_per_mpx": f"{defects_per_mpx:.0f}", "adapt.synthetic_fraction": f"{synthetic_fraction:g}",
                             "val_metric": f"held-out {mode} loss", "val_loss": f"{result.best_val_loss:.5f}",
                             "benchmark.domain": "simulated"}
             description = (f"{parent} adapted to {len(lab_names)} lab file(s) ({mode}"
                            + (f", blind spot covering {span} px either side along x" if mode == "blind-spot" else "")
+                           + (f", defective pixels repaired ({defects_per_mpx:.0f} per Mpx found in the lab frames; the model "
+                              f"repairs its input the same way)" if impulses else "")
                            + f", {100 * synthetic_fraction:.0f} % synthetic '{cond.name}' patches against forgetting); "
                            f"lab files: {', '.join(Path(n).name for n in lab_names)[:1500]}; held out: "
                            f"{', '.join(Path(n).name for n in held_names)[:500]}; held-out trust "
@@ -310,25 +341,34 @@ def adapt(condition: Any, files: list[str | Path], *, frames: bool = False, held
             out.version, out.name, out.run_id = registered.version, registered.name, registered.run_id
             out.benchmark = registered.benchmark
             if promote:
-                out.promoted, out.gate = _gate_and_promote(cond, out, tolerance_db)
+                out.promoted, out.gate = _gate_and_promote(cond, out, tolerance_db, base)
     out.seconds = time.perf_counter() - started
     return out
 
 
-def _gate_and_promote(cond: Any, out: AdaptResult, tolerance_db: float) -> tuple[bool, str]:
+def _gate_and_promote(cond: Any, out: AdaptResult, tolerance_db: float, parent_network: Any) -> tuple[bool, str]:
     """Promote ``out.version`` when it loses at most ``tolerance_db`` on the condition's benchmark and its
-    held-out trust is no worse than the champion's; the reason is recorded in the promotion history."""
-    from stemreg.models import pretrained
+    held-out trust is no worse than the champion's; the reason is recorded in the promotion history.
+
+    The champion's PSNR is its registered ``benchmark.psnr`` when it was scored on the same benchmark
+    (same ``benchmark.id``); otherwise (the shipped base, or a benchmark that changed since) the
+    champion's network is scored here on the condition's benchmark, so both figures come from the
+    same images.
+    """
     from stemreg.platform import registry
+    from stemreg.platform.registry.benchmark import score_model
     from stemreg.platform.registry.promotion import benchmark_of
 
     adapted_psnr = (out.benchmark or {}).get("psnr")
+    champion_psnr = None
     try:
-        champion = registry.resolve(cond, "champion")
-        champion_psnr = benchmark_of(champion).get("psnr")
+        scored = benchmark_of(registry.resolve(cond, "champion"))
+        if scored.get("id") == (out.benchmark or {}).get("id"):
+            champion_psnr = scored.get("psnr")
     except registry.NotRegisteredError:
-        card = pretrained.load_card() if pretrained.available() else {}
-        champion_psnr = card.get("benchmark", {}).get("model_psnr_mean")
+        pass
+    if champion_psnr is None and adapted_psnr is not None:
+        champion_psnr = score_model(lambda image: denoise_array(parent_network, image), cond, columns=False)["psnr"]
     ok_a, ok_c = out.trust["adapted"]["ok"], out.trust["champion"]["ok"]
     if adapted_psnr is None:
         return False, "not promoted: the adapted version was not scored on the condition's benchmark"

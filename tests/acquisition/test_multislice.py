@@ -46,6 +46,19 @@ def test_cell_field_tiles_the_cell_at_any_sampling_and_orientation():
     assert 12 <= peaks.sum() <= 24
 
 
+@pytest.mark.parametrize("shape", [(10, 10), (21, 29)])
+def test_band_limited_upsampling_passes_through_the_cells_samples_for_odd_and_even_scans(shape):
+    # abTEM fits a whole number of probe positions into the cell: Au [110] at 20 pm gives 21 x 29,
+    # and an odd size once put the zero frequency one bin off (a modulated, striped cell)
+    from stemreg.acquisition.multislice import _upsampled
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    cell = 1 + np.cos(2 * np.pi * yy / shape[0]) * np.sin(4 * np.pi * xx / shape[1]) + 0.01 * rng.random(shape)
+    big = _upsampled(cell, 4)
+    np.testing.assert_allclose(big[::4, ::4], cell, atol=1e-9)
+
+
 def test_training_mixes_library_fields_with_the_fast_renderers():
     (cell,) = load_library(TINY)
     condition = get_condition("low-dose")

@@ -148,7 +148,7 @@ def test_train_and_pipeline_refuse_bad_input(mlflow_store):
 def test_pipeline_without_a_shared_base_trains_every_condition_from_scratch(mlflow_store, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the default Optuna storage is not touched: no trials
     result = _invoke("pipeline", "--conditions", "blur,low-dose", "--epochs", "1", "--steps-per-epoch", "1",
-                     "--n-train", "1", "--no-share-base", "--json")
+                     "--n-train", "1", "--no-share-base", "--trials", "0", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.output[result.output.index("{"):])
     low, blur = report["outcomes"]

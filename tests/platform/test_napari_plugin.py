@@ -103,6 +103,13 @@ def test_widget_denoises_the_chosen_layer_into_a_new_layer_with_the_same_scale(
     path = tmp_path / "haadf.tif"
     write_image(path, noisy, Calibration(12.5, "pm"))
 
+    # napari asks for the GL extensions (cached for the process) through whatever canvas is current when
+    # the first layer is added; under a loaded machine the viewer's own canvas was sometimes not yet
+    # current there (glGetString gave None, 1 run in 3 at load 10). Asked now, before any viewer exists,
+    # napari makes a hidden canvas of its own and its context is current.
+    from napari._vispy.utils.gl import get_gl_extensions, get_max_texture_sizes
+
+    assert get_gl_extensions() and get_max_texture_sizes()
     viewer = make_napari_viewer()
     [layer] = viewer.open(str(path), plugin="stemreg")  # our reader, found through the manifest
     assert tuple(layer.scale) == pytest.approx((0.0125, 0.0125))

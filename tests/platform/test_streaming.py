@@ -108,20 +108,83 @@ def test_two_local_workers_write_the_bytes_of_an_in_process_run(tiny_champion, t
 
     frames, drift = _drifting(48)
     source = _zarr(tmp_path / "s.zarr", frames)
-    outputs = {}
+    np.save(tmp_path / "scan.npy", _scan(700, 200))
+    outputs, scans = {}, {}
     for name, workers in (("inproc", None), ("cluster", 2)):
         job, state = prepare_output(plan_job(source, tmp_path / name / "s.zspy", tiny_champion, chunk_frames=8,
                                              align=True, want_sum=True))
+        scan_job, _ = prepare_output(plan_job(tmp_path / "scan.npy", tmp_path / name / "scan.zspy", tiny_champion,
+                                              params={"tile_px": 64}, chunk_rows=108))
         _MODELS.clear()  # the workers load the model themselves, from the store, sha256 verified
         with open_executor(workers=workers, processes=False) as executor:
             summary = run_job(job, executor)
+            assert run_job(scan_job, executor)["chunks"] == 6  # a scan's bands (and its statistics) too
         assert state == "new" and summary["chunks"] == 6
         assert np.array_equal(job.shifts, -drift)  # the drift undone, chunk by chunk, against frame 0
-        outputs[name] = open_series(job.output)
+        outputs[name], scans[name] = open_series(job.output), open_series(scan_job.output).data.compute()
     assert np.array_equal(outputs["inproc"].data.compute(), outputs["cluster"].data.compute())
+    assert np.array_equal(scans["inproc"], scans["cluster"])
     sums = [(tmp_path / name / "s.sum.tif").read_bytes() for name in ("inproc", "cluster")]
     assert sums[0] == sums[1]
     assert outputs["cluster"].calibration.pixel_size_pm() == pytest.approx(20.0)
+
+
+def _scan(h: int, w: int, seed: int = 2) -> np.ndarray:
+    """A noisy scan with slow structure (so its statistics are not those of any band alone)."""
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(2.0, 40.0, h, dtype=np.float32)[:, None] + np.linspace(0, 9, w, dtype=np.float32)
+    return rng.poisson(ramp).astype(np.float32)
+
+
+def _band_rows(model, shape, tile_px, bands_per_step=1):
+    """Image rows in ``bands_per_step`` of the smallest bands the tiling allows."""
+    from stemreg.models.bands import row_step
+    from stemreg.platform.scan_bands import band_plan_of
+
+    tiles = band_plan_of(model, shape, {"tile_px": tile_px}).tiles
+    return row_step(tiles) * tiles.core_h * bands_per_step
+
+
+def test_a_scan_streams_in_row_bands_with_the_in_memory_bytes(tiny_champion, tmp_path):
+    import dask.array as da
+    import tifffile
+
+    from stemreg.platform.stream_job import plan_job, prepare_output, run_job, InProcess
+
+    scan = _scan(700, 200)  # 64 px tiles: 13 rows of 4 (whole batches of 8 every 2 tile rows)
+    params = {"tile_px": 64}
+    expected = stemreg.denoise(scan, model=tiny_champion, params=params)
+    # lazy: a 2-D Dask array comes back in row bands (about as tall as its row chunks), same bytes
+    lazy = stemreg.denoise(da.from_array(scan, chunks=(100, 200)), model=tiny_champion, params=params)
+    assert lazy.numblocks[0] > 2 and np.array_equal(lazy.compute(), expected)
+    # streamed from .npy and from a strip-compressed .tif, in bands of whole tile rows
+    rows = _band_rows(tiny_champion, scan.shape, 64)
+    np.save(tmp_path / "scan.npy", scan)
+    tifffile.imwrite(tmp_path / "scan.tif", scan, compression="zlib", rowsperstrip=32)
+    for name in ("scan.npy", "scan.tif"):
+        result = _denoise(str(tmp_path / name), "-o", str(tmp_path / "o"), "--tile-px", "64", "--chunk-rows",
+                          str(rows), "--json")
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)["files"][0]
+        assert report["unit"] == "row" and report["frames"] == 700 and report["chunks"] >= 3
+        assert report["trust"]["verdict"] in ("ok", "doubtful", "out of range")  # its central 256 px judged
+        out = open_series(tmp_path / "o" / "scan.zspy").data
+        assert out.chunks[0][0] == rows and np.array_equal(out.compute(), expected)
+        (tmp_path / "o" / "scan.zspy").rename(tmp_path / "o" / f"{name}.done")
+    # a run stopped after its first band resumes from the second; the statistics are not recomputed
+    job, _ = prepare_output(plan_job(tmp_path / "scan.npy", tmp_path / "r" / "scan.zspy", tiny_champion,
+                                     params=params, chunk_rows=rows))
+
+    def stop(_):
+        raise RuntimeError("stopped")  # as a chunk that fails after the first one finished
+
+    with pytest.raises(Exception, match="1 of"):
+        run_job(job, InProcess(), progress=stop)
+    resumed, state = prepare_output(plan_job(tmp_path / "scan.npy", tmp_path / "r" / "scan.zspy", tiny_champion,
+                                             params=params, chunk_rows=rows))
+    assert state == "resumed" and resumed.extra["stats"] == job.extra["stats"]
+    assert run_job(resumed, InProcess())["skipped_chunks"] == 1
+    assert np.array_equal(open_series(tmp_path / "r" / "scan.zspy").data.compute(), expected)
 
 
 def _markers(out: Path) -> dict[str, str]:
@@ -129,7 +192,7 @@ def _markers(out: Path) -> dict[str, str]:
 
 
 def test_a_killed_run_resumes_without_redoing_finished_chunks(tiny_champion, tmp_path):
-    frames = _series(96, 128, 128)
+    frames = _series(64, 128, 128)
     source = _zarr(tmp_path / "s.zarr", frames)
     out = tmp_path / "o" / "s.zarr"
     child = subprocess.Popen([str(Path(sys.executable).with_name("stemreg")), "denoise", "-c", "low-dose",
@@ -143,53 +206,82 @@ def test_a_killed_run_resumes_without_redoing_finished_chunks(tiny_champion, tmp
     finally:
         child.wait()
     finished = _markers(out)
-    assert 0 < len(finished) < 12, "the run must be killed midway for this test to mean anything"
+    assert 0 < len(finished) < 8, "the run must be killed midway for this test to mean anything"
     result = _denoise(str(source), "-o", str(tmp_path / "o"), "--chunk-frames", "8", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)["files"][0]
     assert report["state"] == "resumed" and report["skipped_chunks"] == len(finished)
-    assert report["chunks"] + report["skipped_chunks"] == 12
+    assert report["chunks"] + report["skipped_chunks"] == 8
+    # judged as in memory, the first frame of each chunk (the killed run's verdicts kept in its markers)
+    assert [t["frame"] for t in report["trust"]] == list(range(0, 64, 8))
+    assert {t["verdict"] for t in report["trust"]} <= {"ok", "doubtful", "out of range"}
     after = _markers(out)
     assert {name: after[name] for name in finished} == finished  # the killed run's chunks were not redone
     assert np.array_equal(open_series(out).data.compute(), stemreg.denoise(frames, model=tiny_champion))
 
 
-#: The child runs a one-chunk series first (imports, model, first forward pass, stores: what any run
-#: holds), notes the memory it holds, runs the big series, and reports its peak.
+#: The child runs a small series and a small scan first (imports, model, first forward passes, stores:
+#: what any run holds), then each big run with the kernel's peak RSS (VmHWM) reset before it, and
+#: reports what each added to the memory it held before it.
 _MEASURED_RUN = r"""
 import json, sys
 from stemreg.platform.cli import main
 def status(key):
     return int(next(line.split()[1] for line in open("/proc/self/status") if line.startswith(key))) * 1024
-split = sys.argv.index("--then")
-main(sys.argv[1:split], standalone_mode=False)
-open("/proc/self/clear_refs", "w").write("5")  # the kernel's peak RSS (VmHWM) starts again from here
-base = status("VmRSS:")
-main(sys.argv[split + 1:], standalone_mode=False)
-print(json.dumps({"base_bytes": base, "peak_bytes": status("VmHWM:")}), file=sys.stderr)
+runs, current = [], []
+for arg in sys.argv[1:] + ["--then"]:
+    if arg == "--then":
+        runs.append(current)
+        current = []
+    else:
+        current.append(arg)
+for argv in runs[:2]:
+    main(argv, standalone_mode=False)
+grown = []
+for argv in runs[2:]:
+    open("/proc/self/clear_refs", "w").write("5")  # the peak starts again from here
+    base = status("VmRSS:")
+    main(argv, standalone_mode=False)
+    grown.append(status("VmHWM:") - base)
+print(json.dumps({"grown_bytes": grown}), file=sys.stderr)
 """
 
 
-def test_a_series_larger_than_the_memory_cap_streams_under_it(tiny_champion, tmp_path):
+def test_a_series_and_a_scan_larger_than_the_memory_cap_stream_under_it(tiny_champion, tmp_path):
     import zarr
 
-    cap_bytes = 16 * 2**20  # what a run may add to a process that has run once (imports, model, stores)
-    frames = 768  # of 128 x 128 float32: 48 MiB, three times the cap
-    source = zarr.open_array(str(tmp_path / "big.zarr"), mode="w", shape=(frames, 128, 128), chunks=(64, 128, 128),
+    cap_bytes = 8 * 2**20  # what a run may add to a process that has run once (imports, model, stores)
+    frames = 384  # of 128 x 128 float32: 24 MiB, three times the cap
+    source = zarr.open_array(str(tmp_path / "big.zarr"), mode="w", shape=(frames, 128, 128), chunks=(32, 128, 128),
                              dtype="float32", compressor=None)
-    block = _series(64, 128, 128)
-    for start in range(0, frames, 64):
-        source[start:start + 64] = block + start
-    _zarr(tmp_path / "small.zarr", block[:32])
-    assert source.nbytes >= 3 * cap_bytes
-    run = ["denoise", "-c", "low-dose", "--chunk-frames", "32", "--json", "-o", str(tmp_path / "o")]
-    child = subprocess.run([sys.executable, "-c", _MEASURED_RUN, *run, str(tmp_path / "small.zarr"), "--then",
-                            *run, str(tmp_path / "big.zarr")], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    block = _series(32, 128, 128)
+    for start in range(0, frames, 32):
+        source[start:start + 32] = block + start
+    _zarr(tmp_path / "small.zarr", block)
+    scan = np.lib.format.open_memmap(tmp_path / "scan.npy", mode="w+", dtype=np.float32, shape=(3294, 1952))
+    for start in range(0, 3294, 549):  # 24.5 MiB, three times the cap, written without holding it
+        scan[start:start + 549] = _scan(549, 1952, seed=start)
+    scan.flush()
+    np.save(tmp_path / "small.npy", _scan(610, 1952))  # the same tiling: rows of 16 tiles of 122 px
+    assert source.nbytes >= 3 * cap_bytes and scan.nbytes >= 3 * cap_bytes
+    series = ["denoise", "-c", "low-dose", "--chunk-frames", "16", "--json", "-o", str(tmp_path / "o")]
+    rows = _band_rows(tiny_champion, scan.shape, 128)  # the smallest bands: one tile row, 122 rows of 7.6 kB
+    scans = ["denoise", "-c", "low-dose", "--tile-px", "128", "--chunk-rows", str(rows), "--json", "--stream", "-o",
+             str(tmp_path / "o")]
+    child = subprocess.run([sys.executable, "-c", _MEASURED_RUN, *series, str(tmp_path / "small.zarr"), "--then",
+                            *scans, str(tmp_path / "small.npy"), "--then", *series, str(tmp_path / "big.zarr"),
+                            "--then", *scans, str(tmp_path / "scan.npy")],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert child.returncode == 0, child.stderr[-2000:]
-    memory = json.loads(child.stderr.strip().splitlines()[-1])
-    assert json.loads(child.stdout.split("\n}\n", 1)[1])["files"][0]["frames"] == frames
-    grown = memory["peak_bytes"] - memory["base_bytes"]
-    assert grown < cap_bytes, f"the run added {grown / 2**20:.0f} MiB, over the {cap_bytes / 2**20:.0f} MiB cap"
+    grown = json.loads(child.stderr.strip().splitlines()[-1])["grown_bytes"]
+    reports, text = [], child.stdout.strip()
+    while text:  # one JSON document per run
+        report, end = json.JSONDecoder().raw_decode(text)
+        reports, text = [*reports, report], text[end:].strip()
+    assert reports[2]["files"][0]["frames"] == frames and reports[3]["files"][0]["frames"] == 3294
+    assert reports[3]["files"][0]["chunks"] > 20
+    for what, added in zip(("series", "scan"), grown):
+        assert added < cap_bytes, f"the {what} run added {added / 2**20:.1f} MiB, over the {cap_bytes / 2**20:.0f} MiB cap"
 
 
 def test_bad_input_is_one_line_and_loses_nothing(tiny_champion, tmp_path):
@@ -213,6 +305,18 @@ def test_bad_input_is_one_line_and_loses_nothing(tiny_champion, tmp_path):
                       "--connect-timeout", "1")
     assert result.exit_code == 2 and "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in result.output
     assert not (tmp_path / "o3" / "nan.zarr").exists()
+    # a scan with NaN in its middle: refused in the statistics pass, one line naming the rows, nothing written
+    scan = _scan(700, 200)
+    scan[400, 7] = np.nan
+    np.save(tmp_path / "nan.npy", scan)
+    result = _denoise(str(tmp_path / "nan.npy"), "-o", str(tmp_path / "o5"), "--stream", "--tile-px", "64")
+    assert result.exit_code == 2 and "NaN" in result.output and "row 400" in result.output
+    assert len(result.output.strip().splitlines()[-1]) < 300 and not (tmp_path / "o5" / "nan.zspy").exists()
+    # chunk sizes that would change the bytes are refused with the step to use
+    result = _denoise(str(tmp_path / "nan.npy"), "-o", str(tmp_path / "o5"), "--tile-px", "64", "--chunk-rows", "100")
+    assert result.exit_code == 2 and "--chunk-rows 100: give a multiple of 108" in result.output
+    result = _denoise(str(tmp_path / "nan.zarr"), "-o", str(tmp_path / "o5"), "--chunk-rows", "108")
+    assert result.exit_code == 2 and "--chunk-rows is for a single scan" in result.output
     # an output that already exists (a finished run) is refused and left as it was
     _zarr(tmp_path / "ok.zarr", frames)
     assert _denoise(str(tmp_path / "ok.zarr"), "-o", str(tmp_path / "o4")).exit_code == 0
