@@ -218,8 +218,12 @@ def process_chunk(job: StreamJob, index: int) -> dict:
         array[...] = out[0] if out.ndim == 3 else out
     if job.want_sum:
         _atomic_write(job.job_dir / f"sum-{index}.npy", lambda f: np.save(f, out.sum(axis=0, dtype=np.float64)))
-    seconds = time.perf_counter() - began
-    marker = {job.unit + "s": stop - start, "seconds": round(seconds, 3), "pid": os.getpid()}
+    marker = {job.unit + "s": stop - start, "pid": os.getpid()}
+    if not job.banded:  # each frame judged as `stemreg denoise` judges in memory (a scan: once, when complete)
+        from stemreg.platform.stream_trust import chunk_trust
+
+        marker["trust"] = chunk_trust(job, index, frames, out)
+    seconds = marker["seconds"] = round(time.perf_counter() - began, 3)
     _atomic_write(job.job_dir / f"done-{index}.json", lambda f: f.write(json.dumps(marker).encode()))
     return {"index": index, "frames": stop - start, "seconds": seconds}
 
@@ -347,11 +351,15 @@ def run_job(job: StreamJob, executor: Any, *, progress: Callable[[int], None] | 
                    f"and kept in {job.output}: rerun the same command to resume") from None
     if job.want_sum:
         _write_sum(job)
+    from stemreg.platform.stream_trust import job_trust
+
+    trust = job_trust(job)
     job.complete = True
     save_manifest(job)
     seconds = time.perf_counter() - began
     return {"chunks": len(todo), "skipped_chunks": len(done), "unit": job.unit, "frames": frames,
-            "skipped_frames": done_frames, "seconds": round(seconds, 3), "frames_per_s": round(frames / seconds, 3) if seconds > 0 else None}
+            "skipped_frames": done_frames, "trust": trust, "seconds": round(seconds, 3),
+            "frames_per_s": round(frames / seconds, 3) if seconds > 0 else None}
 
 
 def _line(exc: BaseException) -> str:

@@ -130,5 +130,9 @@ def report_text(report: dict) -> str:
     rate = f"{report['frames_per_s']:.1f} {unit}s/s" if report.get("frames_per_s") else "-"
     skipped = f", {report['skipped_chunks']} chunk(s) from the killed run kept" if report["skipped_chunks"] else ""
     extra = f"; sum: {report['sum']}" if report.get("sum") else ""
+    if report.get("trust"):
+        from stemreg.platform.trust import trust_line
+
+        extra += f" trust: {trust_line(report['trust'])}"
     return (f"{report['input']} -> {report['output']} ({report['frames']} {unit}s in {report['seconds']:.1f} s, "
             f"{rate}, {report['workers']} worker(s){skipped}){extra}")

@@ -167,6 +167,7 @@ def test_a_scan_streams_in_row_bands_with_the_in_memory_bytes(tiny_champion, tmp
         assert result.exit_code == 0, result.output
         report = json.loads(result.stdout)["files"][0]
         assert report["unit"] == "row" and report["frames"] == 700 and report["chunks"] >= 3
+        assert report["trust"]["verdict"] in ("ok", "doubtful", "out of range")  # its central 256 px judged
         out = open_series(tmp_path / "o" / "scan.zspy").data
         assert out.chunks[0][0] == rows and np.array_equal(out.compute(), expected)
         (tmp_path / "o" / "scan.zspy").rename(tmp_path / "o" / f"{name}.done")
@@ -211,6 +212,9 @@ def test_a_killed_run_resumes_without_redoing_finished_chunks(tiny_champion, tmp
     report = json.loads(result.stdout)["files"][0]
     assert report["state"] == "resumed" and report["skipped_chunks"] == len(finished)
     assert report["chunks"] + report["skipped_chunks"] == 8
+    # judged as in memory, the first frame of each chunk (the killed run's verdicts kept in its markers)
+    assert [t["frame"] for t in report["trust"]] == list(range(0, 64, 8))
+    assert {t["verdict"] for t in report["trust"]} <= {"ok", "doubtful", "out of range"}
     after = _markers(out)
     assert {name: after[name] for name in finished} == finished  # the killed run's chunks were not redone
     assert np.array_equal(open_series(out).data.compute(), stemreg.denoise(frames, model=tiny_champion))
@@ -254,15 +258,15 @@ def test_a_series_and_a_scan_larger_than_the_memory_cap_stream_under_it(tiny_cha
     for start in range(0, frames, 32):
         source[start:start + 32] = block + start
     _zarr(tmp_path / "small.zarr", block)
-    scan = np.lib.format.open_memmap(tmp_path / "scan.npy", mode="w+", dtype=np.float32, shape=(3072, 2048))
-    for start in range(0, 3072, 512):  # 24 MiB, three times the cap, written without holding it
-        scan[start:start + 512] = _scan(512, 2048, seed=start)
+    scan = np.lib.format.open_memmap(tmp_path / "scan.npy", mode="w+", dtype=np.float32, shape=(3294, 1952))
+    for start in range(0, 3294, 549):  # 24.5 MiB, three times the cap, written without holding it
+        scan[start:start + 549] = _scan(549, 1952, seed=start)
     scan.flush()
-    np.save(tmp_path / "small.npy", _scan(580, 2048))  # the same 58 px tile rows
+    np.save(tmp_path / "small.npy", _scan(610, 1952))  # the same tiling: rows of 16 tiles of 122 px
     assert source.nbytes >= 3 * cap_bytes and scan.nbytes >= 3 * cap_bytes
     series = ["denoise", "-c", "low-dose", "--chunk-frames", "16", "--json", "-o", str(tmp_path / "o")]
-    rows = _band_rows(tiny_champion, scan.shape, 64)  # the smallest bands: 116 rows of 8 kB
-    scans = ["denoise", "-c", "low-dose", "--tile-px", "64", "--chunk-rows", str(rows), "--json", "--stream", "-o",
+    rows = _band_rows(tiny_champion, scan.shape, 128)  # the smallest bands: one tile row, 122 rows of 7.6 kB
+    scans = ["denoise", "-c", "low-dose", "--tile-px", "128", "--chunk-rows", str(rows), "--json", "--stream", "-o",
              str(tmp_path / "o")]
     child = subprocess.run([sys.executable, "-c", _MEASURED_RUN, *series, str(tmp_path / "small.zarr"), "--then",
                             *scans, str(tmp_path / "small.npy"), "--then", *series, str(tmp_path / "big.zarr"),
@@ -274,7 +278,7 @@ def test_a_series_and_a_scan_larger_than_the_memory_cap_stream_under_it(tiny_cha
     while text:  # one JSON document per run
         report, end = json.JSONDecoder().raw_decode(text)
         reports, text = [*reports, report], text[end:].strip()
-    assert reports[2]["files"][0]["frames"] == frames and reports[3]["files"][0]["frames"] == 3072
+    assert reports[2]["files"][0]["frames"] == frames and reports[3]["files"][0]["frames"] == 3294
     assert reports[3]["files"][0]["chunks"] > 20
     for what, added in zip(("series", "scan"), grown):
         assert added < cap_bytes, f"the {what} run added {added / 2**20:.1f} MiB, over the {cap_bytes / 2**20:.0f} MiB cap"
