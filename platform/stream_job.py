@@ -289,7 +289,9 @@ def create_output(job: StreamJob) -> None:
     from stemreg.acquisition.series_io import create_series_store
 
     shape = job.out_shape if len(job.shape) == 3 else tuple(job.shape)
-    chunks = (job.chunk_frames, *shape[1:]) if len(shape) == 3 or job.banded else shape
+    chunks = (job.chunk_frames, *shape[1:]) if len(shape) == 3 else shape
+    if job.banded:  # a band writes whole rows of chunks; columns of 2048 px keep a window's read small
+        chunks = (job.chunk_frames, min(int(shape[1]), 2048))
     create_series_store(job.output, shape, chunks, Calibration(**job.extra["calibration"]))
     job.job_dir.mkdir(exist_ok=True)
     save_manifest(job)
