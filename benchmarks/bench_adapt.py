@@ -209,6 +209,28 @@ def real_frames(args) -> None:
                   ndimage.gaussian_filter(x.astype(np.float64), 2.0), methods, truth_label="input smoothed (2 px)")
 
 
+def condition_raw(args) -> None:
+    """bench_real.py's simulated raw frames of the condition (its own detector draws, ADU in, the known
+    calibration back), scored by bench_real.py's own code: the base with and without the impulse repair."""
+    import copy
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_real import RAW_SEED, print_table, score_raw_sim
+
+    from stemreg.models.impulses import DEFAULT_K
+
+    base = pretrained.load_pretrained()[0]
+    repaired = copy.deepcopy(base)
+    repaired.impulse_k = DEFAULT_K
+    cond = load_condition("low-dose")
+    rows, dots = score_raw_sim(cond, {"base": base, "base + impulse repair": repaired}, args.condition_raw,
+                               256, args.skip_bm3d)
+    print_table(f"simulated raw frames ({cond.benchmark_id()}, seed {RAW_SEED}; bench_real.py's set)", rows)
+    print("dots (bench_real.py's dot_fraction, share of pixels): "
+          + ", ".join(f"{k} {100 * np.mean(v):.3f} %" for k, v in dots.items()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--lab", type=int, default=8)
@@ -224,13 +246,15 @@ def main() -> None:
     parser.add_argument("--panel", type=Path, default=None)
     parser.add_argument("--real", action="store_true", help="the public raw frames (no truth) instead")
     parser.add_argument("--real-px", type=int, default=384, help="quadrant edge cut from each real frame's centre")
+    parser.add_argument("--condition-raw", type=int, default=0,
+                        help="instead: this many of bench_real.py's simulated raw frames, base with/without repair")
     parser.add_argument("--impulse-check", action="store_true", help="only the impulse test's rates over the range")
     args = parser.parse_args()
     torch.set_num_threads(1)
     started = time.perf_counter()
     print(f"load average at start: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    if args.impulse_check or args.real:
-        impulse_check(args) if args.impulse_check else real_frames(args)
+    if args.impulse_check or args.real or args.condition_raw:
+        (impulse_check if args.impulse_check else real_frames if args.real else condition_raw)(args)
         print(f"load average at end: {', '.join(f'{v:.2f}' for v in os.getloadavg())}; "
               f"{time.perf_counter() - started:.0f} s")
         return
