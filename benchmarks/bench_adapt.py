@@ -186,7 +186,8 @@ def real_frames(args) -> None:
                 files.append(str(Path(tmp) / f"{image.name}_{i}.npy"))
                 np.save(files[-1], quad)
             result = adapt("low-dose", files, epochs=args.epochs, steps_per_epoch=args.steps,
-                           synthetic_fraction=args.synthetic_fraction, register=False, score=False, progress=False)
+                           synthetic_fraction=args.synthetic_fraction, lr=args.lr, keep_residual=not args.direct,
+                           register=False, score=False, progress=False)
             os.chdir(cwd)
         x = quads[0]
         methods = {"base": denoise_array(base, x), "base + impulse repair": denoise_array(base, x, impulses=True),
@@ -242,6 +243,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--synthetic-fraction", type=float, default=0.5)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--direct", action="store_true",
+                        help="direct output (N2V's way) instead of keeping the base's residual skip")
     parser.add_argument("--skip-bm3d", action="store_true")
     parser.add_argument("--panel", type=Path, default=None)
     parser.add_argument("--real", action="store_true", help="the public raw frames (no truth) instead")
@@ -273,7 +277,8 @@ def main() -> None:
             files.append(str(Path(tmp) / f"lab_{i:02d}.npy"))
             np.save(files[-1], frame)
         result = adapt("low-dose", files, epochs=args.epochs, steps_per_epoch=args.steps,
-                       synthetic_fraction=args.synthetic_fraction, register=False, score=False, progress=False)
+                       synthetic_fraction=args.synthetic_fraction, lr=args.lr, keep_residual=not args.direct,
+                           register=False, score=False, progress=False)
         os.chdir(cwd)
     print(f"adapt: {result.mode}, blind spot +-{result.struct_px} px along x (lab noise lag 1-3 correlation "
           f"{', '.join(f'{c:.2f}' for c in result.noise_corr_x)}), held-out loss {result.val_loss:.4f}, "
