@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -78,6 +79,8 @@ def figures(x: np.ndarray, out: np.ndarray, clean: np.ndarray, params: dict, tra
     if trained is not None:
         report = trust_report(x, out, pixel_size_pm=8.0, trained=trained)
         row["verdict"] = report.verdict
+        row["reason"] = re.sub(r" ?\(.*?\)", "", report.reason.split(";")[0])  # figures dropped: grouped
+        row["signal_corr"] = report.figures["signal_corr"]
         row["structure"] = max(report.figures["excess_corr"], report.figures["missing_corr"])
     return row
 
@@ -97,6 +100,13 @@ def print_table(rows: dict[str, list[dict]]) -> None:
               f"{np.mean([r['cy'] for r in rs]):.3f} | {off:.3f} | {np.mean([r['structure'] for r in rs]):.3f} | "
               f"{np.mean([r['dots'] for r in rs]):.0f} | "
               f"{np.mean([r['spikes'] for r in rs]):.1f} | {counts or '-'} |")
+    print("trust reasons (first clause, count over the frames) and the residual's correlation with the output's detail:")
+    for name, rs in rows.items():
+        reasons = [r["reason"] for r in rs if r.get("reason")]
+        if reasons:
+            common = ", ".join(f"{reasons.count(t)}x '{t}'" for t in dict.fromkeys(reasons))
+            sc = [r["signal_corr"] for r in rs]
+            print(f"  {name}: {common}; signal_corr {min(sc):.2f} .. {max(sc):.2f}")
 
 
 def impulse_check(args) -> None:
@@ -122,13 +132,13 @@ def impulse_check(args) -> None:
                   f"{fp0 / mpx:.0f} | {np.mean(dpsnr):+.3f} |")
 
 
-def panel(path: Path, x, clean, outs: dict[str, np.ndarray], crop: int = 72) -> None:
+def panel(path: Path, x, clean, outs: dict[str, np.ndarray], crop: int = 72, truth_label: str = "truth") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    images = {"truth": clean, "input": x, **outs}
+    images = {truth_label: clean, "input": x, **outs}
     scale = float(np.subtract(*np.percentile(clean, [99.5, 0.5])))
     lo, hi = np.percentile(clean, [0.5, 99.5])
     fig, axes = plt.subplots(2, len(images), figsize=(2.6 * len(images), 5.6), squeeze=False)
@@ -139,12 +149,87 @@ def panel(path: Path, x, clean, outs: dict[str, np.ndarray], crop: int = 72) -> 
             ax = axes[r, c]
             ax.imshow(view, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
             ax.axis("off")
-        title = name if name in ("truth", "input") else f"{name}\n{psnr(im, clean):.2f} dB"
+        title = name if name in (truth_label, "input") or truth_label != "truth" else f"{name}\n{psnr(im, clean):.2f} dB"
         axes[0, c].set_title(f"{title}\ndots {dots:.0f}/Mpx", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
     print(f"panel: {path} (bottom row: the central {crop} px)")
+
+
+def real_frames(args) -> None:
+    """The public raw frames of benchmarks/real_images.py (no truth): adapt on three quadrants around the
+    centre of each, judge every method on the fourth (the top-left one, which holds the crop of
+    bench_real.py's panel), never seen in training."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from real_images import DEFAULT_CACHE, IMAGES, load
+
+    from stemreg.models.noise_models import estimate_noise_model
+    from stemreg.platform.training.adapt import adapt
+
+    base = pretrained.load_pretrained()[0]
+    print("| frame | method | dots/Mpx | trust: unsupported dots/Mpx | trust: structure | variance | verdict, reason |")
+    print("|---|---|---|---|---|---|---|")
+    outs_all = {}
+    for image in (im for im in IMAGES if im.role == "raw"):
+        data, pixel_pm = load(image, DEFAULT_CACHE)
+        h, w, q = data.shape[0] // 2, data.shape[1] // 2, args.real_px
+        quads = [data[y:y + q, x:x + q].astype(np.float32) for y in (h - q, h) for x in (w - q, w)]
+        with tempfile.TemporaryDirectory() as tmp:
+            cwd = os.getcwd()
+            os.chdir(tmp)
+            os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
+            files = []
+            for i, quad in enumerate(quads[1:]):
+                files.append(str(Path(tmp) / f"{image.name}_{i}.npy"))
+                np.save(files[-1], quad)
+            result = adapt("low-dose", files, epochs=args.epochs, steps_per_epoch=args.steps,
+                           synthetic_fraction=args.synthetic_fraction, lr=args.lr, keep_residual=not args.direct,
+                           register=False, score=False, progress=False)
+            os.chdir(cwd)
+        x = quads[0]
+        methods = {"base": denoise_array(base, x), "base + impulse repair": denoise_array(base, x, impulses=True),
+                   "adapted (repairs impulses)": denoise_array(result.network, x)}
+        if not args.skip_bm3d:
+            methods["BM3D (estimated noise model)"] = denoise_classical(x, "bm3d", noise=estimate_noise_model(x), sigma=1.0)
+        scale = float(np.subtract(*np.percentile(ndimage.gaussian_filter(x.astype(np.float64), 2.0), [99.5, 0.5])))
+        print(f"| {image.name} | input ({result.noise_corr_x[0]:.2f} noise lag-1 corr. along x; adapt {len(result.history)} "
+              f"epochs, {result.seconds:.0f} s) | {single_pixel_dots(x, scale).mean() * 1e6:.0f} | | | | |")
+        for name, out in methods.items():
+            trained = TrainedRange(noise_corr_x=result.noise_corr_x[0]) if name.startswith("adapted") else TrainedRange()
+            rep = trust_report(x, out, pixel_size_pm=pixel_pm, trained=trained)
+            print(f"| {image.name} | {name} | {single_pixel_dots(out, scale).mean() * 1e6:.0f} | "
+                  f"{rep.figures['dots_per_mpx']:.0f} | {max(rep.figures['excess_corr'], rep.figures['missing_corr']):.3f} | "
+                  f"{rep.figures['variance_ratio']:.2f} | {rep.verdict}: {rep.reason[:90]} |")
+        outs_all[image.name] = (x, methods)
+    if args.panel:
+        for name, (x, methods) in outs_all.items():
+            panel(args.panel.with_name(f"{args.panel.stem}_{name}{args.panel.suffix}"), x,
+                  ndimage.gaussian_filter(x.astype(np.float64), 2.0), methods, truth_label="input smoothed (2 px)")
+
+
+def condition_raw(args) -> None:
+    """bench_real.py's simulated raw frames of the condition (its own detector draws, ADU in, the known
+    calibration back), scored by bench_real.py's own code: the base with and without the impulse repair."""
+    import copy
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_real import RAW_SEED, print_table, score_raw_sim
+
+    from stemreg.models.impulses import DEFAULT_K
+
+    base = pretrained.load_pretrained()[0]
+    repaired = copy.deepcopy(base)
+    repaired.impulse_k = DEFAULT_K
+    cond = load_condition("low-dose")
+    rows, dots = score_raw_sim(cond, {"base": base, "base + impulse repair": repaired}, args.condition_raw,
+                               256, args.skip_bm3d)
+    print_table(f"simulated raw frames ({cond.benchmark_id()}, seed {RAW_SEED}; bench_real.py's set)", rows)
+    print("dots (bench_real.py's dot_fraction, share of pixels): "
+          + ", ".join(f"{k} {100 * np.mean(v):.3f} %" for k, v in dots.items()))
 
 
 def main() -> None:
@@ -158,15 +243,22 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--synthetic-fraction", type=float, default=0.5)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--direct", action="store_true",
+                        help="direct output (N2V's way) instead of keeping the base's residual skip")
     parser.add_argument("--skip-bm3d", action="store_true")
     parser.add_argument("--panel", type=Path, default=None)
+    parser.add_argument("--real", action="store_true", help="the public raw frames (no truth) instead")
+    parser.add_argument("--real-px", type=int, default=384, help="quadrant edge cut from each real frame's centre")
+    parser.add_argument("--condition-raw", type=int, default=0,
+                        help="instead: this many of bench_real.py's simulated raw frames, base with/without repair")
     parser.add_argument("--impulse-check", action="store_true", help="only the impulse test's rates over the range")
     args = parser.parse_args()
     torch.set_num_threads(1)
     started = time.perf_counter()
     print(f"load average at start: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    if args.impulse_check:
-        impulse_check(args)
+    if args.impulse_check or args.real or args.condition_raw:
+        (impulse_check if args.impulse_check else real_frames if args.real else condition_raw)(args)
         print(f"load average at end: {', '.join(f'{v:.2f}' for v in os.getloadavg())}; "
               f"{time.perf_counter() - started:.0f} s")
         return
@@ -185,7 +277,8 @@ def main() -> None:
             files.append(str(Path(tmp) / f"lab_{i:02d}.npy"))
             np.save(files[-1], frame)
         result = adapt("low-dose", files, epochs=args.epochs, steps_per_epoch=args.steps,
-                       synthetic_fraction=args.synthetic_fraction, register=False, score=False, progress=False)
+                       synthetic_fraction=args.synthetic_fraction, lr=args.lr, keep_residual=not args.direct,
+                           register=False, score=False, progress=False)
         os.chdir(cwd)
     print(f"adapt: {result.mode}, blind spot +-{result.struct_px} px along x (lab noise lag 1-3 correlation "
           f"{', '.join(f'{c:.2f}' for c in result.noise_corr_x)}), held-out loss {result.val_loss:.4f}, "

@@ -74,3 +74,14 @@ def test_bad_inputs_are_refused_in_one_line():
         trust_report(np.zeros((32, 32)), np.zeros((32, 16)))
     with pytest.raises(ValueError, match="16 x 16"):
         trust_report(np.zeros((8, 8)), np.zeros((8, 8)))
+
+
+@pytest.mark.parametrize("radius", [1, 2])
+def test_local_extrema_at_candidate_pixels_equal_the_filters_over_the_whole_image(radius):
+    from stemreg.models.trust_stats import _window_extreme
+
+    image = np.random.default_rng(radius).integers(0, 5, (13, 17)).astype(np.float64)  # ties on purpose
+    rows, cols = np.nonzero(np.ones_like(image, bool))  # every pixel, the borders included
+    for pick, whole in ((np.maximum, ndimage.maximum_filter), (np.minimum, ndimage.minimum_filter)):
+        np.testing.assert_array_equal(_window_extreme(image, rows, cols, radius, pick),
+                                      whole(image, size=2 * radius + 1)[rows, cols])

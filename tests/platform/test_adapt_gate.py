@@ -15,8 +15,10 @@ from mlflow import MlflowClient
 from stemreg.acquisition import get_condition, load_condition
 from stemreg.models import pretrained
 from stemreg.models.inference import denoise_array
+from stemreg.models.prediction import network_of
 from stemreg.platform import registry
 from stemreg.platform.cli import main
+from stemreg.platform.prediction import load_model
 from stemreg.platform.registry.benchmark import score_model
 from stemreg.platform.training.adapt import AdaptResult, _gate_and_promote
 from tests.platform.conftest import TINY_CONDITION
@@ -54,6 +56,9 @@ def test_adapt_promote_passes_the_gate_within_tolerance_and_records_why(mlflow_s
     assert str(champion.version) == str(report["version"])
     last = json.loads(champion.tags["promotion.last"])
     assert last["reason"] == report["gate"]
+    # the registered model repairs defective pixels on every surface: the step travels in its architecture
+    network = network_of(load_model(load_condition(cond)).pyfunc)
+    assert network.impulse_k == 6.0 and champion.tags["adapt.impulse_k"] == "6"
 
 
 def _result(psnr: float, bench_id: str, ok_adapted: int, ok_champion: int) -> AdaptResult:
