@@ -187,6 +187,28 @@ def test_a_scan_streams_in_row_bands_with_the_in_memory_bytes(tiny_champion, tmp
     assert np.array_equal(open_series(tmp_path / "r" / "scan.zspy").data.compute(), expected)
 
 
+def test_a_tif_series_also_comes_back_as_a_tif_written_page_by_page(tiny_champion, tmp_path):
+    import tifffile
+
+    frames = _series(24)
+    tifffile.imwrite(tmp_path / "s.tif", frames, imagej=True, resolution=(50, 50), metadata={"unit": "nm"})
+    args = [str(tmp_path / "s.tif"), "-o", str(tmp_path / "o"), "--as-input", "--chunk-frames", "8"]
+    result = _denoise(*args, "--json")
+    assert result.exit_code == 0, result.output
+    written = Path(json.loads(result.stdout)["files"][0]["as_input"])
+    assert written == tmp_path / "o" / "s.tif" and len(tifffile.TiffFile(written).pages) == 24
+    back = open_series(written)
+    assert back.calibration.pixel_size_pm() == pytest.approx(20.0)
+    assert np.array_equal(back.data.compute(), stemreg.denoise(frames, model=tiny_champion))
+    # an existing .tif is refused before anything runs, and left as it was; a scan cannot be asked for
+    before = written.stat().st_mtime_ns
+    result = _denoise(*args)
+    assert result.exit_code == 2 and "s.tif already exists" in result.output and written.stat().st_mtime_ns == before
+    tifffile.imwrite(tmp_path / "scan.tif", frames[0])
+    result = _denoise(str(tmp_path / "scan.tif"), "-o", str(tmp_path / "o2"), "--as-input")
+    assert result.exit_code == 2 and "--as-input writes .tif series only" in result.output
+
+
 def _markers(out: Path) -> dict[str, str]:
     return {p.name: p.read_text() for p in (out / ".stemreg-job").glob("done-*.json")}
 
