@@ -345,8 +345,8 @@ def run_job(job: StreamJob, executor: Any, *, progress: Callable[[int], None] | 
     except Exception as exc:  # noqa: BLE001 - a worker's error, whatever it is, becomes one line
         kept = len(done_chunks(job))
         kind = BadInputError if isinstance(exc, BadInputError) else ChunkFailedError
-        raise kind(f"{Path(job.input).name}: a chunk failed: {_line(exc)}; {kept} of {job.n_chunks} chunks are finished "
-                   f"and kept in {job.output}: rerun the same command to resume") from None
+        raise kind(f"{Path(job.input).name}: a chunk failed: {_line(exc)}; {kept} of {job.n_chunks} chunks are "
+                   f"finished and kept in {job.output}: rerun the same command to resume") from None
     if job.want_sum:
         _write_sum(job)
     if job.extra.get("as_input"):  # a .tif series also as a .tif, page by page, once the store is whole

@@ -65,5 +65,5 @@ def _scan_trust(job: Any) -> dict | None:
     noisy = np.asarray(open_series_once(job.input).data[window].compute(scheduler="synchronous"), np.float32)
     denoised = np.asarray(open_series(job.output).data[window].compute(scheduler="synchronous"))
     report = served_report(worker_model(job.model), noisy, denoised, pixel_size_pm=_pixel_size_pm(job))
-    return None if report is None else {"verdict": report.verdict, "reason": report.reason,
-                                        "judged": f"{noisy.shape[0]} x {noisy.shape[1]} px from row {top}, column {left}"}
+    judged = f"{noisy.shape[0]} x {noisy.shape[1]} px from row {top}, column {left}"
+    return None if report is None else {"verdict": report.verdict, "reason": report.reason, "judged": judged}

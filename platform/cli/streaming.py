@@ -98,7 +98,8 @@ def stream_inputs(pairs: list[tuple[Path, Path]], model: Any, options: dict, *, 
 
     jobs = []
     for path, out in pairs:  # every input planned (and refused) before any is run
-        job = plan_job(path, out, model, params=tile_params(options), align=options.get("align", False), want_sum=options.get("want_sum", False),
+        job = plan_job(path, out, model, params=tile_params(options), align=options.get("align", False),
+                       want_sum=options.get("want_sum", False),
                        chunk_frames=options.get("chunk_frames"), chunk_rows=options.get("chunk_rows"))
         if options.get("as_input"):
             _ask_as_input(job, path, options.get("overwrite", False))
