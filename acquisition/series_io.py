@@ -73,9 +73,19 @@ def _squeeze(data: Any, path: Path) -> Any:
     return data
 
 
+def _stored_chunks(array: Any) -> int:
+    """Chunks a zarr array holds. zarr 2 counts only the top level of a nested store ("0/1" keys, as
+    HyperSpy's .zspy writes them), so a file system store's chunk files are counted here."""
+    root = getattr(array.store, "path", None)
+    if root is None or not os.path.isdir(os.path.join(root, array.path)):
+        return int(array.nchunks_initialized)
+    return sum(1 for _, _, files in os.walk(os.path.join(root, array.path)) for name in files
+               if not name.startswith("."))
+
+
 def _check_complete(array: Any, path: Path) -> None:
     """A zarr array with chunks missing reads them as zeros: refuse it instead."""
-    stored, total = int(array.nchunks_initialized), int(array.nchunks)
+    stored, total = _stored_chunks(array), int(array.nchunks)
     if stored < total:
         raise ImageReadError(path, f"holds {stored} of its {total} chunks: truncated, or still being written "
                                    "(a stemreg output is complete when its run ends)")

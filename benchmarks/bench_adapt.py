@@ -186,7 +186,8 @@ def real_frames(args) -> None:
                 files.append(str(Path(tmp) / f"{image.name}_{i}.npy"))
                 np.save(files[-1], quad)
             result = adapt("low-dose", files, epochs=args.epochs, steps_per_epoch=args.steps,
-                           synthetic_fraction=args.synthetic_fraction, register=False, score=False, progress=False)
+                           synthetic_fraction=args.synthetic_fraction, lr=args.lr, keep_residual=not args.direct,
+                           register=False, score=False, progress=False)
             os.chdir(cwd)
         x = quads[0]
         methods = {"base": denoise_array(base, x), "base + impulse repair": denoise_array(base, x, impulses=True),
@@ -209,6 +210,28 @@ def real_frames(args) -> None:
                   ndimage.gaussian_filter(x.astype(np.float64), 2.0), methods, truth_label="input smoothed (2 px)")
 
 
+def condition_raw(args) -> None:
+    """bench_real.py's simulated raw frames of the condition (its own detector draws, ADU in, the known
+    calibration back), scored by bench_real.py's own code: the base with and without the impulse repair."""
+    import copy
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_real import RAW_SEED, print_table, score_raw_sim
+
+    from stemreg.models.impulses import DEFAULT_K
+
+    base = pretrained.load_pretrained()[0]
+    repaired = copy.deepcopy(base)
+    repaired.impulse_k = DEFAULT_K
+    cond = load_condition("low-dose")
+    rows, dots = score_raw_sim(cond, {"base": base, "base + impulse repair": repaired}, args.condition_raw,
+                               256, args.skip_bm3d)
+    print_table(f"simulated raw frames ({cond.benchmark_id()}, seed {RAW_SEED}; bench_real.py's set)", rows)
+    print("dots (bench_real.py's dot_fraction, share of pixels): "
+          + ", ".join(f"{k} {100 * np.mean(v):.3f} %" for k, v in dots.items()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--lab", type=int, default=8)
@@ -220,17 +243,22 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--synthetic-fraction", type=float, default=0.5)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--direct", action="store_true",
+                        help="direct output (N2V's way) instead of keeping the base's residual skip")
     parser.add_argument("--skip-bm3d", action="store_true")
     parser.add_argument("--panel", type=Path, default=None)
     parser.add_argument("--real", action="store_true", help="the public raw frames (no truth) instead")
     parser.add_argument("--real-px", type=int, default=384, help="quadrant edge cut from each real frame's centre")
+    parser.add_argument("--condition-raw", type=int, default=0,
+                        help="instead: this many of bench_real.py's simulated raw frames, base with/without repair")
     parser.add_argument("--impulse-check", action="store_true", help="only the impulse test's rates over the range")
     args = parser.parse_args()
     torch.set_num_threads(1)
     started = time.perf_counter()
     print(f"load average at start: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    if args.impulse_check or args.real:
-        impulse_check(args) if args.impulse_check else real_frames(args)
+    if args.impulse_check or args.real or args.condition_raw:
+        (impulse_check if args.impulse_check else real_frames if args.real else condition_raw)(args)
         print(f"load average at end: {', '.join(f'{v:.2f}' for v in os.getloadavg())}; "
               f"{time.perf_counter() - started:.0f} s")
         return
@@ -249,7 +277,8 @@ def main() -> None:
             files.append(str(Path(tmp) / f"lab_{i:02d}.npy"))
             np.save(files[-1], frame)
         result = adapt("low-dose", files, epochs=args.epochs, steps_per_epoch=args.steps,
-                       synthetic_fraction=args.synthetic_fraction, register=False, score=False, progress=False)
+                       synthetic_fraction=args.synthetic_fraction, lr=args.lr, keep_residual=not args.direct,
+                           register=False, score=False, progress=False)
         os.chdir(cwd)
     print(f"adapt: {result.mode}, blind spot +-{result.struct_px} px along x (lab noise lag 1-3 correlation "
           f"{', '.join(f'{c:.2f}' for c in result.noise_corr_x)}), held-out loss {result.val_loss:.4f}, "

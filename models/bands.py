@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
-from stemreg.models.inference import NormStats, TilePlan, apply_stats, denormalise, run_tiles
+from stemreg.models.inference import NormStats, TilePlan, run_tiles
 
 
 @dataclass(frozen=True)
@@ -97,8 +97,11 @@ def denoise_band(model: nn.Module, bands: BandPlan, k: int, rows: np.ndarray, ro
     if index.min() < 0 or index.max() >= len(rows):
         raise ValueError(f"band {k} needs image rows {index.min() + row_lo}-{index.max() + row_lo}; "
                          f"got {row_lo}-{row_lo + len(rows) - 1}")
-    stats = NormStats(np.asarray(stats.offset, np.float32).reshape(()), np.asarray(stats.scale, np.float32).reshape(()))
-    normed = apply_stats(rows[index], stats)  # elementwise: the rows' values in the whole run
+    offset, scale = (np.float32(np.asarray(v).reshape(())) for v in (stats.offset, stats.scale))
+    # apply_stats, in place: the same two float32 operations on each pixel as the whole run's
+    normed = np.asarray(rows, np.float32)[index]
+    np.subtract(normed, offset, out=normed)
+    np.divide(normed, scale, out=normed)
     pw = ((0, 0), (0, 0), (plan.overlap_px, plan.overlap_px))
     padded = np.pad(normed[None], pw, mode=plan.pad_mode)
     del normed
@@ -106,6 +109,10 @@ def denoise_band(model: nn.Module, bands: BandPlan, k: int, rows: np.ndarray, ro
     out = np.empty((1, plan.ys[stop - 1] + plan.core_h - top, plan.width), np.float32)
     tiles = [(0, y, x) for y in plan.ys[first:stop] for x in plan.xs]
     run_tiles(model, plan, padded, tiles, out, row0=top, device=device)
+    del padded
     start, end = bands.owned(k)
-    return denormalise(out[0, :end - start], stats)
+    owned = out[0, :end - start]
+    np.multiply(owned, scale, out=owned)  # denormalise, in place
+    np.add(owned, offset, out=owned)
+    return owned
 

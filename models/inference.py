@@ -42,6 +42,12 @@ def row_sums(rows: np.ndarray, offset: float | None = None) -> np.ndarray:
     return np.add.reduce(block, axis=1)
 
 
+def blocked_row_sums(image: np.ndarray, offset: float | None = None, block_bytes: int = 4 << 20) -> np.ndarray:
+    """:func:`row_sums` of an ``(H, W)`` image a few MB of rows at a time (the float64 copies stay small)."""
+    step = max(1, block_bytes // (8 * int(image.shape[-1])))
+    return np.concatenate([row_sums(image[a:a + step], offset) for a in range(0, len(image), step)])
+
+
 def stats_from_sums(sums: np.ndarray, count: int) -> float:
     """The exactly rounded total of ``sums`` (math.fsum: independent of their order) over ``count``."""
     return math.fsum(np.asarray(sums, dtype=np.float64).tolist()) / count
@@ -60,8 +66,9 @@ def image_stats(x: np.ndarray) -> NormStats:
     x = np.asarray(x, dtype=np.float32)
     stack = x[None] if x.ndim == 2 else x
     count = int(stack.shape[1]) * int(stack.shape[2])
-    offsets = np.array([stats_from_sums(row_sums(image), count) for image in stack])
-    variances = np.array([stats_from_sums(row_sums(image, mean), count) for image, mean in zip(stack, offsets)])
+    offsets = np.array([stats_from_sums(blocked_row_sums(image), count) for image in stack])
+    variances = np.array([stats_from_sums(blocked_row_sums(image, mean), count)
+                          for image, mean in zip(stack, offsets)])
     stats = finish_stats(offsets, variances)
     if x.ndim == 2:
         return NormStats(offset=stats.offset.reshape(()), scale=stats.scale.reshape(()))

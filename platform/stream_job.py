@@ -156,16 +156,12 @@ def plan_job(input_path: str | Path, output: str | Path, model: Any, *, params: 
     size, mtime = _input_stamp(Path(input_path))
     spec = spec_of(model, tracking_uri)
     if len(shape) == 2:  # rows per chunk (the band height) or the whole scan in one
-        per = _band_rows(extra["tiling"]) if extra.get("tiling") else 1
+        from stemreg.platform.scan_bands import plan_from_json
+
+        per = plan_from_json(extra["tiling"]).rows if extra.get("tiling") else 1
     return StreamJob(input=str(Path(input_path).resolve()), output=str(Path(output).resolve()), shape=shape,
                      chunk_frames=per, model=spec, model_uri=spec.model_uri, params=params,
                      align=align, want_sum=want_sum, input_bytes=size, input_mtime_ns=mtime, extra=extra)
-
-
-def _band_rows(tiling: dict) -> int:
-    from stemreg.platform.scan_bands import plan_from_json
-
-    return plan_from_json(tiling).rows
 
 
 # -- what runs on a worker ----------------------------------------------------------------------------
@@ -289,7 +285,9 @@ def create_output(job: StreamJob) -> None:
     from stemreg.acquisition.series_io import create_series_store
 
     shape = job.out_shape if len(job.shape) == 3 else tuple(job.shape)
-    chunks = (job.chunk_frames, *shape[1:]) if len(shape) == 3 or job.banded else shape
+    chunks = (job.chunk_frames, *shape[1:]) if len(shape) == 3 else shape
+    if job.banded:  # a band writes whole rows of chunks; columns of 2048 px keep a window's read small
+        chunks = (job.chunk_frames, min(int(shape[1]), 2048))
     create_series_store(job.output, shape, chunks, Calibration(**job.extra["calibration"]))
     job.job_dir.mkdir(exist_ok=True)
     save_manifest(job)
@@ -347,10 +345,14 @@ def run_job(job: StreamJob, executor: Any, *, progress: Callable[[int], None] | 
     except Exception as exc:  # noqa: BLE001 - a worker's error, whatever it is, becomes one line
         kept = len(done_chunks(job))
         kind = BadInputError if isinstance(exc, BadInputError) else ChunkFailedError
-        raise kind(f"{Path(job.input).name}: a chunk failed: {_line(exc)}; {kept} of {job.n_chunks} chunks are finished "
-                   f"and kept in {job.output}: rerun the same command to resume") from None
+        raise kind(f"{Path(job.input).name}: a chunk failed: {_line(exc)}; {kept} of {job.n_chunks} chunks are "
+                   f"finished and kept in {job.output}: rerun the same command to resume") from None
     if job.want_sum:
         _write_sum(job)
+    if job.extra.get("as_input"):  # a .tif series also as a .tif, page by page, once the store is whole
+        from stemreg.platform.stream_output import write_as_input
+
+        write_as_input(job)
     from stemreg.platform.stream_trust import job_trust
 
     trust = job_trust(job)

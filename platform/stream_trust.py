@@ -3,9 +3,11 @@
 A series is judged by a sample: the first frame of each chunk, where the chunk is denoised (input
 and output are both at hand there; judging every frame would cost about what denoising it does,
 measured 0.47 s against 0.41 s for 8 frames of 128 px with the shipped base). Each verdict goes
-into its chunk's completion marker, so a resumed run still reports the frames a killed run judged. A scan in row bands is judged once it is complete, from a central
-square of its input and output (what the server judges, :func:`~stemreg.platform.trust.served_report`):
-the report's figures are image-level and no band is the whole image.
+into its chunk's completion marker, so a resumed run still reports the frames a killed run judged.
+A scan in row bands is judged once it is complete, from a 256 px square of its input and output
+(what the server judges, :func:`~stemreg.platform.trust.served_report`) at the start of its middle
+band, centred across: the report's figures are image-level, and the square lies in one row of
+the output's chunks, so judging it reads little.
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ def chunk_trust(job: Any, index: int, frames: np.ndarray, out: np.ndarray) -> li
 
 def job_trust(job: Any) -> list[dict] | dict | None:
     """The trust of a finished job: a series' verdicts on its judged frames (from its markers, in frame
-    order), or a scan's report from its central square."""
+    order), or a scan's report from a 256 px square in its middle."""
     if job.banded:
         return _scan_trust(job)
     verdicts: list[dict] = []
@@ -53,11 +55,15 @@ def _scan_trust(job: Any) -> dict | None:
     from stemreg.platform.lazy import worker_model
     from stemreg.platform.trust import HEADER_CROP_PX, served_report
 
+    from stemreg.platform.scan_bands import plan_from_json
+
     height, width = (int(n) for n in job.shape)
-    top, left = max(0, (height - HEADER_CROP_PX) // 2), max(0, (width - HEADER_CROP_PX) // 2)
+    bands = plan_from_json(job.extra["tiling"])
+    top = bands.owned(len(bands.bands) // 2)[0]  # the middle band's first row: within one row of chunks
+    top, left = max(0, min(top, height - HEADER_CROP_PX)), max(0, (width - HEADER_CROP_PX) // 2)
     window = (slice(top, top + HEADER_CROP_PX), slice(left, left + HEADER_CROP_PX))
     noisy = np.asarray(open_series_once(job.input).data[window].compute(scheduler="synchronous"), np.float32)
     denoised = np.asarray(open_series(job.output).data[window].compute(scheduler="synchronous"))
     report = served_report(worker_model(job.model), noisy, denoised, pixel_size_pm=_pixel_size_pm(job))
-    return None if report is None else {"verdict": report.verdict, "reason": report.reason,
-                                        "judged": f"the central {noisy.shape[0]} x {noisy.shape[1]} px"}
+    judged = f"{noisy.shape[0]} x {noisy.shape[1]} px from row {top}, column {left}"
+    return None if report is None else {"verdict": report.verdict, "reason": report.reason, "judged": judged}

@@ -7,12 +7,12 @@ import zlib
 
 import pytest
 
-# Every condition's benchmark at 2 images per bin (26 images, not the YAMLs' 8 per bin, 104): scoring
+# Every condition's benchmark at 1 image per bin (13 images, not the YAMLs' 8 per bin, 104): scoring
 # a registered version, what most registry, pipeline and tuning tests do, is its largest cost. The
 # same code runs; the benchmark id differs from the full set's. Subprocesses (`mlflow run`, a second
 # `stemreg tune`, the tracking server's clients) inherit it. tests/acquisition/test_conditions.py
 # checks the YAMLs' own count with it unset.
-os.environ["STEMREG_BENCHMARK_MAX_PER_BIN"] = "2"
+os.environ["STEMREG_BENCHMARK_MAX_PER_BIN"] = "1"
 
 _MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID")
 

@@ -68,9 +68,11 @@ def denoise_command(inputs: tuple[Path, ...], condition_name: str, alias: str, o
     gives every figure.
 
     Series and huge scans (.zarr/.zspy stores, files over 1 GiB, or any input
-    with --stream, --workers, --scheduler, --align or --sum) are streamed:
-    read and denoised chunk by chunk of whole frames, in bounded memory, into
-    OUTDIR/NAME.zspy (a .zarr stays .zarr), with a progress bar. A killed run
+    with a streaming option below) are streamed: read and denoised chunk by
+    chunk of whole frames (a single scan: bands of whole tile rows, with the
+    bytes of a whole-image run), in bounded memory, into OUTDIR/NAME.zspy (a
+    .zarr stays .zarr; --as-input: a .tif series also as OUTDIR/NAME.tif),
+    with a progress bar. A killed run
     resumes where it stopped when run again; --workers N or --scheduler
     tcp://host:8786 spread the chunks over Dask workers, each loading the
     model once through the verified path.

@@ -46,6 +46,9 @@ def stream_options(func: Any) -> Any:
         click.option("--tile-px", type=click.IntRange(min=16), default=None,
                      help="Tile edge (px) of the model's tiled inference, as stemreg.denoise(params={'tile_px': N}) "
                           "(default: the whole image up to 1024 px, larger ones in 1024 px tiles)."),
+        click.option("--as-input", is_flag=True,
+                     help="Also write the result in the input's own format where it streams: a .tif series as "
+                          "OUTDIR/NAME.tif, page by page, once the .zspy is complete."),
         click.option("--overwrite", is_flag=True, help="Replace a finished streamed output instead of refusing."),
     ]):
         func = option(func)
@@ -61,7 +64,8 @@ def wants_stream(path: Path, options: dict) -> bool:
     """Whether ``path`` goes through the streamed path."""
     if path.suffix.lower() in STORE_SUFFIXES or options.get("stream"):
         return True
-    if any(options.get(k) for k in ("workers", "scheduler", "align", "want_sum", "chunk_frames", "chunk_rows")):
+    if any(options.get(k) for k in ("workers", "scheduler", "align", "want_sum", "chunk_frames", "chunk_rows",
+                                    "as_input")):
         return True
     return path.is_file() and path.stat().st_size > STREAM_ABOVE_BYTES
 
@@ -90,11 +94,15 @@ def stream_inputs(pairs: list[tuple[Path, Path]], model: Any, options: dict, *, 
 
     from stemreg.platform.dask_exec import open_executor
     from stemreg.platform.stream_job import plan_job, prepare_output, run_job, sum_path
+    from stemreg.platform.stream_output import as_input_path
 
     jobs = []
     for path, out in pairs:  # every input planned (and refused) before any is run
-        job = plan_job(path, out, model, params=tile_params(options), align=options.get("align", False), want_sum=options.get("want_sum", False),
+        job = plan_job(path, out, model, params=tile_params(options), align=options.get("align", False),
+                       want_sum=options.get("want_sum", False),
                        chunk_frames=options.get("chunk_frames"), chunk_rows=options.get("chunk_rows"))
+        if options.get("as_input"):
+            _ask_as_input(job, path, options.get("overwrite", False))
         jobs.append(prepare_output(job, overwrite=options.get("overwrite", False)))
     reports = []
     with open_executor(scheduler=options.get("scheduler"), workers=options.get("workers"),
@@ -118,10 +126,26 @@ def stream_inputs(pairs: list[tuple[Path, Path]], model: Any, options: dict, *, 
                       "workers": getattr(executor, "workers", 1)}
             if job.want_sum:
                 report["sum"] = str(sum_path(job))
+            if job.extra.get("as_input"):
+                report["as_input"] = str(as_input_path(job))
             if job.align:
                 report["crop"] = list(job.crop)
             reports.append(report)
     return reports
+
+
+def _ask_as_input(job: Any, path: Path, overwrite: bool) -> None:
+    """Mark ``job`` to be written in its input's format too; refused (nothing written) where that format
+    does not stream, or where the file exists (unless ``overwrite``)."""
+    from stemreg.platform.stream_output import as_input_path
+
+    target = as_input_path(job)
+    if target is None:
+        raise BadInputError(f"{path}: --as-input writes .tif series only (a scan, or a {path.suffix} input, "
+                            "stays .zspy)")
+    if target.exists() and not overwrite:
+        raise BadInputError(f"{target} already exists; remove it, give another -o, or pass --overwrite")
+    job.extra["as_input"] = True
 
 
 def report_text(report: dict) -> str:
@@ -130,6 +154,7 @@ def report_text(report: dict) -> str:
     rate = f"{report['frames_per_s']:.1f} {unit}s/s" if report.get("frames_per_s") else "-"
     skipped = f", {report['skipped_chunks']} chunk(s) from the killed run kept" if report["skipped_chunks"] else ""
     extra = f"; sum: {report['sum']}" if report.get("sum") else ""
+    extra += f"; as input: {report['as_input']}" if report.get("as_input") else ""
     if report.get("trust"):
         from stemreg.platform.trust import trust_line
 
