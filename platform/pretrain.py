@@ -133,7 +133,12 @@ def pretrain_base(condition: ConditionLike = PRETRAIN.condition, *, steps: int =
                       "dose_scale": list(cond.dose_scale) if isinstance(cond.dose_scale, tuple) else cond.dose_scale,
                       "source_size_pm": (list(cond.source_size_pm) if isinstance(cond.source_size_pm, tuple)
                                          else cond.source_size_pm),
-                      "specimens": [s.value for s in cond.specimens]},
+                      "specimens": [s.value for s in cond.specimens],
+                      # what the trust report's range needs: the detector bandwidth (noise correlation
+                      # along the scan) and the share of bright-field images seen in training
+                      "bandwidth_px": (list(cond.bandwidth_px) if isinstance(cond.bandwidth_px, tuple)
+                                       else cond.bandwidth_px),
+                      "bright_field_fraction": cond.bright_field_fraction},
         "training": {"steps": epochs * steps_per_epoch, "batch_size": batch_size, "patch_px": patch_px,
                      "recipe": config.model_dump(mode="json"), "seed": seed, "pool_fields": n_fields,
                      "data": "synthetic fields from the condition's ranges (simulator revision "

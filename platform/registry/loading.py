@@ -390,8 +390,9 @@ def load_shipped_base(condition: str | None = None) -> LoadedModel:
     into: the same params, checks, defaults and tiling, only not read from an MLflow model folder.
     """
     network, card = pretrained.load_pretrained()
+    tags = {"pretrained": "true", "trained_pixel_size_pm": json.dumps(card["condition"]["pixel_size_pm"])}
+    if "bandwidth_px" in card["condition"]:  # trained on the detector read-out (simulator revision 4 on)
+        tags["condition.bandwidth_px"] = json.dumps(card["condition"]["bandwidth_px"])
     return LoadedModel(pyfunc=DenoiserModel(network), model_uri=f"pretrained:{card['name']}",
                        name=f"pretrained base '{card['name']}' (shipped with stemreg)", version=None,
-                       alias=None, condition=condition, tags={"pretrained": "true",
-                                                             "trained_pixel_size_pm": json.dumps(
-                                                                 card["condition"]["pixel_size_pm"])})
+                       alias=None, condition=condition, tags=tags)

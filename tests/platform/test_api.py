@@ -156,3 +156,19 @@ def test_denoise_with_report_returns_the_trust_report(registered_low_dose):
     _, trust = stemreg.denoise(bright_field, condition="low-dose", tracking_uri=registered_low_dose.tracking_uri,
                                report=True)
     assert trust.verdict == "out of range" and "bright-field" in trust.reason
+
+
+def test_the_shipped_base_takes_the_detectors_scan_correlated_noise_as_within_its_range(mlflow_store):
+    """The shipped base was trained on the detector's read-out (fast-scan bandwidth up to 1.5 px): a frame
+    with that noise is within its range, not "noise correlated beyond the 0.00 the model was trained on"
+    (the unregistered fallback once lost that from its card and called every raw frame out of range)."""
+    from stemreg.acquisition import get_condition
+    from stemreg.models import pretrained
+
+    if not pretrained.available():
+        pytest.skip("no pretrained base in this checkout")
+    seed_point = get_condition("low-dose").seed_point()
+    scan = seed_point.model_copy(update={"bandwidth_px": 1.2}).sample_pairs(1, size_px=128, seed=21)
+    _, trust = stemreg.denoise(scan.degraded[0], condition="low-dose", report=True)
+    assert "beyond the" not in trust.reason and trust.figures["noise_corr_x"][0] > 0.3, trust.reason
+    assert "condition.bandwidth_px" in stemreg.load_model("low-dose").tags
