@@ -31,6 +31,8 @@ the repair is a model's declared step (:func:`stemreg.models.architectures.build
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage
 
@@ -38,6 +40,12 @@ from stemreg.models import trust_stats as ts
 
 #: The outlier test's threshold, in noise sigmas beyond the signal's own curvature.
 DEFAULT_K = 6.0
+#: A frame larger than this each way has its noise model estimated from its central window of this
+#: size, so a scan streamed in row bands (stemreg.platform.scan_bands) is repaired with the same numbers
+#: as the whole frame in memory; a frame within it is its own window (the figures are unchanged).
+NOISE_WINDOW_PX = 1024
+#: Rows beyond a pixel's own that its test reads (the ring two steps away): a band's halo.
+HALO_ROWS = 2
 
 _RING1 = np.ones((3, 3), bool)
 _RING1[1, 1] = False
@@ -45,8 +53,42 @@ _RING2 = np.ones((5, 5), bool)
 _RING2[1:4, 1:4] = False
 
 
-def find_impulses(image: np.ndarray, k: float = DEFAULT_K, noise: ts.InputNoise | None = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class FrameNoise:
+    """A frame's noise model for the repair, and the floor its variance is held above."""
+
+    noise: ts.InputNoise
+    floor: float
+
+    def to_json(self) -> dict:
+        return {"gain": self.noise.gain, "offset_var": self.noise.offset_var, "corr_x": list(self.noise.corr_x),
+                "corr_y": list(self.noise.corr_y), "floor": self.floor}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "FrameNoise":
+        noise = ts.InputNoise(float(data["gain"]), float(data["offset_var"]), tuple(data["corr_x"]),
+                              tuple(data["corr_y"]))
+        return cls(noise, float(data["floor"]))
+
+
+def noise_window(shape: tuple[int, ...]) -> tuple[slice, slice]:
+    """The rows and columns of a frame its repair's noise model is estimated from (centred)."""
+    h, w = int(shape[-2]), int(shape[-1])
+    r0, c0 = max(0, (h - NOISE_WINDOW_PX) // 2), max(0, (w - NOISE_WINDOW_PX) // 2)
+    return slice(r0, min(h, r0 + NOISE_WINDOW_PX)), slice(c0, min(w, c0 + NOISE_WINDOW_PX))
+
+
+def frame_noise(window: np.ndarray) -> FrameNoise:
+    """The noise model of a frame from its :func:`noise_window` (the pixels, at least 16 px each way)."""
+    x = np.asarray(window, np.float64)
+    m1 = ndimage.median_filter(x, footprint=_RING1, mode="reflect")
+    noise = ts.input_noise(x, m1)
+    var = noise.gain * m1 + noise.offset_var
+    return FrameNoise(noise, 0.01 * max(float(np.median(var)), 1e-20))  # InputNoise.variance's floor
+
+
+def find_impulses(image: np.ndarray, k: float = DEFAULT_K, noise: ts.InputNoise | None = None,
+                  floor: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The frame's defective pixels (boolean map) and each pixel's replacement (its neighbours' median).
 
     Parameters
@@ -63,7 +105,8 @@ def find_impulses(image: np.ndarray, k: float = DEFAULT_K, noise: ts.InputNoise 
         raise ValueError(f"impulse repair takes one (H, W) frame of at least 16 px, got shape {x.shape}")
     m1 = ndimage.median_filter(x, footprint=_RING1, mode="reflect")
     noise = noise if noise is not None else ts.input_noise(x, m1)
-    sigma = np.sqrt(noise.variance(m1) * (1.0 + np.pi / 16.0))
+    var = noise.variance(m1) if floor is None else np.maximum(noise.gain * m1 + noise.offset_var, floor)
+    sigma = np.sqrt(var * (1.0 + np.pi / 16.0))
     excess = np.abs(x - m1) - k * sigma
     mask = excess > 0
     ys, xs = np.nonzero(mask)
@@ -85,7 +128,25 @@ def repair_impulses(image: np.ndarray, k: float = DEFAULT_K) -> tuple[np.ndarray
         return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
     if arr.ndim != 2 or min(arr.shape) < 16:
         return arr.copy(), np.zeros(arr.shape, bool)
-    mask, median = find_impulses(arr, k)
+    if max(arr.shape) > NOISE_WINDOW_PX:
+        frame = frame_noise(arr[noise_window(arr.shape)])
+        mask, median = find_impulses(arr, k, noise=frame.noise, floor=frame.floor)
+    else:
+        mask, median = find_impulses(arr, k)
     out = arr.copy()
     out[mask] = median[mask].astype(arr.dtype)
     return out, mask
+
+
+def repair_rows(rows: np.ndarray, k: float, frame: FrameNoise) -> np.ndarray:
+    """A block of a frame's rows with its defective pixels repaired, given the whole frame's noise
+    (:func:`frame_noise` of its :func:`noise_window`). Rows more than :data:`HALO_ROWS` from the block's
+    cut edges come out as the whole frame's repair gives them; at the frame's own top and bottom the
+    block's edge is the frame's."""
+    arr = np.asarray(rows)
+    if min(arr.shape) < 16:
+        raise ValueError(f"impulse repair takes blocks of at least 16 x 16 px, got {arr.shape}")
+    mask, median = find_impulses(arr, k, noise=frame.noise, floor=frame.floor)
+    out = arr.copy()
+    out[mask] = median[mask].astype(arr.dtype)
+    return out

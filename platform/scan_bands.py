@@ -19,15 +19,14 @@ from stemreg.platform.errors import BadInputError
 def band_plan_of(model: Any, shape: tuple[int, ...], params: dict | None = None, *, band_bytes: int = 0,
                  tile_rows: int | None = None) -> Any:
     """The :class:`~stemreg.models.bands.BandPlan` of ``model`` on an ``(H, W)`` scan: the tiling and
-    batch its pyfunc would run on the whole image. None for a pyfunc whose network is unknown, or one
-    that repairs impulses first (:mod:`stemreg.models.impulses`: a whole-frame noise estimate)."""
+    batch its pyfunc would run on the whole image. None for a pyfunc whose network is unknown."""
     from stemreg.models.bands import plan_bands
     from stemreg.models.inference import plan_tiles
     from stemreg.models.mlflow_model import tiling_of
     from stemreg.models.prediction import network_of, request_options
 
     network = network_of(model.pyfunc)
-    if network is None or getattr(network, "impulse_k", None):  # unknown, or a whole-frame repair step first
+    if network is None:
         return None
     options = request_options(model.pyfunc, params)
     tile, overlap = tiling_of(shape, options, network)
@@ -73,6 +72,39 @@ def _sums(block: Any, first_row: int, offset: float | None = None) -> np.ndarray
                            for a in range(0, len(block), step)])
 
 
+# -- a model that repairs defective pixels first (stemreg.models.impulses): each band's rows are repaired
+# with a halo of HALO_ROWS rows and the frame's noise model from its central window, as the whole frame is
+def impulse_k_of(model: Any) -> float | None:
+    """The impulse repair's threshold of a loaded model's network, None when it repairs nothing."""
+    from stemreg.models.prediction import network_of
+
+    return getattr(network_of(model.pyfunc), "impulse_k", None) or None
+
+
+def _halo(a: int, b: int, height: int, repair: Any) -> tuple[int, int]:
+    from stemreg.models.impulses import HALO_ROWS
+
+    return (max(0, a - HALO_ROWS), min(height, b + HALO_ROWS)) if repair is not None else (a, b)
+
+
+def _prepared(block: Any, lo: int, a: int, b: int, repair: Any) -> np.ndarray:
+    """Image rows ``[a, b)`` (``block`` holds the rows from ``lo`` on) checked, and repaired when
+    ``repair`` is ``(k, FrameNoise)``."""
+    rows = checked_rows(block, lo)
+    if repair is not None:
+        from stemreg.models.impulses import repair_rows
+
+        rows = repair_rows(rows, *repair)
+    return rows[a - lo:b - lo]
+
+
+def _band_sums(block: Any, lo: int, a: int, b: int, offset: float | None, repair: Any) -> np.ndarray:
+    """Row sums of the owned rows ``[a, b)`` (repaired first when the model repairs)."""
+    if repair is None:
+        return _sums(block, lo, offset)
+    return _sums(_prepared(block, lo, a, b, repair), a, offset)
+
+
 def _mean(sums: list[np.ndarray], count: int) -> float:
     from stemreg.models.inference import stats_from_sums
 
@@ -86,15 +118,18 @@ def _stats(offset: float, sums: list[np.ndarray], count: int) -> tuple[float, fl
     return float(stats.offset), float(stats.scale)
 
 
-def _band(load: Any, spec: Any, bands: Any, k: int, block: Any, row_lo: int,
-          stats: tuple[float, float]) -> np.ndarray:
-    """Band ``k`` with the model ``load(spec)`` gives (:func:`stemreg.platform.lazy.worker_model`)."""
+def _band(load: Any, spec: Any, bands: Any, k: int, block: Any, block_lo: int,
+          stats: tuple[float, float], repair: Any = None) -> np.ndarray:
+    """Band ``k`` with the model ``load(spec)`` gives (:func:`stemreg.platform.lazy.worker_model`);
+    ``block`` holds the image rows from ``block_lo`` on (the band's rows and, with ``repair``, a halo)."""
     from stemreg.models.bands import denoise_band
     from stemreg.models.inference import NormStats
     from stemreg.models.prediction import network_of
 
     norm = NormStats(np.float32(stats[0]), np.float32(stats[1]))
-    return denoise_band(network_of(load(spec).pyfunc), bands, k, checked_rows(block, row_lo), row_lo, norm)
+    lo, hi = read_span(bands, k)
+    rows = _prepared(block, block_lo, lo, hi, repair)
+    return denoise_band(network_of(load(spec).pyfunc), bands, k, rows, lo, norm)
 
 
 def read_span(bands: Any, k: int) -> tuple[int, int]:
@@ -112,16 +147,24 @@ def denoise_scan_lazy(data: Any, model: Any, spec: Any, params: dict | None, *, 
     bands = band_plan_of(model, data.shape, params, band_bytes=band_bytes)
     if bands is None or len(bands.bands) == 1:
         return None
-    count = int(data.shape[0]) * int(data.shape[1])
+    height, count = int(data.shape[0]), int(data.shape[0]) * int(data.shape[1])
+    repair = None
+    k_impulse = impulse_k_of(model)
+    if k_impulse:
+        from stemreg.models.impulses import frame_noise, noise_window
+
+        repair = dask.delayed(tuple)([k_impulse, dask.delayed(frame_noise)(data[noise_window(data.shape)])])
     owned = [bands.owned(k) for k in range(len(bands.bands))]
-    sums = [dask.delayed(_sums)(data[a:b], a) for a, b in owned]
+    spans = [_halo(a, b, height, repair) for a, b in owned]
+    sums = [dask.delayed(_band_sums)(data[lo:hi], lo, a, b, None, repair) for (a, b), (lo, hi) in zip(owned, spans)]
     mean = dask.delayed(_mean)(sums, count)
-    squares = [dask.delayed(_sums)(data[a:b], a, mean) for a, b in owned]
+    squares = [dask.delayed(_band_sums)(data[lo:hi], lo, a, b, mean, repair)
+               for (a, b), (lo, hi) in zip(owned, spans)]
     stats = dask.delayed(_stats)(mean, squares, count)
     parts = []
     for k, (a, b) in enumerate(owned):
-        lo, hi = read_span(bands, k)
-        part = dask.delayed(_band)(load, spec, bands, k, data[lo:hi], lo, stats)
+        lo, hi = _halo(*read_span(bands, k), height, repair)
+        part = dask.delayed(_band)(load, spec, bands, k, data[lo:hi], lo, stats, repair)
         parts.append(da.from_delayed(part, (b - a, int(data.shape[1])), np.float32))
     return da.concatenate(parts, axis=0)
 
@@ -148,7 +191,7 @@ def plan_scan(model: Any, shape: tuple[int, ...], params: dict | None, *, chunk_
                                 f"{probe.tiles.core_h} px each, that start whole batches of "
                                 f"{probe.tiles.batch_size} tiles)")
         probe = band_plan_of(model, shape, params, tile_rows=chunk_rows // probe.tiles.core_h)
-    return plan_to_json(probe)
+    return {**plan_to_json(probe), "impulse_k": impulse_k_of(model)}
 
 
 def scan_stats(job: Any, executor: Any) -> list[float]:
@@ -156,6 +199,12 @@ def scan_stats(job: Any, executor: Any) -> list[float]:
     bands = plan_from_json(job.extra["tiling"])
     count = int(job.shape[0]) * int(job.shape[1])
     indices = list(range(len(bands.bands)))
+    if job.extra["tiling"].get("impulse_k"):  # the frame's noise model, from its central window, once
+        from stemreg.models.impulses import frame_noise, noise_window
+
+        rows, cols = noise_window(job.shape)
+        window = checked_rows(_rows(job, rows.start, rows.stop), rows.start)[:, cols]
+        job.extra["noise"] = frame_noise(window).to_json()
     sums = dict(executor.map(_job_sums, job, indices))
     offset = _mean([sums[k] for k in indices], count)
     job.extra["mean"] = offset  # what the second pass's workers subtract
@@ -169,21 +218,34 @@ def _rows(job: Any, a: int, b: int) -> np.ndarray:
     return open_series_once(job.input).data[a:b].compute(scheduler="synchronous")
 
 
-def _owned_rows(job: Any, k: int) -> tuple[int, np.ndarray]:
+def _job_repair(job: Any) -> Any:
+    k = job.extra["tiling"].get("impulse_k")
+    if not k:
+        return None
+    from stemreg.models.impulses import FrameNoise
+
+    return (k, FrameNoise.from_json(job.extra["noise"]))
+
+
+def _job_band_sums(job: Any, k: int, offset: float | None) -> np.ndarray:
     a, b = plan_from_json(job.extra["tiling"]).owned(k)
-    return a, _rows(job, a, b)
+    repair = _job_repair(job)
+    lo, hi = _halo(a, b, int(job.shape[0]), repair)
+    return _band_sums(_rows(job, lo, hi), lo, a, b, offset, repair)
 
 
 def _job_sums(job: Any, k: int) -> np.ndarray:
-    return _sums(*_owned_rows(job, k)[::-1])
+    return _job_band_sums(job, k, None)
 
 
 def _job_squares(job: Any, k: int) -> np.ndarray:
-    return _sums(*_owned_rows(job, k)[::-1], job.extra["mean"])
+    return _job_band_sums(job, k, job.extra["mean"])
 
 
 def band_of(job: Any, k: int, load: Any) -> tuple[tuple[int, int], np.ndarray]:
     """Band ``k`` of a streamed scan: the rows it owns and their denoised values (model: ``load(job.model)``)."""
     bands = plan_from_json(job.extra["tiling"])
-    lo, hi = read_span(bands, k)
-    return bands.owned(k), _band(load, job.model, bands, k, _rows(job, lo, hi), lo, tuple(job.extra["stats"]))
+    repair = _job_repair(job)
+    lo, hi = _halo(*read_span(bands, k), int(job.shape[0]), repair)
+    return bands.owned(k), _band(load, job.model, bands, k, _rows(job, lo, hi), lo, tuple(job.extra["stats"]),
+                                 repair)

@@ -74,6 +74,7 @@ def test_evaluate_raw_images_gives_trust_figures_per_method(mlflow_store, tmp_pa
     assert result.exit_code == 0, result.output
     rows = {r["method"]: r for r in json.loads(result.stdout)["rows"]}
     assert set(rows) == {"champion", "bm3d"}
-    # the shipped base never saw noise correlated along x: every raw frame is out of its range
-    assert rows["champion"]["verdicts"]["out of range"] == 2
+    # the shipped base was trained on the detector's bandwidth (lag-1 correlation along x up to 0.51, the
+    # range's margin 0.3): these frames (0.6) are within its range
+    assert rows["champion"]["verdicts"].get("out of range", 0) == 0
     assert all(sum(r["verdicts"].values()) == 2 for r in rows.values())

@@ -187,6 +187,35 @@ def test_a_scan_streams_in_row_bands_with_the_in_memory_bytes(tiny_champion, tmp
     assert np.array_equal(open_series(tmp_path / "r" / "scan.zspy").data.compute(), expected)
 
 
+def test_a_scan_of_a_model_that_repairs_defects_streams_in_bands_with_the_in_memory_bytes(mlflow_store, tmp_path):
+    import dask.array as da
+
+    from stemreg.models.impulses import NOISE_WINDOW_PX
+    from stemreg.platform.scan_bands import band_plan_of
+
+    # taller than the noise model's window: the repair's noise comes from the central window either way
+    version, _ = registry.register_version(str(tiny_model_folder(tmp_path / "tiny", impulse_k=6.0)), "low-dose")
+    model = stemreg.load_model("low-dose", alias=str(version.version))
+    scan = _scan(NOISE_WINDOW_PX + 76, 96)
+    hot = [(5, 7), (301, 40), (1099, 90)]  # one by the top edge, one inside, one on the last row
+    for r, c in hot:
+        scan[r, c] = 5000.0
+    params = {"tile_px": 64}
+    expected = stemreg.denoise(scan, model=model, params=params)
+    assert all(expected[r, c] < 500 for r, c in hot)  # repaired before the network: no spike left
+    lazy = stemreg.denoise(da.from_array(scan, chunks=(128, 96)), model=model, params=params)
+    assert lazy.numblocks[0] > 2 and np.array_equal(lazy.compute(), expected)
+    tiles = band_plan_of(model, scan.shape, params).tiles
+    from stemreg.models.bands import row_step
+
+    np.save(tmp_path / "scan.npy", scan)
+    result = _denoise(str(tmp_path / "scan.npy"), "-o", str(tmp_path / "o"), "--tile-px", "64", "--chunk-rows",
+                      str(row_step(tiles) * tiles.core_h), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["files"][0]["chunks"] >= 3
+    assert np.array_equal(open_series(tmp_path / "o" / "scan.zspy").data.compute(), expected)
+
+
 def test_a_tif_series_also_comes_back_as_a_tif_written_page_by_page(tiny_champion, tmp_path):
     import tifffile
 

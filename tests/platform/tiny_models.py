@@ -10,11 +10,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
-_TEMPLATE: list[Path] = []
+_TEMPLATES: dict[float | None, Path] = {}
 
 
-def _template() -> Path:
-    if not _TEMPLATE:
+def _template(impulse_k: float | None = None) -> Path:
+    if impulse_k not in _TEMPLATES:
         import mlflow.pyfunc
         import torch
 
@@ -22,15 +22,17 @@ def _template() -> Path:
         from stemreg.models.mlflow_model import log_model_args, model_signature
 
         torch.manual_seed(0)
-        net = build_model({"kind": "reverse-hourglass", "depth": 3, "widths": [4, 4], "kernel_size": 3})
+        arch = {"kind": "reverse-hourglass", "depth": 3, "widths": [4, 4], "kernel_size": 3}
+        net = build_model({**arch, "impulse_k": impulse_k} if impulse_k else arch)
         root = Path(tempfile.mkdtemp(prefix="stemreg-tiny-model-"))
         mlflow.pyfunc.save_model(str(root / "model"), **log_model_args(net, root / "data"),
                                  signature=model_signature(), pip_requirements=["torch==2.13.0"])
-        _TEMPLATE.append(root / "model")
-    return _TEMPLATE[0]
+        _TEMPLATES[impulse_k] = root / "model"
+    return _TEMPLATES[impulse_k]
 
 
-def tiny_model_folder(dest: Path) -> Path:
-    """A copy of the tiny saved pyfunc at ``dest`` (created; must not exist yet)."""
-    shutil.copytree(_template(), dest)
+def tiny_model_folder(dest: Path, impulse_k: float | None = None) -> Path:
+    """A copy of the tiny saved pyfunc at ``dest`` (created; must not exist yet); ``impulse_k``: a model
+    that repairs defective pixels first (as `stemreg adapt` registers them)."""
+    shutil.copytree(_template(impulse_k), dest)
     return dest
