@@ -207,7 +207,9 @@ def test_two_tune_workers_share_one_postgres_study_and_register_their_best(lab, 
     assert sorted(t.number for t in finished) == list(range(len(finished)))
     assert any(t.state == TrialState.COMPLETE for t in finished)
     versions = sorted(int(out["registered"]["version"]) for out in tuned)
-    assert versions == [2, 3]  # the registry numbered the two concurrent registrations apart
+    # the registry numbered the two concurrent registrations apart (each worker may also register its
+    # `fast` student, which takes a number in between)
+    assert len(set(versions)) == 2 and versions[0] >= 2
     assert all(out["registered"]["alias"] == "challenger" for out in tuned)
     assert not (lab.workdir / "optuna.db").exists()
 
