@@ -107,3 +107,19 @@ def registered_low_dose(tmp_path_factory) -> RegisteredModel:
     return RegisteredModel(tracking_uri=uri, model_uri="models:/stem-denoiser-low-dose@champion",
                            version=result.version, name=result.name, condition="low-dose",
                            run_id=result.run_id, store_dir=store_dir)
+
+
+def stop_server(proc) -> None:
+    """Stop a server started in its own session (start_new_session=True): SIGINT to its process group,
+    SIGKILL if it has not gone after 20 s; its stderr pipe closed."""
+    import signal
+    import subprocess
+
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    if proc.stderr is not None:
+        proc.stderr.close()

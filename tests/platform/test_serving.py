@@ -13,7 +13,6 @@ import json
 import os
 from pathlib import Path
 import re
-import signal
 import subprocess
 import tempfile
 import threading
@@ -21,6 +20,7 @@ import time
 
 import numpy as np
 import pytest
+from tests.platform.conftest import stop_server
 
 CONDITION = "low-dose"
 NAME = f"stem-denoiser-{CONDITION}"
@@ -573,10 +573,4 @@ def test_cli_serve_serves_the_champion(store, pyfuncs, champion_v1):
                                    rtol=1e-6, atol=1e-6)
         assert get_json(url, "/model")[1]["version"] == champion_v1
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        proc.stderr.close()
+        stop_server(proc)

@@ -6,7 +6,6 @@ import http.client
 import json
 import os
 import re
-import signal
 import subprocess
 import time
 
@@ -15,6 +14,7 @@ import pytest
 from mlflow import MlflowClient
 
 from stemreg.tuning import TINY_BUDGET, run_study
+from tests.platform.conftest import stop_server
 
 CONDITION = "low-dose"
 NAME = f"stem-denoiser-{CONDITION}"
@@ -47,16 +47,6 @@ def _serve(alias: str, cwd) -> tuple[subprocess.Popen, str]:
         if found:
             return proc, found.group(0)
     pytest.fail("stemreg serve never said where it listens")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGINT)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    proc.stderr.close()
 
 
 def test_the_front_is_registered_and_the_fast_student_is_served_by_alias(mlflow_store, tmp_path):
@@ -102,5 +92,5 @@ def test_the_front_is_registered_and_the_fast_student_is_served_by_alias(mlflow_
         assert status == 200
         assert info["alias"] == "fast" and str(info["version"]) == str(fast_version)
     finally:
-        _stop(proc)
+        stop_server(proc)
     assert np.isfinite(front["fast"]["benchmark"]["psnr"])
