@@ -38,19 +38,24 @@ PARALLEL_MIN_MPX = 4.0
 _ARRAYS = ("psnr", "ssim", "column_f1", "column_error_pm")
 
 
-def row_tags(condition: Any, method: str, budget: TrainBudget, seed: int, *, learned: bool = False
-             ) -> dict[str, str]:
+def row_tags(condition: Any, method: str, budget: TrainBudget, seed: int, *, learned: bool = False,
+             champion: Any = None) -> dict[str, str]:
     """The tags that identify one cached row. A CNN trained here is deterministic for a given code,
-    budget and seed on one machine: its row is keyed by the git commit and the whole budget too."""
+    budget and seed on one machine: its row is keyed by the git commit and the whole budget too
+    (``model``: ``trained-here``). A registered ``champion`` (an MLflow model version) is keyed by the
+    git commit and its name, version and run instead of the budget: an alias that moves misses."""
     tags = {"stemreg.kind": KIND, "benchmark.id": condition.benchmark_id(), "method": method,
             "method.version": f"{ROWS_VERSION}.{RESTORATION_VERSION}", "seed": str(seed),
             "n_classical_val": str(budget.n_classical_val), "n_images": str(len(condition.benchmark_set()))}
-    if learned:
+    if learned or champion is not None:
         from stemreg.platform.commit import git_commit
 
-        budget_text = json.dumps(budget.to_dict(), sort_keys=True)
-        tags.update({"budget": hashlib.sha1(budget_text.encode()).hexdigest()[:12],
-                     "git.commit": git_commit() or "unknown"})
+        tags["git.commit"] = git_commit() or "unknown"
+        if champion is not None:
+            tags["model"] = f"models:/{champion.name}/{champion.version}@{champion.run_id}"
+        else:
+            budget_text = json.dumps(budget.to_dict(), sort_keys=True)
+            tags.update({"budget": hashlib.sha1(budget_text.encode()).hexdigest()[:12], "model": "trained-here"})
     return tags
 
 

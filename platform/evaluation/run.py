@@ -24,7 +24,8 @@ from stemreg.platform.evaluation.figures import bar_chart, gallery
 from stemreg.platform.evaluation.heatmaps import gain_heatmap, hourglass_vs_bm3d
 from stemreg.platform.evaluation.leaderboard import METRICS, Leaderboard, _json_safe, grid_bin, score_method
 from stemreg.platform.evaluation.methods import (CLASSICAL, LEARNED_METHODS, METHOD_DESCRIPTIONS, NOISY, RESTORATION,
-                                                 _build_method, default_methods, parse_methods)
+                                                 _build_method, champion_version, default_methods,
+                                                 parse_methods)
 from stemreg.platform.registry import as_condition, benchmark_id
 from stemreg.platform.store import configure
 
@@ -115,10 +116,12 @@ def evaluate(condition: Any, *, methods: str | Sequence[str] | None = None, budg
         if method in precomputed:
             results.append(precomputed[method])
             continue
-        # a CNN trained here on the benchmark is the same every time at one commit, budget and seed
+        # a CNN trained here on the benchmark is the same every time at one commit, budget and seed; a
+        # registered champion at one commit and model version
         cacheable = (use_cache and log_to_mlflow and images_dir is None and converged is None
-                     and method in LEARNED_METHODS and not (method == "hourglass" and use_registry))
-        tags = row_tags(cond, method, plan, seed, learned=True) if cacheable else None
+                     and method in LEARNED_METHODS)
+        champion = champion_version(cond) if cacheable and method == "hourglass" and use_registry else None
+        tags = row_tags(cond, method, plan, seed, learned=True, champion=champion) if cacheable else None
         cached = load_row(tags) if tags is not None else None
         if cached is not None:
             results.append(cached)
@@ -127,7 +130,11 @@ def evaluate(condition: Any, *, methods: str | Sequence[str] | None = None, budg
             predict, source, details = converged_method(converged, method)
         else:
             predict, source, details = _build_method(method, cond, data, plan, test, seed=seed, device=device,
-                                                     use_registry=use_registry, progress=progress)
+                                                     use_registry=use_registry and (champion is not None
+                                                                                    or tags is None),
+                                                     progress=progress, champion=champion)
+            if champion is not None and not source.startswith("registered champion"):
+                tags = None  # the champion did not load: trained here instead, not its row
         details = {"description": METHOD_DESCRIPTIONS[method], **details}
         results.append(score_method(method, predict, test, source=source, details=details, progress=progress))
         if tags is not None and "unknown" not in tags.values():
