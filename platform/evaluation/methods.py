@@ -78,6 +78,11 @@ def _cnn_predict(model: Any, device: Any) -> PredictFn:
 
 def _train_cnn(method: str, arch: dict[str, Any], mode: str, train_data: Any, data: _Data, budget: TrainBudget, *,
                seed: int, device: str, use_val: bool, progress: bool) -> tuple[PredictFn, dict[str, Any]]:
+    import torch
+
+    # the initial weights from the seed, not from whatever this process drew before (the same row in a
+    # worker process, alone or after another CNN, as here)
+    torch.manual_seed(seed)
     model = build_model(dict(arch))
     config = budget.train_config(mode, seed=seed, device=device)
     val = (data.val_degraded[:budget.n_val], data.val_clean[:budget.n_val]) if use_val else None

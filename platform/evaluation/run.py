@@ -107,8 +107,16 @@ def evaluate(condition: Any, *, methods: str | Sequence[str] | None = None, budg
         converged.run(time_limit_s=time_limit_s, progress=progress)
     precomputed: dict[str, Any] = {}
     fixed = [m for m in method_list if m in CLASSICAL or m in RESTORATION]
-    if images_dir is None and fixed:  # the frozen benchmark: the same answer every time
-        precomputed = classical_rows(cond, fixed, plan, seed, use_cache=use_cache and log_to_mlflow,
+    frozen = images_dir is None and converged is None  # the frozen benchmark: the same answer every time
+    # the store is asked for a champion only where it is configured (no mlflow.db is created otherwise)
+    champion = (champion_version(cond) if frozen and log_to_mlflow and use_registry and "hourglass" in method_list
+                else None)
+    hourglass_here = not use_registry or (log_to_mlflow and champion is None)
+    # the CNNs trained here on a CPU join the classical rows in the pool (and its cache)
+    learned = ([m for m in method_list if m in LEARNED_METHODS and (m != "hourglass" or hourglass_here)]
+               if frozen and str(pick_device(device)) == "cpu" else [])
+    if images_dir is None and (fixed or learned):
+        precomputed = classical_rows(cond, fixed + learned, plan, seed, use_cache=use_cache and log_to_mlflow,
                                      workers=workers)
     bar = tqdm(method_list, desc=f"evaluate {cond.name}", disable=not progress, unit="method")
     for method in bar:
@@ -120,8 +128,8 @@ def evaluate(condition: Any, *, methods: str | Sequence[str] | None = None, budg
         # registered champion at one commit and model version
         cacheable = (use_cache and log_to_mlflow and images_dir is None and converged is None
                      and method in LEARNED_METHODS)
-        champion = champion_version(cond) if cacheable and method == "hourglass" and use_registry else None
-        tags = row_tags(cond, method, plan, seed, learned=True, champion=champion) if cacheable else None
+        scored = champion if method == "hourglass" else None
+        tags = row_tags(cond, method, plan, seed, learned=True, champion=scored) if cacheable else None
         cached = load_row(tags) if tags is not None else None
         if cached is not None:
             results.append(cached)
@@ -130,10 +138,10 @@ def evaluate(condition: Any, *, methods: str | Sequence[str] | None = None, budg
             predict, source, details = converged_method(converged, method)
         else:
             predict, source, details = _build_method(method, cond, data, plan, test, seed=seed, device=device,
-                                                     use_registry=use_registry and (champion is not None
+                                                     use_registry=use_registry and (scored is not None
                                                                                     or tags is None),
-                                                     progress=progress, champion=champion)
-            if champion is not None and not source.startswith("registered champion"):
+                                                     progress=progress, champion=scored)
+            if scored is not None and not source.startswith("registered champion"):
                 tags = None  # the champion did not load: trained here instead, not its row
         details = {"description": METHOD_DESCRIPTIONS[method], **details}
         results.append(score_method(method, predict, test, source=source, details=details, progress=progress))

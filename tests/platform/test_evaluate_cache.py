@@ -41,3 +41,19 @@ def test_the_registered_champion_row_is_cached_per_model_version(registered_low_
     assert cold.results[1].source == f"registered champion v{version}"
     assert warm.results[1].source == f"registered champion v{version} (cached)"
     _same_figures(cold, warm)
+
+
+def test_rows_computed_in_worker_processes_equal_the_rows_computed_here(mlflow_store, tmp_path, monkeypatch):
+    from stemreg.platform.evaluation import cache
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_CONDITION.format(name="tiny-pool", current=50.0))
+    here = evaluate(str(path), methods="hourglass,sdndti,tv", budget="tiny", progress=False, log_to_mlflow=False,
+                    workers=1)
+    monkeypatch.setattr(cache, "PARALLEL_MIN_MPX", 0.0)  # a tiny benchmark goes to the pool too
+    pooled = evaluate(str(path), methods="hourglass,sdndti,tv", budget="tiny", progress=False, log_to_mlflow=False,
+                      workers=2)
+    for a, b in zip(here.results, pooled.results):
+        assert (a.method, a.source) == (b.method, b.source)
+        for key in ("psnr", "ssim", "column_f1", "column_error_pm"):
+            assert getattr(a, key).tolist() == getattr(b, key).tolist(), (a.method, key)
