@@ -140,8 +140,8 @@ def compute_row(condition: Any, method: str, budget: TrainBudget, seed: int) -> 
     data = _Data(condition, budget, seed)
     predict, source, details = _build_method(method, condition, data, budget, test, seed=seed, device="cpu",
                                              use_registry=False, progress=False)
-    data.provenance(test)  # raises on a test image in the fitting data
-    details = {"description": METHOD_DESCRIPTIONS[method], **details}
+    # raises on a test image in the fitting data; the evaluation reports it with its own (merge_provenance)
+    details = {"description": METHOD_DESCRIPTIONS[method], **details, "provenance": data.provenance(test)}
     return score_method(method, predict, test, source=source, details=details)
 
 

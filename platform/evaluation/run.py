@@ -19,7 +19,7 @@ from stemreg.models.config import TrainBudget, leaderboard_budget
 from stemreg.models.training import pick_device
 from stemreg.platform.evaluation.cache import classical_rows, load_row, row_tags, save_row
 from stemreg.platform.evaluation.converged import ConvergedTraining, converged_method
-from stemreg.platform.evaluation.data import TestSet, _Data, benchmark_test_set, user_test_set
+from stemreg.platform.evaluation.data import TestSet, _Data, benchmark_test_set, merge_provenance, user_test_set
 from stemreg.platform.evaluation.figures import bar_chart, gallery
 from stemreg.platform.evaluation.heatmaps import gain_heatmap, hourglass_vs_bm3d
 from stemreg.platform.evaluation.leaderboard import METRICS, Leaderboard, _json_safe, grid_bin, score_method
@@ -150,10 +150,13 @@ def evaluate(condition: Any, *, methods: str | Sequence[str] | None = None, budg
         log.info("%s: PSNR %.2f dB (%s)", method, float(np.mean(results[-1].psnr)), source)
     bar.close()
 
+    # the rows fitted in worker processes (or by the run that cached them) bring their own draws' check
+    provenance = merge_provenance(data.provenance(test), [r.details.pop("provenance") for r in results
+                                                          if "provenance" in r.details])
     board = Leaderboard(condition=cond.name, benchmark_id=benchmark_id(cond), budget=plan,
                         test_set=test.description, n_images=len(test.degraded),
                         image_shape=tuple(test.degraded[0].shape), results=results,
-                        provenance=data.provenance(test), noise_source=test.noise_source)
+                        provenance=provenance, noise_source=test.noise_source)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(output_dir) if output_dir is not None else Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ def _same_figures(cold, warm) -> None:
     assert warm.per_bin() == cold.per_bin()
     strip = [{k: v for k, v in r.items() if k != "source"} for r in cold.rows()]
     assert [{k: v for k, v in r.items() if k != "source"} for r in warm.rows()] == strip
+    assert warm.provenance == cold.provenance  # the cached rows' draws were checked for test images too
 
 
 def test_a_warm_evaluate_takes_every_row_from_the_store_and_prints_the_cold_table(mlflow_store, tmp_path):
