@@ -243,7 +243,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--synthetic-fraction", type=float, default=0.5)
-    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--direct", action="store_true",
                         help="direct output (N2V's way) instead of keeping the base's residual skip")
     parser.add_argument("--skip-bm3d", action="store_true")

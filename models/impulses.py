@@ -34,8 +34,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
-
 from stemreg.models import trust_stats as ts
 
 #: The outlier test's threshold, in noise sigmas beyond the signal's own curvature.
@@ -47,8 +45,6 @@ NOISE_WINDOW_PX = 1024
 #: Rows beyond a pixel's own that its test reads (the ring two steps away): a band's halo.
 HALO_ROWS = 2
 
-_RING1 = np.ones((3, 3), bool)
-_RING1[1, 1] = False
 _RING2 = np.ones((5, 5), bool)
 _RING2[1:4, 1:4] = False
 
@@ -81,7 +77,7 @@ def noise_window(shape: tuple[int, ...]) -> tuple[slice, slice]:
 def frame_noise(window: np.ndarray) -> FrameNoise:
     """The noise model of a frame from its :func:`noise_window` (the pixels, at least 16 px each way)."""
     x = np.asarray(window, np.float64)
-    m1 = ndimage.median_filter(x, footprint=_RING1, mode="reflect")
+    m1 = ts.ring_median(x)
     noise = ts.input_noise(x, m1)
     var = noise.gain * m1 + noise.offset_var
     return FrameNoise(noise, 0.01 * max(float(np.median(var)), 1e-20))  # InputNoise.variance's floor
@@ -103,7 +99,7 @@ def find_impulses(image: np.ndarray, k: float = DEFAULT_K, noise: ts.InputNoise 
     x = np.asarray(image, np.float64)
     if x.ndim != 2 or min(x.shape) < 16:
         raise ValueError(f"impulse repair takes one (H, W) frame of at least 16 px, got shape {x.shape}")
-    m1 = ndimage.median_filter(x, footprint=_RING1, mode="reflect")
+    m1 = ts.ring_median(x)
     noise = noise if noise is not None else ts.input_noise(x, m1)
     var = noise.variance(m1) if floor is None else np.maximum(noise.gain * m1 + noise.offset_var, floor)
     sigma = np.sqrt(var * (1.0 + np.pi / 16.0))

@@ -4,7 +4,7 @@ A series is judged by a sample: the first frame of each chunk, where the chunk i
 and output are both at hand there; judging every frame would cost about what denoising it does,
 measured 0.47 s against 0.41 s for 8 frames of 128 px with the shipped base). Each verdict goes
 into its chunk's completion marker, so a resumed run still reports the frames a killed run judged.
-A scan in row bands is judged once it is complete, from a 256 px square of its input and output
+A scan in row bands is judged once it is complete, from a 192 px square of its input and output
 (what the server judges, :func:`~stemreg.platform.trust.served_report`) at the start of its middle
 band, centred across: the report's figures are image-level, and the square lies in one row of
 the output's chunks, so judging it reads little.
@@ -38,7 +38,7 @@ def chunk_trust(job: Any, index: int, frames: np.ndarray, out: np.ndarray) -> li
 
 def job_trust(job: Any) -> list[dict] | dict | None:
     """The trust of a finished job: a series' verdicts on its judged frames (from its markers, in frame
-    order), or a scan's report from a 256 px square in its middle."""
+    order), or a scan's report from a 192 px square in its middle."""
     if job.banded:
         return _scan_trust(job)
     verdicts: list[dict] = []

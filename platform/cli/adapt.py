@@ -22,6 +22,8 @@ from stemreg.platform.cli.common import command, condition_option, emit, fmt, js
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(2, 1024),
               help="Patches per step, lab and synthetic together.")
 @click.option("--patch-px", default=64, show_default=True, type=click.IntRange(32, 1024))
+@click.option("--lr", default=1e-4, show_default=True, type=click.FloatRange(1e-7, 1e-1, min_open=False),
+              help="Learning rate of the fine-tune (after a 10 % warm-up).")
 @click.option("--held-out", "held_out_fraction", default=0.25, show_default=True, type=click.FloatRange(0.05, 0.5),
               help="Share of the files held out for validation and the trust check (at least one file).")
 @click.option("--synthetic-fraction", default=0.5, show_default=True, type=click.FloatRange(0.0, 0.9),
@@ -39,7 +41,7 @@ from stemreg.platform.cli.common import command, condition_option, emit, fmt, js
 @click.option("--seed", default=0, show_default=True, type=int)
 @json_option
 def adapt_command(files: tuple[Path, ...], condition_name: str, frames: bool, epochs: int, steps_per_epoch: int,
-                  batch_size: int, patch_px: int, held_out_fraction: float, synthetic_fraction: float, struct_px: int | None,
+                  batch_size: int, patch_px: int, lr: float, held_out_fraction: float, synthetic_fraction: float, struct_px: int | None,
                   keep_impulses: bool, promote: bool,
                   tolerance_db: float, no_score: bool, seed: int, as_json: bool) -> None:
     """Fine-tune the condition's champion on a lab's raw noisy FILES; no clean image is needed.
@@ -56,7 +58,7 @@ def adapt_command(files: tuple[Path, ...], condition_name: str, frames: bool, ep
 
     cond = load_condition(condition_name)
     result = adapt(cond, list(files), frames=frames, held_out_fraction=held_out_fraction, epochs=epochs,
-                   steps_per_epoch=steps_per_epoch, batch_size=batch_size, patch_px=patch_px,
+                   steps_per_epoch=steps_per_epoch, batch_size=batch_size, patch_px=patch_px, lr=lr,
                    synthetic_fraction=synthetic_fraction, struct_px=struct_px, impulses=not keep_impulses,
                    seed=seed, score=not no_score, promote=promote and not no_score, tolerance_db=tolerance_db,
                    progress=not as_json)

@@ -85,3 +85,53 @@ def test_local_extrema_at_candidate_pixels_equal_the_filters_over_the_whole_imag
     for pick, whole in ((np.maximum, ndimage.maximum_filter), (np.minimum, ndimage.minimum_filter)):
         np.testing.assert_array_equal(_window_extreme(image, rows, cols, radius, pick),
                                       whole(image, size=2 * radius + 1)[rows, cols])
+
+
+def _fit_variance_by_masks(detail, level, n_bins=12):
+    """The noise fit as first written (a boolean mask per quantile bin): the reference for the fast one."""
+    step = max(1, detail.size // 65536)
+    detail, level = detail.ravel()[::step], level.ravel()[::step]
+    edges = np.unique(np.quantile(level, np.linspace(0, 1, n_bins + 1)))
+    which = np.clip(np.searchsorted(edges, level, side="right") - 1, 0, max(len(edges) - 2, 0))
+    centres, variances, counts = [], [], []
+    for b in range(max(len(edges) - 1, 1)):
+        d = detail[which == b]
+        if d.size >= 32:
+            centres.append(level[which == b].mean())
+            variances.append((1.4826 * np.median(np.abs(d - np.median(d)))) ** 2)
+            counts.append(d.size)
+    gain, offset = np.polyfit(centres, variances, 1, w=np.sqrt(np.asarray(counts, float)))
+    gain = max(float(gain), 0.0)
+    low = float(np.min(centres))
+    if offset + gain * low <= 0:
+        offset = max(float(np.min(variances)), 1e-20) - gain * low
+    return gain, float(offset)
+
+
+def test_the_fast_statistics_give_the_same_numbers_as_their_definitions(scan):
+    """The trust report's cheaper paths (selection-network median, one sort for the noise fit's bins,
+    the spectral boxes' medians at once) give the very numbers of the plain definitions, ties and
+    borders included, so every verdict stays what it was."""
+    from stemreg.models import trust_stats as ts
+
+    ring = np.ones((3, 3), bool)
+    ring[1, 1] = False
+    rng = np.random.default_rng(4)
+    noisy, clean = scan.degraded[0].astype(np.float64), scan.clean[0].astype(np.float64)
+    images = [noisy, clean, np.round(noisy * 3), rng.integers(0, 4, (17, 23)).astype(np.float64)]
+    for image in images:  # the upper of the middle two of 8, borders mirrored: scipy's median filter
+        np.testing.assert_array_equal(ts.ring_median(image),
+                                      ndimage.median_filter(image, footprint=ring, mode="reflect"))
+    detail = ts._diff4(noisy, 0)
+    for level in (clean[2:-2], np.round(clean[2:-2] * 4)):  # the second with ties across bin edges
+        assert ts._fit_variance(detail, level) == _fit_variance_by_masks(detail, level)
+    for residual in (noisy - clean, noisy - ndimage.gaussian_filter(noisy, 2)):
+        spectrum = ts._power(residual)
+        peaks = [(64, 70), (3, 100), (125, 66), (60, 127), (0, 64)]  # inside, and cut by each border
+        boxes = []
+        for py, px in peaks:
+            box = spectrum[max(py - 5, 0):py + 6, max(px - 5, 0):px + 6].copy()
+            y0, x0 = max(py - 5, 0), max(px - 5, 0)
+            box[py - 1 - y0:py + 2 - y0, px - 1 - x0:px + 2 - x0] = np.nan
+            boxes.append(float(np.nanmedian(box)))
+        assert ts._box_medians(spectrum, peaks) == boxes
