@@ -19,7 +19,7 @@ import json
 import logging
 import multiprocessing
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -167,16 +167,19 @@ def classical_rows(condition: Any, methods: Sequence[str], budget: TrainBudget, 
         bench = condition.benchmark_set()
         # Starting a process (torch, mlflow imports) costs seconds: worth it only for real work.
         megapixels = len(missing) * float(np.prod(bench.degraded.shape)) / 1e6
+        def keep(method: str, result: MethodResult) -> None:  # stored at once: a stopped run keeps it
+            rows[method] = result
+            if keys[method] is not None:
+                result.details["cache_run_id"] = save_row(keys[method], result)
+
         if workers > 1 and len(missing) > 1 and megapixels >= PARALLEL_MIN_MPX:
             context = multiprocessing.get_context("spawn")  # no forked torch / sqlite state
             with ProcessPoolExecutor(max_workers=min(workers, len(missing)), mp_context=context,
                                      initializer=_one_thread) as pool:
-                futures = {m: pool.submit(compute_row, condition, m, budget, seed) for m in missing}
-                computed = {m: f.result() for m, f in futures.items()}
+                futures = {pool.submit(compute_row, condition, m, budget, seed): m for m in missing}
+                for future in as_completed(futures):
+                    keep(futures[future], future.result())
         else:
-            computed = {m: compute_row(condition, m, budget, seed) for m in missing}
-        for method, result in computed.items():
-            rows[method] = result
-            if keys[method] is not None:
-                result.details["cache_run_id"] = save_row(keys[method], result)
+            for method in missing:
+                keep(method, compute_row(condition, method, budget, seed))
     return {m: rows[m] for m in methods}
