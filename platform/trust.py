@@ -80,8 +80,12 @@ def trained_range(tags: dict[str, str] | None, condition: Any = None) -> Trained
     except (TypeError, ValueError):
         pass
     counts = counts_range(condition, detector=trained_on_detector) if condition is not None else None
+    try:
+        bright_field = float(json.loads(tags.get("condition.bright_field_fraction", "0"))) > 0
+    except (TypeError, ValueError):
+        bright_field = False
     return TrainedRange(pixel_size_pm=pixel, peak_counts=counts, contrast=tags.get("trust.contrast", "haadf"),
-                        noise_corr_x=corr)
+                        noise_corr_x=corr, bright_field_seen=bright_field)
 
 
 @lru_cache(maxsize=32)

@@ -1,4 +1,4 @@
-"""The classical rows, computed once per frozen benchmark and kept in the MLflow store; run in parallel.
+"""The rows of a frozen benchmark, computed once and kept in the MLflow store; run in parallel.
 
 A classical row (a filter or a restoration pipeline, its strength fitted on validation images)
 gives the same answer every time on a frozen benchmark: BM3D alone costs ~40 s per megapixel, so
@@ -8,8 +8,9 @@ physics and benchmark seed), the method and its code version, the data seed and 
 validation images; its artifact ``row.npz`` holds the per-image scores, ``row.json`` the rest.
 A benchmark id that changes (new physics) or a bumped :data:`ROWS_VERSION` misses the cache.
 
-Missing rows are computed in separate processes (one per method, up to ``workers`` at a time), each
-building the benchmark and the validation draws itself.
+Missing rows (classical ones, and the CNNs trained here on a CPU) are computed in separate processes
+(one per method, up to ``workers`` at a time, the longest first), each building the benchmark and its
+own training and validation draws (the same seeds as in the main process: the same data).
 """
 from __future__ import annotations
 
@@ -38,19 +39,24 @@ PARALLEL_MIN_MPX = 4.0
 _ARRAYS = ("psnr", "ssim", "column_f1", "column_error_pm")
 
 
-def row_tags(condition: Any, method: str, budget: TrainBudget, seed: int, *, learned: bool = False
-             ) -> dict[str, str]:
+def row_tags(condition: Any, method: str, budget: TrainBudget, seed: int, *, learned: bool = False,
+             champion: Any = None) -> dict[str, str]:
     """The tags that identify one cached row. A CNN trained here is deterministic for a given code,
-    budget and seed on one machine: its row is keyed by the git commit and the whole budget too."""
+    budget and seed on one machine: its row is keyed by the git commit and the whole budget too
+    (``model``: ``trained-here``). A registered ``champion`` (an MLflow model version) is keyed by the
+    git commit and its name, version and run instead of the budget: an alias that moves misses."""
     tags = {"stemreg.kind": KIND, "benchmark.id": condition.benchmark_id(), "method": method,
             "method.version": f"{ROWS_VERSION}.{RESTORATION_VERSION}", "seed": str(seed),
             "n_classical_val": str(budget.n_classical_val), "n_images": str(len(condition.benchmark_set()))}
-    if learned:
+    if learned or champion is not None:
         from stemreg.platform.commit import git_commit
 
-        budget_text = json.dumps(budget.to_dict(), sort_keys=True)
-        tags.update({"budget": hashlib.sha1(budget_text.encode()).hexdigest()[:12],
-                     "git.commit": git_commit() or "unknown"})
+        tags["git.commit"] = git_commit() or "unknown"
+        if champion is not None:
+            tags["model"] = f"models:/{champion.name}/{champion.version}@{champion.run_id}"
+        else:
+            budget_text = json.dumps(budget.to_dict(), sort_keys=True)
+            tags.update({"budget": hashlib.sha1(budget_text.encode()).hexdigest()[:12], "model": "trained-here"})
     return tags
 
 
@@ -110,8 +116,23 @@ def _one_thread() -> None:
     torch.set_num_threads(1)  # one process per core
 
 
+#: Rough relative cost of each row on a CPU (training included): the pool starts the longest first, so
+#: that the short ones fill the other processes while BM3D runs (the order changes no figure).
+_COST = {"bm3d": 100, "bm3d-wiener": 100, "bm3d-rl": 100, "align-bm3d": 100, "sdndti": 60, "hourglass": 25,
+         "autoencoder": 25, "n2v": 20, "nlm": 10, "hourglass-family": 8, "tv": 4, "wavelet": 2}
+
+
+def _tags(condition: Any, method: str, budget: TrainBudget, seed: int) -> dict[str, str] | None:
+    """The cache key of a row computed here: a CNN trained here is keyed by the commit too (None outside git)."""
+    from stemreg.platform.evaluation.methods import LEARNED_METHODS
+
+    tags = row_tags(condition, method, budget, seed, learned=method in LEARNED_METHODS)
+    return None if "unknown" in tags.values() else tags
+
+
 def compute_row(condition: Any, method: str, budget: TrainBudget, seed: int) -> MethodResult:
-    """Fit and score one classical row on the condition's benchmark (what a worker process runs)."""
+    """Fit (or train here, for a CNN) and score one row on the condition's benchmark (what a worker process
+    runs); refuses, as the leaderboard does, when the fitting data hold a test image."""
     from stemreg.platform.evaluation.data import _Data, benchmark_test_set
     from stemreg.platform.evaluation.methods import METHOD_DESCRIPTIONS, _build_method
 
@@ -119,26 +140,29 @@ def compute_row(condition: Any, method: str, budget: TrainBudget, seed: int) -> 
     data = _Data(condition, budget, seed)
     predict, source, details = _build_method(method, condition, data, budget, test, seed=seed, device="cpu",
                                              use_registry=False, progress=False)
-    details = {"description": METHOD_DESCRIPTIONS[method], **details}
+    # raises on a test image in the fitting data; the evaluation reports it with its own (merge_provenance)
+    details = {"description": METHOD_DESCRIPTIONS[method], **details, "provenance": data.provenance(test)}
     return score_method(method, predict, test, source=source, details=details)
 
 
 def classical_rows(condition: Any, methods: Sequence[str], budget: TrainBudget, seed: int, *,
                    use_cache: bool = True, workers: int = 2) -> dict[str, MethodResult]:
-    """Every classical row of ``methods`` on the benchmark: from the cache where it is there, the
-    others computed in up to ``workers`` processes (and cached when ``use_cache``)."""
+    """Every row of ``methods`` on the benchmark (classical ones, and CNNs trained here on the CPU): from
+    the cache where it is there, the others computed in up to ``workers`` processes, the longest first
+    (and cached when ``use_cache``)."""
     rows: dict[str, MethodResult] = {}
+    keys = {m: _tags(condition, m, budget, seed) if use_cache else None for m in methods}
     if use_cache:
         from stemreg.platform.store import configure
 
         configure()
         for method in methods:
-            found = load_row(row_tags(condition, method, budget, seed))
+            found = load_row(keys[method]) if keys[method] is not None else None
             if found is not None:
                 rows[method] = found
-    missing = [m for m in methods if m not in rows]
+    missing = sorted((m for m in methods if m not in rows), key=lambda m: -_COST.get(m, 1))
     if missing:
-        log.info("computing %d classical row(s) in %d process(es): %s", len(missing), min(workers, len(missing)),
+        log.info("computing %d row(s) in %d process(es): %s", len(missing), min(workers, len(missing)),
                  ", ".join(missing))
         bench = condition.benchmark_set()
         # Starting a process (torch, mlflow imports) costs seconds: worth it only for real work.
@@ -153,6 +177,6 @@ def classical_rows(condition: Any, methods: Sequence[str], budget: TrainBudget, 
             computed = {m: compute_row(condition, m, budget, seed) for m in missing}
         for method, result in computed.items():
             rows[method] = result
-            if use_cache:
-                result.details["cache_run_id"] = save_row(row_tags(condition, method, budget, seed), result)
+            if keys[method] is not None:
+                result.details["cache_run_id"] = save_row(keys[method], result)
     return {m: rows[m] for m in methods}

@@ -227,5 +227,18 @@ class _Data:
         return np.asarray(self._val_batch().clean, np.float32)
 
 
+def merge_provenance(here: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One evaluation's provenance from this process's and that of each row fitted elsewhere (a worker
+    process, or the run that cached it): the same seeds, every draw, every overlap count."""
+    merged = {**here, "images_drawn": dict(here["images_drawn"]),
+              "test_images_in_fitting_data": dict(here["test_images_in_fitting_data"])}
+    for row in rows:
+        for name, n in row.get("images_drawn", {}).items():
+            merged["images_drawn"][name] = max(n, merged["images_drawn"].get(name, 0))
+        for name, n in row.get("test_images_in_fitting_data", {}).items():
+            merged["test_images_in_fitting_data"][name] = n + merged["test_images_in_fitting_data"].get(name, 0)
+    return merged
+
+
 def _fingerprint(image: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(image, np.float32).tobytes()).hexdigest()

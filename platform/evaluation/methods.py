@@ -78,6 +78,11 @@ def _cnn_predict(model: Any, device: Any) -> PredictFn:
 
 def _train_cnn(method: str, arch: dict[str, Any], mode: str, train_data: Any, data: _Data, budget: TrainBudget, *,
                seed: int, device: str, use_val: bool, progress: bool) -> tuple[PredictFn, dict[str, Any]]:
+    import torch
+
+    # the initial weights from the seed, not from whatever this process drew before (the same row in a
+    # worker process, alone or after another CNN, as here)
+    torch.manual_seed(seed)
     model = build_model(dict(arch))
     config = budget.train_config(mode, seed=seed, device=device)
     val = (data.val_degraded[:budget.n_val], data.val_clean[:budget.n_val]) if use_val else None
@@ -91,10 +96,25 @@ def _train_cnn(method: str, arch: dict[str, Any], mode: str, train_data: Any, da
     return _cnn_predict(result.model, pick_device(device)), details
 
 
-def _registered_champion(condition: Any) -> tuple[PredictFn, str, dict[str, Any]] | None:
-    """The condition's registered champion as a predict function, or None when there is none."""
+def champion_version(condition: Any) -> Any | None:
+    """The condition's registered champion (an MLflow model version, not loaded), or None when there is none."""
+    from stemreg.platform.registry import resolve
+
     try:
-        model = load_model(condition, alias=CHAMPION, fallback_pretrained=False)
+        return resolve(condition, CHAMPION)
+    except NotRegisteredError:
+        return None
+    except Exception as exc:  # noqa: BLE001 - an unreachable/odd registry means "train here", said in the log
+        log.warning("could not look up a registered champion for %s (%s); training one here", condition.name, exc)
+        return None
+
+
+def _registered_champion(condition: Any, version: Any = None) -> tuple[PredictFn, str, dict[str, Any]] | None:
+    """The condition's registered champion (or that version of its model) as a predict function, or None
+    when there is none."""
+    try:
+        alias = CHAMPION if version is None else str(version.version)
+        model = load_model(condition, alias=alias, fallback_pretrained=False)
     except NotRegisteredError:
         return None
     except Exception as exc:  # noqa: BLE001 - an unreachable/odd registry means "train here", said in the log
@@ -108,13 +128,14 @@ def _registered_champion(condition: Any) -> tuple[PredictFn, str, dict[str, Any]
 
 
 def _build_method(method: str, condition: Any, data: _Data, budget: TrainBudget, test: TestSet, *, seed: int,
-                  device: str, use_registry: bool, progress: bool
+                  device: str, use_registry: bool, progress: bool, champion: Any = None
                   ) -> tuple[PredictFn | list[PredictFn], str, dict[str, Any]]:
     """A predict function for one method (or one per test image), trained or fitted on the shared
-    non-benchmark data."""
+    non-benchmark data. ``champion``: the registered version to score as ``hourglass`` (default: the
+    condition's champion when ``use_registry``)."""
     if method == "hourglass":
         if use_registry:
-            found = _registered_champion(condition)
+            found = _registered_champion(condition, champion)
             if found is not None:
                 return found
         predict, details = _train_cnn(method, architecture(ArchitectureName.DEFAULT), "supervised",

@@ -19,12 +19,13 @@ from stemreg.models.config import TrainBudget, leaderboard_budget
 from stemreg.models.training import pick_device
 from stemreg.platform.evaluation.cache import classical_rows, load_row, row_tags, save_row
 from stemreg.platform.evaluation.converged import ConvergedTraining, converged_method
-from stemreg.platform.evaluation.data import TestSet, _Data, benchmark_test_set, user_test_set
+from stemreg.platform.evaluation.data import TestSet, _Data, benchmark_test_set, merge_provenance, user_test_set
 from stemreg.platform.evaluation.figures import bar_chart, gallery
 from stemreg.platform.evaluation.heatmaps import gain_heatmap, hourglass_vs_bm3d
 from stemreg.platform.evaluation.leaderboard import METRICS, Leaderboard, _json_safe, grid_bin, score_method
 from stemreg.platform.evaluation.methods import (CLASSICAL, LEARNED_METHODS, METHOD_DESCRIPTIONS, NOISY, RESTORATION,
-                                                 _build_method, default_methods, parse_methods)
+                                                 _build_method, champion_version, default_methods,
+                                                 parse_methods)
 from stemreg.platform.registry import as_condition, benchmark_id
 from stemreg.platform.store import configure
 
@@ -106,8 +107,16 @@ def evaluate(condition: Any, *, methods: str | Sequence[str] | None = None, budg
         converged.run(time_limit_s=time_limit_s, progress=progress)
     precomputed: dict[str, Any] = {}
     fixed = [m for m in method_list if m in CLASSICAL or m in RESTORATION]
-    if images_dir is None and fixed:  # the frozen benchmark: the same answer every time
-        precomputed = classical_rows(cond, fixed, plan, seed, use_cache=use_cache and log_to_mlflow,
+    frozen = images_dir is None and converged is None  # the frozen benchmark: the same answer every time
+    # the store is asked for a champion only where it is configured (no mlflow.db is created otherwise)
+    champion = (champion_version(cond) if frozen and log_to_mlflow and use_registry and "hourglass" in method_list
+                else None)
+    hourglass_here = not use_registry or (log_to_mlflow and champion is None)
+    # the CNNs trained here on a CPU join the classical rows in the pool (and its cache)
+    learned = ([m for m in method_list if m in LEARNED_METHODS and (m != "hourglass" or hourglass_here)]
+               if frozen and str(pick_device(device)) == "cpu" else [])
+    if images_dir is None and (fixed or learned):
+        precomputed = classical_rows(cond, fixed + learned, plan, seed, use_cache=use_cache and log_to_mlflow,
                                      workers=workers)
     bar = tqdm(method_list, desc=f"evaluate {cond.name}", disable=not progress, unit="method")
     for method in bar:
@@ -115,10 +124,12 @@ def evaluate(condition: Any, *, methods: str | Sequence[str] | None = None, budg
         if method in precomputed:
             results.append(precomputed[method])
             continue
-        # a CNN trained here on the benchmark is the same every time at one commit, budget and seed
+        # a CNN trained here on the benchmark is the same every time at one commit, budget and seed; a
+        # registered champion at one commit and model version
         cacheable = (use_cache and log_to_mlflow and images_dir is None and converged is None
-                     and method in LEARNED_METHODS and not (method == "hourglass" and use_registry))
-        tags = row_tags(cond, method, plan, seed, learned=True) if cacheable else None
+                     and method in LEARNED_METHODS)
+        scored = champion if method == "hourglass" else None
+        tags = row_tags(cond, method, plan, seed, learned=True, champion=scored) if cacheable else None
         cached = load_row(tags) if tags is not None else None
         if cached is not None:
             results.append(cached)
@@ -127,7 +138,11 @@ def evaluate(condition: Any, *, methods: str | Sequence[str] | None = None, budg
             predict, source, details = converged_method(converged, method)
         else:
             predict, source, details = _build_method(method, cond, data, plan, test, seed=seed, device=device,
-                                                     use_registry=use_registry, progress=progress)
+                                                     use_registry=use_registry and (scored is not None
+                                                                                    or tags is None),
+                                                     progress=progress, champion=scored)
+            if scored is not None and not source.startswith("registered champion"):
+                tags = None  # the champion did not load: trained here instead, not its row
         details = {"description": METHOD_DESCRIPTIONS[method], **details}
         results.append(score_method(method, predict, test, source=source, details=details, progress=progress))
         if tags is not None and "unknown" not in tags.values():
@@ -135,10 +150,13 @@ def evaluate(condition: Any, *, methods: str | Sequence[str] | None = None, budg
         log.info("%s: PSNR %.2f dB (%s)", method, float(np.mean(results[-1].psnr)), source)
     bar.close()
 
+    # the rows fitted in worker processes (or by the run that cached them) bring their own draws' check
+    provenance = merge_provenance(data.provenance(test), [r.details.pop("provenance") for r in results
+                                                          if "provenance" in r.details])
     board = Leaderboard(condition=cond.name, benchmark_id=benchmark_id(cond), budget=plan,
                         test_set=test.description, n_images=len(test.degraded),
                         image_shape=tuple(test.degraded[0].shape), results=results,
-                        provenance=data.provenance(test), noise_source=test.noise_source)
+                        provenance=provenance, noise_source=test.noise_source)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(output_dir) if output_dir is not None else Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)

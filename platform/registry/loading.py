@@ -391,8 +391,10 @@ def load_shipped_base(condition: str | None = None) -> LoadedModel:
     """
     network, card = pretrained.load_pretrained()
     tags = {"pretrained": "true", "trained_pixel_size_pm": json.dumps(card["condition"]["pixel_size_pm"])}
-    if "bandwidth_px" in card["condition"]:  # trained on the detector read-out (simulator revision 4 on)
-        tags["condition.bandwidth_px"] = json.dumps(card["condition"]["bandwidth_px"])
+    # what the trust report reads: the detector read-out (revision 4 on), bright field (revision 5 on)
+    for key in ("bandwidth_px", "bright_field_fraction"):
+        if key in card["condition"]:
+            tags[f"condition.{key}"] = json.dumps(card["condition"][key])
     return LoadedModel(pyfunc=DenoiserModel(network), model_uri=f"pretrained:{card['name']}",
                        name=f"pretrained base '{card['name']}' (shipped with stemreg)", version=None,
                        alias=None, condition=condition, tags=tags)

@@ -172,3 +172,22 @@ def test_the_shipped_base_takes_the_detectors_scan_correlated_noise_as_within_it
     _, trust = stemreg.denoise(scan.degraded[0], condition="low-dose", report=True)
     assert "beyond the" not in trust.reason and trust.figures["noise_corr_x"][0] > 0.3, trust.reason
     assert "condition.bandwidth_px" in stemreg.load_model("low-dose").tags
+
+
+def test_bright_field_to_the_shipped_base_is_out_of_the_reports_range_without_saying_the_model_never_saw_it(
+        mlflow_store):
+    """The shipped base trained on 30 % bright field (issue 18), but the trust report's checks are
+    calibrated on HAADF only: bright field stays out of the report's range (issue 21), and the reason
+    must not claim the model was trained on HAADF alone."""
+    from stemreg.acquisition import get_condition
+    from stemreg.models import pretrained
+
+    if not pretrained.available():
+        pytest.skip("no pretrained base in this checkout")
+    scan = get_condition("low-dose").seed_point().model_copy(update={"bright_field_fraction": 1.0}).sample_pairs(
+        1, size_px=128, seed=23)
+    _, trust = stemreg.denoise(scan.degraded[0], condition="low-dose", report=True)
+    assert trust.verdict == "out of range", trust.reason
+    assert "bright-field" in trust.reason and "calibrated on HAADF images only" in trust.reason
+    assert "trained on HAADF" not in trust.reason
+    assert float(stemreg.load_model("low-dose").tags["condition.bright_field_fraction"]) > 0
