@@ -42,22 +42,41 @@ _ARRAYS = ("psnr", "ssim", "column_f1", "column_error_pm")
 def row_tags(condition: Any, method: str, budget: TrainBudget, seed: int, *, learned: bool = False,
              champion: Any = None) -> dict[str, str]:
     """The tags that identify one cached row. A CNN trained here is deterministic for a given code,
-    budget and seed on one machine: its row is keyed by the git commit and the whole budget too
+    budget and seed on one machine: its row is keyed by :func:`code_version` and the whole budget too
     (``model``: ``trained-here``). A registered ``champion`` (an MLflow model version) is keyed by the
-    git commit and its name, version and run instead of the budget: an alias that moves misses."""
+    code and its name, version and run instead of the budget: an alias that moves misses."""
     tags = {"stemreg.kind": KIND, "benchmark.id": condition.benchmark_id(), "method": method,
             "method.version": f"{ROWS_VERSION}.{RESTORATION_VERSION}", "seed": str(seed),
             "n_classical_val": str(budget.n_classical_val), "n_images": str(len(condition.benchmark_set()))}
     if learned or champion is not None:
-        from stemreg.platform.commit import git_commit
-
-        tags["git.commit"] = git_commit() or "unknown"
+        tags["code"] = code_version()
         if champion is not None:
             tags["model"] = f"models:/{champion.name}/{champion.version}@{champion.run_id}"
         else:
             budget_text = json.dumps(budget.to_dict(), sort_keys=True)
             tags.update({"budget": hashlib.sha1(budget_text.encode()).hexdigest()[:12], "model": "trained-here"})
     return tags
+
+
+def code_version() -> str:
+    """A hash of the code a CNN row depends on: the simulator (training draws), the models, their
+    training and inference, this package and the registry's loading (every ``.py`` file there), and the
+    torch and numpy versions. A commit that touches none of them (docs, tests, serving) keeps the rows;
+    an installed package (no git checkout) has one too."""
+    import torch
+
+    import stemreg.acquisition
+    import stemreg.models
+
+    evaluation = Path(__file__).resolve().parent
+    roots = [Path(stemreg.acquisition.__file__).resolve().parent, Path(stemreg.models.__file__).resolve().parent,
+             evaluation, evaluation.parent / "registry", evaluation.parent / "prediction.py"]
+    digest = hashlib.sha1(f"torch {torch.__version__} numpy {np.__version__}".encode())
+    for root in roots:
+        for path in sorted(root.rglob("*.py")) if root.is_dir() else [root]:
+            digest.update(f"{path.relative_to(root.parent)}\n".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def _query(tags: dict[str, str]) -> str:
@@ -122,12 +141,11 @@ _COST = {"bm3d": 100, "bm3d-wiener": 100, "bm3d-rl": 100, "align-bm3d": 100, "sd
          "autoencoder": 25, "n2v": 20, "nlm": 10, "hourglass-family": 8, "tv": 4, "wavelet": 2}
 
 
-def _tags(condition: Any, method: str, budget: TrainBudget, seed: int) -> dict[str, str] | None:
-    """The cache key of a row computed here: a CNN trained here is keyed by the commit too (None outside git)."""
+def _tags(condition: Any, method: str, budget: TrainBudget, seed: int) -> dict[str, str]:
+    """The cache key of a row computed here (a CNN trained here is keyed by the code too)."""
     from stemreg.platform.evaluation.methods import LEARNED_METHODS
 
-    tags = row_tags(condition, method, budget, seed, learned=method in LEARNED_METHODS)
-    return None if "unknown" in tags.values() else tags
+    return row_tags(condition, method, budget, seed, learned=method in LEARNED_METHODS)
 
 
 def compute_row(condition: Any, method: str, budget: TrainBudget, seed: int) -> MethodResult:

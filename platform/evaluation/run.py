@@ -124,8 +124,8 @@ def evaluate(condition: Any, *, methods: str | Sequence[str] | None = None, budg
         if method in precomputed:
             results.append(precomputed[method])
             continue
-        # a CNN trained here on the benchmark is the same every time at one commit, budget and seed; a
-        # registered champion at one commit and model version
+        # a CNN trained here on the benchmark is the same every time with one code, budget and seed; a
+        # registered champion with one code and model version
         cacheable = (use_cache and log_to_mlflow and images_dir is None and converged is None
                      and method in LEARNED_METHODS)
         scored = champion if method == "hourglass" else None
@@ -145,7 +145,7 @@ def evaluate(condition: Any, *, methods: str | Sequence[str] | None = None, budg
                 tags = None  # the champion did not load: trained here instead, not its row
         details = {"description": METHOD_DESCRIPTIONS[method], **details}
         results.append(score_method(method, predict, test, source=source, details=details, progress=progress))
-        if tags is not None and "unknown" not in tags.values():
+        if tags is not None:
             results[-1].details["cache_run_id"] = save_row(tags, results[-1])
         log.info("%s: PSNR %.2f dB (%s)", method, float(np.mean(results[-1].psnr)), source)
     bar.close()
