@@ -11,6 +11,7 @@ hourglass) tiled and whole-image results are identical up to float rounding.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -182,13 +183,28 @@ def resolve_tiling(model: nn.Module | None, height: int, width: int, tile_px: in
     return int(tile_px), int(overlap_px)
 
 
+#: Serialises moving a shared model's weights (:func:`_place`).
+_PLACE_LOCK = threading.Lock()
+
+
 def _place(model: nn.Module, dev: torch.device) -> None:
     """Move the model to ``dev`` with channels-last weights, unless it is there already: a served
-    model is then left untouched, so concurrent calls (``stemreg serve --parallel``) share it safely."""
+    model is then left untouched, so concurrent calls (``stemreg serve --parallel``) share it safely.
+
+    The move replaces the weights in place and frees the old ones, so it runs under a lock: threads
+    that share a fresh model (Dask's threaded workers start their first blocks together) would else
+    run a forward pass on weights freed under them (garbage in the first frames' output, seen once in
+    tests/platform/test_streaming.py). Every forward pass comes after its own call here, and a model
+    is moved at most once, so no pass can overlap the move."""
     # channels-last convolutions run ~1.8x faster on CPU here (benchmarks/bench_inference.py)
-    if any(p.device != dev or (p.dim() == 4 and not p.is_contiguous(memory_format=torch.channels_last))
-           for p in model.parameters()):
-        model.to(dev, memory_format=torch.channels_last)
+    def placed() -> bool:
+        return not any(p.device != dev or (p.dim() == 4 and not p.is_contiguous(memory_format=torch.channels_last))
+                       for p in model.parameters())
+
+    if not placed():
+        with _PLACE_LOCK:
+            if not placed():
+                model.to(dev, memory_format=torch.channels_last)
 
 
 def denoise_array(model: nn.Module, image: np.ndarray, *, tile_px: int | None = None, overlap_px: int | None = None,
