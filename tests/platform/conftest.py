@@ -109,13 +109,13 @@ def registered_low_dose(tmp_path_factory) -> RegisteredModel:
                            run_id=result.run_id, store_dir=store_dir)
 
 
-def stop_server(proc) -> None:
-    """Stop a server started in its own session (start_new_session=True): SIGINT to its process group,
-    SIGKILL if it has not gone after 20 s; its stderr pipe closed."""
+def stop_server(proc, sig: int | None = None) -> None:
+    """Stop a server started in its own session (start_new_session=True): ``sig`` (default SIGINT) to its
+    process group, SIGKILL if it has not gone after 20 s; its stderr pipe closed."""
     import signal
     import subprocess
 
-    os.killpg(proc.pid, signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT if sig is None else sig)
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.platform.conftest import stop_server
+
 pytestmark = pytest.mark.postgres
 
 ADMIN_URL = os.environ.get("STEMREG_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
@@ -60,12 +62,7 @@ def _wait_http(url: str, proc: subprocess.Popen, *, timeout_s: float, log: Path)
 
 def _stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_server(proc, signal.SIGTERM)  # mlflow server's gunicorn stops on SIGTERM
 
 
 class _Databases:
