@@ -22,6 +22,7 @@ import logging
 import math
 import sys
 import time
+import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -152,6 +153,11 @@ def pretrained_base(progress: bool = False) -> SharedBase | None:
                       architecture=canonical_architecture(arch), pretrained=True)
 
 
+def sampler_seed(seed: int, condition_name: str) -> int:
+    """The main job's TPE seed for one condition: repeatable, and different for each condition."""
+    return (seed + zlib.crc32(condition_name.encode())) % 2**31
+
+
 def _distill(cond, trials: int, *, timeout_s: float | None, storage: str | None,
              budget: dict[str, Any] | None, progress: bool) -> dict[str, Any]:
     """Students of the condition's champion: the search, its front registered, the challenger gated."""
@@ -161,9 +167,11 @@ def _distill(cond, trials: int, *, timeout_s: float | None, storage: str | None,
     teacher_tag = teacher.uri.rsplit("/", 1)[-1].replace(":", "-")
     # One worker here, so a seeded sampler makes the main job repeatable (`stemreg tune` leaves
     # it unseeded: workers sharing a study must not all draw the same random start-up trials).
+    # The seed differs per condition: one seed for all made every condition's first TPE draw the same
+    # architecture (pruned by FLOPs in each, a wasted trial).
     study = run_study(cond, n_trials=trials, timeout_s=timeout_s, storage=storage,
                       study_name=f"{default_study_name(cond)}-{STUDY_SUFFIX}-v{teacher_tag}", budget=search_budget,
-                      objective="quality-latency", sampler=optuna.samplers.TPESampler(seed=search_budget.seed),
+                      objective="quality-latency", sampler=optuna.samplers.TPESampler(seed=sampler_seed(search_budget.seed, cond.name)),
                       # the fast student first, then a pruned copy of the teacher (a copy of its own
                       # shape would only be the champion again)
                       enqueue=distill_points(cond, search_budget.min_receptive_cells, teacher.architecture,

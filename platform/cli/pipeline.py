@@ -28,15 +28,22 @@ DEFAULT_STUDENTS = 3
 @click.option("--from-scratch", is_flag=True,
               help="Do not start from the pretrained base that ships with stemreg: train low-dose from scratch "
                    "and fine-tune the others from its champion.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Torch CPU threads (default: torch's choice, one per core). On a machine busy with other "
+                   "work, 1 avoids threads waiting on each other for busy cores.")
 @json_option
 def pipeline_command(conditions: str | None, trials: int, epochs, steps_per_epoch, n_train, seed: int,
                      tune_timeout: float | None, storage: str | None, share_base: bool, from_scratch: bool,
-                     as_json: bool) -> None:
+                     threads: int | None, as_json: bool) -> None:
     """The main job: register the shipped pretrained base and fine-tune every condition from it (with
     --trials: search first), register, score on the range benchmark and promote if better."""
     from stemreg.models.config import FINE_TUNE_BUDGET, QUICK_BUDGET
     from stemreg.platform.pipeline import run_pipeline
 
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     names = [c.strip() for c in (conditions or "").split(",") if c.strip() and c.strip() != "all"] or None
     for name in names or []:
         load_condition(name)
