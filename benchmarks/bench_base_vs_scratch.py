@@ -6,7 +6,8 @@ and total number of optimiser steps:
 
 - base then fine-tune: ``--base-steps`` on low-dose (the base's stream: the range of samplings and
   doses, fresh noise every patch), then ``--tune-steps`` on the condition at a tenth of the
-  learning rate (the pipeline's fine-tuning factor);
+  learning rate (the pipeline's fine-tuning factor; ``--tune-lr-factors`` tries other shares, one arm
+  each, on the same base);
 - from scratch: ``--base-steps + --tune-steps`` on the condition.
 
 The base is trained once and shared by every condition (as the pipeline shares it). Both models
@@ -37,6 +38,10 @@ def main() -> None:
     parser.add_argument("--steps-per-epoch", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--tune-lr-factors", default=None, metavar="F1,F2,...",
+                        help="fine-tune at these shares of --lr, one arm each (default: the pipeline's factor)")
+    parser.add_argument("--no-scratch", action="store_true",
+                        help="skip the from-scratch arm (its figures do not depend on the fine-tune's rate)")
     options = parser.parse_args()
 
     import torch
@@ -62,26 +67,31 @@ def main() -> None:
         stream = FieldPool(condition, n_fields=32, size_px=max(128, options.patch_px), seed=seed)
         return train(model, config(steps, lr), train_data=stream, val_data=None, progress=False).model
 
+    factors = ([float(f) for f in options.tune_lr_factors.split(",")] if options.tune_lr_factors
+               else [FINE_TUNE_LR_FACTOR])
     started = time.perf_counter()
     torch.manual_seed(options.seed)
     base = fit(build_model(dict(arch)), load_condition("low-dose"), options.base_steps, options.lr, options.seed)
     base_state = {k: v.clone() for k, v in base.state_dict().items()}
     report = {"architecture": arch, "base_steps": options.base_steps, "tune_steps": options.tune_steps,
               "batch_size": options.batch_size, "patch_px": options.patch_px, "lr": options.lr,
-              "fine_tune_lr": options.lr * FINE_TUNE_LR_FACTOR, "threads": options.threads,
+              "fine_tune_lrs": [options.lr * f for f in factors], "threads": options.threads,
               "load_average_start": [round(x, 1) for x in os.getloadavg()], "conditions": {}}
     for name in options.conditions.split(","):
         condition = load_condition(name)
         val = condition.sample_pairs(options.n_val, size_px=128, seed=options.seed + 1000)
-        tuned = build_model(dict(arch))
-        tuned.load_state_dict(base_state)
-        tuned = fit(tuned, condition, options.tune_steps, options.lr * FINE_TUNE_LR_FACTOR, options.seed + 1)
-        torch.manual_seed(options.seed)
-        scratch = fit(build_model(dict(arch)), condition, options.base_steps + options.tune_steps, options.lr,
-                      options.seed + 1)
+        arms: list[tuple[str, torch.nn.Module | None]] = []
+        for factor in factors:
+            tuned = build_model(dict(arch))
+            tuned.load_state_dict(base_state)
+            label = "base_then_fine_tune" if factor == FINE_TUNE_LR_FACTOR else f"base_then_fine_tune_at_{factor:g}x"
+            arms.append((label, fit(tuned, condition, options.tune_steps, options.lr * factor, options.seed + 1)))
+        if not options.no_scratch:
+            torch.manual_seed(options.seed)
+            arms.append(("from_scratch", fit(build_model(dict(arch)), condition,
+                                             options.base_steps + options.tune_steps, options.lr, options.seed + 1)))
         figures = {}
-        for label, model in (("base_then_fine_tune", tuned), ("from_scratch", scratch),
-                             ("noisy", None)):
+        for label, model in (*arms, ("noisy", None)):
             predict = (lambda image: image) if model is None else (
                 lambda image, m=model: denoise_array(m.eval(), image))
             scores = score_predictions(predict, list(val.degraded), list(val.clean), columns=list(val.columns),
