@@ -65,21 +65,34 @@ class FieldPool:
         A lab's clean (high-dose) images, mixed in at ``target_fraction`` of the patches.
     target_fraction : float
         Share of patches cut from ``targets`` (0 to 1).
+    perfect_fraction : float
+        Share of the synthetic fields drawn as perfect crystals: no vacancies, no substitutions, no
+        amorphous background (0: every field from the condition's ranges, the stream unchanged). On a
+        perfect lattice every unit cell repeats the others, which a denoiser can pool over (BM3D's block
+        matching does); the condition's defects and background teach the opposite.
+    low_dose_fraction : float
+        Share of the patches whose dose is drawn from the bottom quarter of the condition's dose range
+        (log scale; :func:`low_dose_draw`) instead of all of it (0: the stream unchanged).
     """
 
     def __init__(self, condition: Condition, *, n_fields: int = 256, size_px: int = 256, seed: int,
                  refresh_per_batch: int = 1, targets: list[tuple[np.ndarray, float | None, str]] | None = None,
-                 target_fraction: float = 0.0) -> None:
+                 target_fraction: float = 0.0, perfect_fraction: float = 0.0,
+                 low_dose_fraction: float = 0.0) -> None:
         if n_fields < 1:
             raise ValueError(f"n_fields must be >= 1 (got {n_fields})")
         if seed == condition.benchmark_seed:
             raise ValueError(f"seed {seed} is the condition's benchmark seed; training draws use another seed")
         if not 0.0 <= target_fraction <= 1.0:
             raise ValueError(f"target_fraction must be within 0..1 (got {target_fraction})")
+        for label, share in (("perfect_fraction", perfect_fraction), ("low_dose_fraction", low_dose_fraction)):
+            if not 0.0 <= share <= 1.0:
+                raise ValueError(f"{label} must be within 0..1 (got {share})")
         if target_fraction > 0 and not targets:
             raise ValueError("target_fraction > 0 needs targets (a lab's high-dose images)")
         self.condition, self.size_px, self.refresh_per_batch = condition, size_px, refresh_per_batch
         self.rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED]))
+        self.perfect_fraction, self.low_dose_fraction = perfect_fraction, low_dose_fraction
         self.entries = [self._render() for _ in range(n_fields)]
         self.targets = [self._target(img, pm, name) for img, pm, name in (targets or [])]
         self.target_fraction = target_fraction
@@ -88,6 +101,9 @@ class FieldPool:
     # -- the pool --------------------------------------------------------------------------------
     def _render(self) -> _Entry:
         params = self.condition.draw_params(self.rng)
+        # the extra draw only when asked for, so that the default stream stays the same bytes
+        if self.perfect_fraction and self.rng.random() < self.perfect_fraction:
+            params.update(vacancy_fraction=0.0, substitution_fraction=0.0, background_fraction=0.0)
         return _Entry(render_field(params, self.size_px, params["pixel_size_pm"], self.rng), params, "synthetic")
 
     def _target(self, image: np.ndarray, pixel_size_pm: float | None, name: str) -> _Entry:
@@ -142,6 +158,9 @@ class FieldPool:
                         "dose_scale", "bias", *DETECTOR_KEYS):
                 params[key] = fresh[key]
             params["beam_current_pA"] = fresh["beam_current_pA"]
+            if self.low_dose_fraction and rng.random() < self.low_dose_fraction:
+                params["dose_scale"] = low_dose_draw(self.condition, rng)
+                params["beam_current_pA"] = fresh["beam_current_pA"] / fresh["dose_scale"] * params["dose_scale"]
             signal = scan_rendered(entry.rendered, params, rng, window=(row, col, patch_px))
             degraded[i] = apply_dose_noise(signal, rng, **noise_kwargs(params))
             clean[i] = entry.rendered.clean[row:row + patch_px, col:col + patch_px]
@@ -149,6 +168,15 @@ class FieldPool:
         for _ in range(self.refresh_per_batch):
             self.entries[int(rng.integers(len(self.entries)))] = self._render()
         return degraded, clean
+
+
+def low_dose_draw(condition: Condition, rng: np.random.Generator) -> float:
+    """A dose scale from the bottom quarter of the condition's range, log-uniform (0.25 to 0.5 of the
+    condition's point for the default 0.25 to 4): where a denoiser has the fewest counts per column."""
+    low, high = (condition.dose_scale, condition.dose_scale) if not isinstance(condition.dose_scale, tuple) \
+        else condition.dose_scale
+    top = np.exp(np.log(low) + 0.25 * (np.log(high) - np.log(low)))
+    return float(np.exp(rng.uniform(np.log(low), np.log(top))))
 
 
 def targets_tags(targets: list[tuple[np.ndarray, float | None, str]] | None,

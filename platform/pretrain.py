@@ -58,6 +58,7 @@ def pretrain_base(condition: ConditionLike = PRETRAIN.condition, *, steps: int =
                   name: str = BASE_NAME, directory: Path | None = None, threads: int | None = None,
                   from_base: str | None = None, from_directory: Path | None = None,
                   library: Path | None = None, library_fraction: float = 0.25, library_fields: int = 64,
+                  perfect_fraction: float = 0.0, low_dose_fraction: float = 0.0,
                   on_epoch: Callable[[int, dict[str, float]], None] | None = None,
                   progress: bool = True) -> dict[str, Any]:
     """Train the base and write it with its card; returns the card.
@@ -80,6 +81,10 @@ def pretrain_base(condition: ConditionLike = PRETRAIN.condition, *, steps: int =
     library, library_fraction, library_fields
         A multislice library (``stemreg multislice``): ``library_fields`` clean fields tiled from it
         over the condition's samplings, mixed in at ``library_fraction`` of the patches.
+    perfect_fraction
+        Share of the pool's synthetic fields drawn as perfect crystals (FieldPool's ``perfect_fraction``).
+    low_dose_fraction
+        Share of the patches dosed from the bottom quarter of the dose range (FieldPool's).
     """
     cond = load_condition(condition)
     commit = git_commit() or "unknown"  # the code that trains, before anything can move HEAD
@@ -112,7 +117,8 @@ def pretrain_base(condition: ConditionLike = PRETRAIN.condition, *, steps: int =
                         f"({', '.join(c.name for c in cells)}; abTEM, frozen phonons, HAADF and ABF) at "
                         f"{library_fraction:g} of the patches")
     stream = FieldPool(cond, n_fields=n_fields, size_px=256, seed=seed, targets=targets,
-                       target_fraction=library_fraction if targets else 0.0)
+                       target_fraction=library_fraction if targets else 0.0, perfect_fraction=perfect_fraction,
+                       low_dose_fraction=low_dose_fraction)
     val = cond.sample_pairs(n_val, size_px=256, seed=PRETRAIN_VAL_SEED)
     result = train(model, config, train_data=stream, val_data=(val.degraded, val.clean), on_epoch=on_epoch,
                    progress=progress)
@@ -146,6 +152,7 @@ def pretrain_base(condition: ConditionLike = PRETRAIN.condition, *, steps: int =
                              "noise every patch (FieldPool); validation: "
                              f"{n_val} images of 256 px, seed {PRETRAIN_VAL_SEED}",
                      "multislice_library": library_note,
+                     "perfect_fraction": perfect_fraction, "low_dose_fraction": low_dose_fraction,
                      "best_epoch": result.best_epoch, "best_val_psnr": round(result.best_val_psnr, 4),
                      "noisy_val_psnr": round(result.noisy_val_psnr, 4),
                      "history": [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in h.items()}
@@ -158,7 +165,9 @@ def pretrain_base(condition: ConditionLike = PRETRAIN.condition, *, steps: int =
         "command": f"stemreg pretrain --condition {cond.name} --steps {steps} --seed {seed} --lr {lr:g}"
                    + (f" --threads {threads}" if threads else "") + (f" --from-base {from_base}" if from_base else "")
                    + (f" --library {library} --library-fraction {library_fraction:g}" if library else "")
-                   + (f" --fields {n_fields}" if n_fields != PRETRAIN.n_fields else ""),
+                   + (f" --fields {n_fields}" if n_fields != PRETRAIN.n_fields else "")
+                   + (f" --perfect-fraction {perfect_fraction:g}" if perfect_fraction else "")
+                   + (f" --low-dose-fraction {low_dose_fraction:g}" if low_dose_fraction else ""),
         "torch": torch.__version__,
     }
     save_pretrained(result.model, card, name, directory)

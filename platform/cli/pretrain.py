@@ -35,10 +35,16 @@ from stemreg.platform.errors import BadInputError
               help="Share of the patches cut from the --library fields.")
 @click.option("--fields", type=click.IntRange(min=1), default=PRETRAIN.n_fields, show_default=True,
               help="Rendered fields in the training pool (one re-rendered per step); fewer start sooner.")
+@click.option("--perfect-fraction", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Share of the pool's fields drawn as perfect crystals (no vacancies, substitutions or "
+                   "amorphous background).")
+@click.option("--low-dose-fraction", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Share of the patches dosed from the bottom quarter of the condition's dose range.")
 @json_option
 def pretrain_command(condition_name: str, steps: int, seed: int, lr: float, from_base: str | None,
                      base_dir: Path | None, name: str | None, threads: int, out_dir: Path | None,
-                     library: Path | None, library_fraction: float, fields: int, as_json: bool) -> None:
+                     library: Path | None, library_fraction: float, fields: int, perfect_fraction: float,
+                     low_dose_fraction: float, as_json: bool) -> None:
     """Train the pretrained base over the condition's whole range and write its weights and card.
 
     The base is what `stemreg denoise` uses before anything is registered, and
@@ -65,7 +71,8 @@ def pretrain_command(condition_name: str, steps: int, seed: int, lr: float, from
         card = pretrain_base(cond, steps=steps, seed=seed, lr=lr, threads=threads or None, directory=out_dir,
                              **({"name": name} if name else {}), from_base=from_base, from_directory=base_dir, on_epoch=show,
                              progress=not as_json, library=library, library_fraction=library_fraction,
-                             n_fields=fields)
+                             n_fields=fields, perfect_fraction=perfect_fraction,
+                             low_dose_fraction=low_dose_fraction)
     except PretrainedMissingError as exc:
         raise BadInputError(f"--from-base: {exc}") from None
     bench = card["benchmark"]

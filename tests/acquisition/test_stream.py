@@ -6,7 +6,7 @@ import pytest
 
 from stemreg.acquisition.detector import IDEAL_DETECTOR
 from stemreg.acquisition import get_condition
-from stemreg.acquisition.stream import FieldPool
+from stemreg.acquisition.stream import FieldPool, low_dose_draw
 
 
 def test_two_steps_never_see_the_same_noise_draw():
@@ -79,3 +79,38 @@ def test_a_fork_draws_the_same_stream_and_leaves_its_pool_alone():
     # the pool itself has not moved: it still draws what a fresh fork draws
     fresh = FieldPool(cond, n_fields=2, size_px=48, seed=10)
     np.testing.assert_array_equal(pool.batch(2, 32)[0], fresh.batch(2, 32)[0])
+
+
+def test_perfect_fields_have_no_defects_nor_background_and_the_default_stream_is_unchanged():
+    cond = get_condition("low-dose")
+    pool = FieldPool(cond, n_fields=6, size_px=48, seed=6, refresh_per_batch=0, perfect_fraction=1.0)
+    for entry in pool.entries:
+        assert entry.params["vacancy_fraction"] == entry.params["substitution_fraction"] == 0.0
+        assert entry.params["background_fraction"] == 0.0
+    # the condition draws defects and background; perfect_fraction 0 is the stream without the option
+    plain = FieldPool(cond, n_fields=2, size_px=48, seed=6, refresh_per_batch=0)
+    same = FieldPool(cond, n_fields=2, size_px=48, seed=6, refresh_per_batch=0, perfect_fraction=0.0)
+    assert plain.entries[0].params["vacancy_fraction"] > 0
+    assert np.array_equal(plain.batch(2, 32)[0], same.batch(2, 32)[0])
+    with pytest.raises(ValueError, match="perfect_fraction"):
+        FieldPool(cond, n_fields=1, size_px=48, seed=6, perfect_fraction=1.5)
+
+
+def test_low_dose_patches_come_from_the_bottom_quarter_of_the_dose_range():
+    cond = get_condition("low-dose")  # dose_scale 0.25 to 4: the bottom quarter in log is 0.25 to 0.5
+    low, high = cond.dose_scale
+    top = low * (high / low) ** 0.25
+    rng = np.random.default_rng(0)
+    doses = np.array([low_dose_draw(cond, rng) for _ in range(500)])
+    assert doses.min() >= low and doses.max() <= top and doses.max() > 0.9 * top
+    # the option at 0 leaves the stream as it was
+    plain = FieldPool(cond, n_fields=2, size_px=48, seed=8, refresh_per_batch=0)
+    same = FieldPool(cond, n_fields=2, size_px=48, seed=8, refresh_per_batch=0, low_dose_fraction=0.0)
+    assert np.array_equal(plain.batch(2, 32)[0], same.batch(2, 32)[0])
+    # at 1 every patch is dosed from the bottom: with an ideal detector and HAADF only, degraded - clean is
+    # the dose noise, whose variance goes as 1 / dose (geometric means 0.35x against 1x: ~2.8x the variance)
+    quiet = cond.model_copy(update={**IDEAL_DETECTOR, "bright_field_fraction": 0.0})
+    noisy, clean = FieldPool(quiet, n_fields=4, size_px=48, seed=8, refresh_per_batch=0,
+                             low_dose_fraction=1.0).batch(24, 32)
+    noisy_all, clean_all = FieldPool(quiet, n_fields=4, size_px=48, seed=8, refresh_per_batch=0).batch(24, 32)
+    assert np.median(np.var(noisy - clean, axis=(1, 2))) > 2 * np.median(np.var(noisy_all - clean_all, axis=(1, 2)))
